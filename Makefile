@@ -1,0 +1,127 @@
+# ember build. `make` builds the VMM, the snapshot tool and the test guests;
+# `make test` / `make demo` / `make bench` first install missing build dependencies.
+#
+#   make SAN=1 ...   builds everything with -fsanitize=address,undefined into build-san/
+#   make V=1 ...     shows the commands
+
+VERSION := 0.1.0
+CC      ?= gcc
+SAN     ?= 0
+ifeq ($(SAN),1)
+B       ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+B       ?= build
+SANFLAGS :=
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
+           -Wmissing-prototypes -Wstrict-prototypes -Wvla
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) -D_GNU_SOURCE \
+              -DEMBER_VERSION='"$(VERSION)"' -Iinclude -Isrc -Isnapshot-format -MMD -MP
+# Libraries linked statically: a smaller dynamic-loader bill on every `ember restore`.
+LIBS_STATIC := -Wl,-Bstatic -luring -lseccomp -llz4 -lmsgpackc -Wl,-Bdynamic
+LDLIBS  := $(LIBS_STATIC) -lpthread
+LDFLAGS ?=
+ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
+
+# ---- sources -------------------------------------------------------------------
+EMBER_MAIN := src/main.c
+EMBER_SRCS := $(filter-out $(EMBER_MAIN),$(wildcard src/*.c src/arch/x86_64/*.c src/dev/*.c \
+                src/paging/*.c))
+SNAP_MAIN  := snapshot-format/ember-snap.c
+SNAP_SRCS  := $(filter-out $(SNAP_MAIN),$(wildcard snapshot-format/*.c))
+
+EMBER_OBJS := $(EMBER_SRCS:%.c=$(B)/obj/%.o)
+SNAP_OBJS  := $(SNAP_SRCS:%.c=$(B)/obj/%.o)
+LIBEMBER   := $(B)/libember.a
+LIBSNAP    := $(B)/libsnapfmt.a
+
+UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+INTEG_SRCS := $(wildcard tests/integration/test_*.c)
+TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
+TEST_LIB_OBJS := $(TEST_LIB_SRCS:%.c=$(B)/obj/%.o)
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
+INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(B)/tests/integration/%)
+
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
+
+.PHONY: all test unit integration demo bench clean deps guests tests
+all: $(B)/ember $(B)/ember-snap guests
+
+deps:
+	$(Q)scripts/install-deps.sh
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIBEMBER): $(EMBER_OBJS)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIBSNAP): $(SNAP_OBJS)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/ember: $(B)/obj/$(EMBER_MAIN:.c=.o) $(LIBEMBER) $(LIBSNAP)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/ember-snap: $(B)/obj/$(SNAP_MAIN:.c=.o) $(LIBSNAP)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- tests ---------------------------------------------------------------------
+$(B)/tests/unit/%: $(B)/obj/tests/unit/%.o $(TEST_LIB_OBJS) $(LIBEMBER) $(LIBSNAP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+
+$(B)/tests/integration/%: $(B)/obj/tests/integration/%.o $(TEST_LIB_OBJS) $(LIBEMBER) $(LIBSNAP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+
+tests: all $(UNIT_BINS) $(INTEG_BINS)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS) $(INTEG_BINS)
+
+unit: all $(UNIT_BINS)
+	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS)
+
+integration: all $(INTEG_BINS)
+	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(INTEG_BINS)
+
+# ---- demo and bench ----------------------------------------------------------------
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)EMBER_BUILD=$(B) scripts/demo.sh
+
+$(B)/bench/%: bench/%.c $(LIBSNAP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)
+	$(Q)EMBER_BUILD=$(B) bench/run.sh
+
+clean:
+	rm -rf build build-san
+
+# ---- test guests (freestanding, never sanitized) -----------------------------------
+include tests/guest/guest.mk
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

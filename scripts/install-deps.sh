@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs ember's build dependencies on Debian 12, only the ones that are missing.
+# Idempotent and quiet when everything is present.
+set -eu
+PKGS="build-essential pkg-config liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev"
+
+missing=""
+for p in $PKGS; do
+	st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$st" in
+	*" installed") ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+[ -z "$missing" ] && exit 0
+
+echo "install-deps: installing:$missing" >&2
+if [ "$(id -u)" -ne 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+		echo "install-deps: need root to apt-get install:$missing" >&2
+		exit 1
+	fi
+else
+	SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+if ! $SUDO apt-get install -y --no-install-recommends $missing >/dev/null; then
+	$SUDO apt-get update >/dev/null
+	$SUDO apt-get install -y --no-install-recommends $missing >/dev/null
+fi
