@@ -1,0 +1,227 @@
+/*
+ * Command-line parsing, separate from main() so that every usage error can be
+ * unit-tested. Hand-rolled rather than getopt: getopt keeps global state and prints
+ * its own messages, and we want one message format that names the bad flag or value.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define DEFAULT_MEM_MIB 256
+#define MAX_MEM_MIB (64 * 1024)
+
+void cli_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ember boot --kernel PATH [options]\n"
+		"       ember --help | --version\n"
+		"\n"
+		"boot options:\n"
+		"  --kernel PATH         vmlinux ELF or bzImage (Linux x86-64 boot protocol)\n"
+		"  --initrd PATH         initial ramdisk\n"
+		"  --cmdline STR         kernel command line\n"
+		"  --mem MiB             guest RAM in MiB (default %d)\n"
+		"  --vcpus N             number of vCPUs, 1..%d (default 1)\n"
+		"common options:\n"
+		"  --console KIND        stdio (default), none, or file:PATH\n"
+		"  --console-input       feed stdin to the guest's serial port\n"
+		"  --timings             print 'ember-timing <phase> <us>' lines on stderr\n"
+		"  --guest-cmd NAME      queue a command for the guest's WAIT ucall (repeatable)\n"
+		"  --timeout SEC         stop the VM after SEC seconds (exit 124)\n"
+		"  --dump-regs           print every vCPU's registers when the VM stops\n"
+		"\n"
+		"exit status: 0 guest reset/done, 1 VMM error, 2 usage error,\n"
+		"             3 guest assertion failed, 124 timeout, 128+N signal N\n",
+		DEFAULT_MEM_MIB, VM_MAX_VCPUS);
+}
+
+/* Strict unsigned parse: digits only, no sign, no overflow, within [min, max]. */
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* Seconds with up to millisecond precision: "2", "0.5", "1.25". */
+static int parse_seconds_ms(const char *s, uint64_t *ms)
+{
+	uint64_t whole = 0, frac = 0, scale = 1000;
+	const char *p = s;
+
+	if (!*p)
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		whole = whole * 10 + (uint64_t)(*p - '0');
+		if (whole > 86400ull * 365)
+			return -EINVAL;
+	}
+	if (*p == '.') {
+		p++;
+		for (; *p >= '0' && *p <= '9' && scale > 1; p++) {
+			scale /= 10;
+			frac += (uint64_t)(*p - '0') * scale;
+		}
+		while (*p >= '0' && *p <= '9')
+			p++;
+	}
+	if (*p || p == s)
+		return -EINVAL;
+	*ms = whole * 1000 + frac;
+	return *ms ? 0 : -EINVAL;
+}
+
+static int parse_console(const char *v, struct vm_config *vc, struct errbuf *eb)
+{
+	if (!strcmp(v, "stdio")) {
+		vc->console = CONSOLE_STDIO;
+	} else if (!strcmp(v, "none")) {
+		vc->console = CONSOLE_NONE;
+	} else if (!strncmp(v, "file:", 5) && v[5]) {
+		vc->console = CONSOLE_FILE;
+		vc->console_path = v + 5;
+	} else {
+		return errbuf_set(eb, -EINVAL, "--console: '%s' is not stdio, none or file:PATH", v);
+	}
+	return 0;
+}
+
+/* Flags that take a value; the rest are switches. */
+static const char *const value_flags[] = {
+	"--kernel", "--initrd", "--cmdline", "--mem", "--vcpus", "--console",
+	"--guest-cmd", "--timeout",
+};
+
+static bool takes_value(const char *flag)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(value_flags); i++)
+		if (!strcmp(flag, value_flags[i]))
+			return true;
+	return false;
+}
+
+static int parse_flag(struct cli *c, const char *flag, const char *val, struct errbuf *eb)
+{
+	struct vm_config *vc = &c->vm;
+	uint64_t n;
+
+	if (!strcmp(flag, "--kernel")) {
+		if (!*val)
+			return errbuf_set(eb, -EINVAL, "--kernel: empty path");
+		vc->kernel = val;
+	} else if (!strcmp(flag, "--initrd")) {
+		if (!*val)
+			return errbuf_set(eb, -EINVAL, "--initrd: empty path");
+		vc->initrd = val;
+	} else if (!strcmp(flag, "--cmdline")) {
+		vc->cmdline = val;
+	} else if (!strcmp(flag, "--mem")) {
+		if (parse_u64(val, 2, MAX_MEM_MIB, &n))
+			return errbuf_set(eb, -EINVAL, "--mem: '%s' is not a size in MiB between 2 and %d",
+					  val, MAX_MEM_MIB);
+		vc->mem_bytes = n * MiB;
+	} else if (!strcmp(flag, "--vcpus")) {
+		if (parse_u64(val, 1, VM_MAX_VCPUS, &n))
+			return errbuf_set(eb, -EINVAL, "--vcpus: '%s' is not a number between 1 and %d",
+					  val, VM_MAX_VCPUS);
+		vc->nr_vcpus = (unsigned)n;
+	} else if (!strcmp(flag, "--console")) {
+		return parse_console(val, vc, eb);
+	} else if (!strcmp(flag, "--console-input")) {
+		vc->console_input = true;
+	} else if (!strcmp(flag, "--timings")) {
+		vc->timings = true;
+	} else if (!strcmp(flag, "--guest-cmd")) {
+		if (!*val || strlen(val) >= EMBER_UCALL_DATA_MAX)
+			return errbuf_set(eb, -EINVAL, "--guest-cmd: '%s' must be 1..%u characters",
+					  val, EMBER_UCALL_DATA_MAX - 1);
+		if (vc->nr_guest_cmds == VM_MAX_GUEST_CMDS)
+			return errbuf_set(eb, -EINVAL, "--guest-cmd: more than %d commands",
+					  VM_MAX_GUEST_CMDS);
+		vc->guest_cmds[vc->nr_guest_cmds++] = val;
+	} else if (!strcmp(flag, "--timeout")) {
+		if (parse_seconds_ms(val, &vc->timeout_ms))
+			return errbuf_set(eb, -EINVAL, "--timeout: '%s' is not a positive number of seconds", val);
+	} else if (!strcmp(flag, "--dump-regs")) {
+		c->dump_regs = true;
+	} else {
+		return errbuf_set(eb, -EINVAL, "unknown option '%s'", flag);
+	}
+	return 0;
+}
+
+int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
+{
+	memset(c, 0, sizeof(*c));
+	c->vm.mem_bytes = DEFAULT_MEM_MIB * MiB;
+	c->vm.nr_vcpus = 1;
+	c->vm.console = CONSOLE_STDIO;
+
+	if (argc < 2)
+		return errbuf_set(eb, -EINVAL, "missing command (boot)");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		c->cmd = CLI_HELP;
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+		c->cmd = CLI_VERSION;
+		return 0;
+	}
+	if (!strcmp(argv[1], "boot"))
+		c->cmd = CLI_BOOT;
+	else
+		return errbuf_set(eb, -EINVAL, "unknown command '%s'", argv[1]);
+
+	for (int i = 2; i < argc; i++) {
+		const char *arg = argv[i], *eq, *val = NULL;
+		char flag[64];
+		size_t flen;
+		int r;
+
+		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+			c->cmd = CLI_HELP;
+			return 0;
+		}
+		if (strncmp(arg, "--", 2) != 0)
+			return errbuf_set(eb, -EINVAL, "unexpected argument '%s'", arg);
+		eq = strchr(arg, '=');
+		flen = eq ? (size_t)(eq - arg) : strlen(arg);
+		if (flen >= sizeof(flag))
+			return errbuf_set(eb, -EINVAL, "unknown option '%.40s...'", arg);
+		memcpy(flag, arg, flen);
+		flag[flen] = 0;
+		if (takes_value(flag)) {
+			if (eq) {
+				val = eq + 1;
+			} else if (i + 1 < argc) {
+				val = argv[++i];
+			} else {
+				return errbuf_set(eb, -EINVAL, "option '%s' needs a value", flag);
+			}
+		} else if (eq) {
+			return errbuf_set(eb, -EINVAL, "option '%s' takes no value", flag);
+		}
+		r = parse_flag(c, flag, val ? val : "", eb);
+		if (r)
+			return r;
+	}
+
+	if (c->cmd == CLI_BOOT && !c->vm.kernel)
+		return errbuf_set(eb, -EINVAL, "ember boot: --kernel PATH is required");
+	if (c->vm.console_input && c->vm.console != CONSOLE_STDIO)
+		return errbuf_set(eb, -EINVAL, "--console-input needs --console stdio");
+	return 0;
+}

@@ -1,0 +1,264 @@
+/*
+ * ember core layer: KVM handles, guest memory, vCPUs, the I/O bus, the VM object,
+ * logging and timing. Everything returns 0 or a negative errno; nothing here exits.
+ */
+#ifndef EMBER_VMM_H
+#define EMBER_VMM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ember_abi.h"
+
+#ifndef EMBER_VERSION
+#define EMBER_VERSION "0.0.0-dev"
+#endif
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define PAGE_SIZE 4096ull
+#define MiB (1024ull * 1024)
+#define GiB (1024ull * MiB)
+
+/* ---- log.c ------------------------------------------------------------------ */
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+void log_set_level(enum log_level lvl);
+enum log_level log_get_level(void);
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define pr_err(...)   log_msg(LOG_ERROR, __VA_ARGS__)
+#define pr_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define pr_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define pr_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+/*
+ * An error buffer carried down a call chain that parses untrusted input, so the
+ * innermost check can say exactly what is wrong ("initrd: 300 MiB does not fit
+ * below initrd_addr_max ...") while callers still just return -errno.
+ */
+struct errbuf {
+	char msg[512];
+};
+int errbuf_set(struct errbuf *eb, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- timing.c --------------------------------------------------------------- */
+/*
+ * Phase timestamps in microseconds since process start. "Process start" is the
+ * CLOCK_MONOTONIC value in the EMBER_T0_NS environment variable when a launcher
+ * (bench/) sets it just before exec, else the earliest constructor in the process.
+ */
+void timing_enable(bool on);
+uint64_t timing_now_us(void);
+/* Records the first occurrence of a phase; prints "ember-timing <phase> <us>". */
+void timing_mark(const char *phase);
+/* Returns the recorded time of a phase, or -1 if it has not happened. */
+int64_t timing_get(const char *phase);
+void timing_reset(void);
+
+/* ---- kvm.c ------------------------------------------------------------------ */
+struct kvm {
+	int dev_fd;        /* /dev/kvm */
+	int vm_fd;
+	int run_mmap_size; /* KVM_GET_VCPU_MMAP_SIZE */
+	int xsave_size;    /* bytes for KVM_GET_XSAVE2 (>= 4096) */
+	int max_vcpus;
+};
+/* Opens /dev/kvm, checks the API version and every capability ember relies on. */
+int kvm_open(struct kvm *k, struct errbuf *eb);
+int kvm_create_vm(struct kvm *k, struct errbuf *eb);
+/* Per-VM set-up that must follow the memslots (PLATFORM.md): TSS, identity map, irqchip, PIT. */
+int kvm_create_irqchip(struct kvm *k, struct errbuf *eb);
+void kvm_close(struct kvm *k);
+
+/* ---- mem.c ------------------------------------------------------------------ */
+#define MEM_MAX_REGIONS 2
+/* The 32-bit PCI/MMIO hole: RAM above this goes to 4 GiB and up. */
+#define MEM_HOLE_START 0xc0000000ull
+#define MEM_HOLE_END   0x100000000ull
+
+struct mem_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint64_t offset; /* offset in the host mapping and in the memory image */
+};
+
+struct guest_mem {
+	struct mem_region regions[MEM_MAX_REGIONS];
+	unsigned nr_regions;
+	uint64_t size;      /* total RAM bytes = sum of region sizes */
+	uint8_t *base;      /* one host mapping holding all regions back to back */
+	bool owned;         /* base was mapped by mem_alloc_anon / mem_map_file */
+};
+
+/* Splits ram_bytes into regions around the hole. ram_bytes must be page aligned. */
+int mem_layout(struct guest_mem *m, uint64_t ram_bytes, struct errbuf *eb);
+int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb);
+void mem_free(struct guest_mem *m);
+int mem_register(const struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb);
+
+/*
+ * THE bounds check: every guest physical address ember dereferences goes through
+ * here. Returns a host pointer to [gpa, gpa+len) or NULL when any byte of the range
+ * is outside RAM or the range crosses a region boundary. Overflow-safe.
+ */
+void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+int gpa_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
+int gpa_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
+/* Region index holding gpa, or -1. */
+int mem_region_of(const struct guest_mem *m, uint64_t gpa);
+
+/* ---- bus.c ------------------------------------------------------------------ */
+struct device;
+struct bus_range {
+	uint64_t base, len;
+	struct device *dev;
+};
+#define BUS_MAX_RANGES 32
+struct bus {
+	struct bus_range ranges[BUS_MAX_RANGES]; /* sorted by base, non-overlapping */
+	unsigned nr;
+};
+int bus_add(struct bus *b, uint64_t base, uint64_t len, struct device *dev);
+/* Finds the device covering [addr, addr+len), or NULL. */
+const struct bus_range *bus_find(const struct bus *b, uint64_t addr, uint64_t len);
+
+/* ---- the VM ----------------------------------------------------------------- */
+enum console_kind { CONSOLE_STDIO, CONSOLE_NONE, CONSOLE_FILE };
+
+#define VM_MAX_VCPUS 64
+#define VM_MAX_GUEST_CMDS 64
+
+struct vm_config {
+	uint64_t mem_bytes;
+	unsigned nr_vcpus;
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	enum console_kind console;
+	const char *console_path;
+	bool console_input;           /* feed stdin to the UART */
+	const char *guest_cmds[VM_MAX_GUEST_CMDS];
+	unsigned nr_guest_cmds;
+	bool stop_on_ready;           /* vm_run returns VM_STOP_READY at the ready port */
+	bool stop_on_sync;            /* vm_run returns VM_STOP_SYNC at each GUEST_SYNC */
+	bool timings;
+	uint64_t timeout_ms;          /* 0: none; else stop with VM_STOP_TIMEOUT */
+};
+
+/* Why vm_run returned. */
+enum vm_stop_reason {
+	VM_STOP_NONE = 0,
+	VM_STOP_RESET,     /* i8042 reset, triple fault, KVM system event: exit 0 */
+	VM_STOP_DONE,      /* GUEST_DONE: exit 0 */
+	VM_STOP_ASSERT,    /* GUEST_ASSERT: exit 3 */
+	VM_STOP_ERROR,     /* VMM or KVM error: exit 1 */
+	VM_STOP_SIGNAL,    /* SIGINT/SIGTERM: exit 128+sig */
+	VM_STOP_READY,     /* guest wrote the ready port and cfg.stop_on_ready */
+	VM_STOP_SYNC,      /* GUEST_SYNC and cfg.stop_on_sync */
+	VM_STOP_REQUEST,   /* vm_request_stop() from another thread (control socket) */
+	VM_STOP_TIMEOUT,   /* cfg.timeout_ms elapsed: exit 124 */
+};
+const char *vm_stop_reason_name(enum vm_stop_reason r);
+
+enum vcpu_msg {
+	VCPU_MSG_NONE = 0,
+	VCPU_MSG_RUN,    /* enter/continue KVM_RUN */
+	VCPU_MSG_PAUSE,  /* leave KVM_RUN (completing pending I/O) and park */
+	VCPU_MSG_CALL,   /* run vcpu->call_fn(vcpu, call_arg) on the vCPU thread, then park */
+	VCPU_MSG_QUIT,   /* leave the thread */
+};
+
+enum vcpu_run_state { VCPU_PARKED, VCPU_RUNNING, VCPU_EXITED };
+
+struct vm;
+struct vcpu {
+	struct vm *vm;
+	unsigned id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vcpu_msg msg;            /* pending message, under lock */
+	enum vcpu_run_state state;    /* under lock */
+	unsigned acked;               /* message sequence number acknowledged */
+	unsigned seq;                 /* message sequence number sent */
+	int (*call_fn)(struct vcpu *v, void *arg);
+	void *call_arg;
+	int call_ret;
+	uint64_t entries;             /* KVM_RUN calls that returned */
+};
+
+struct device;
+struct vm {
+	struct vm_config cfg;
+	struct kvm kvm;
+	struct guest_mem mem;
+	struct vcpu *vcpus;
+	unsigned nr_vcpus;
+	struct bus pio;
+	struct bus mmio;
+	struct device **devices; /* in dev_table order */
+	unsigned nr_devices;
+	struct device *serial;   /* shortcuts into devices[] */
+	int console_fd;          /* guest console output, -1 for none */
+	bool console_fd_owned;
+	struct kvm_cpuid2 *supported_cpuid;
+	const char *entry_phase; /* timing phase of the first KVM_RUN: first-entry/resumed */
+	atomic_bool entered;
+	bool threads_started;
+	int sig_fd;              /* signalfd for SIGINT/SIGTERM, owned by vm_run */
+
+	/* guest command queue for EMBER_UCALL_WAIT */
+	pthread_mutex_t cmd_lock;
+	pthread_cond_t cmd_cond;
+	char *cmds[VM_MAX_GUEST_CMDS];
+	unsigned cmd_head, cmd_tail;
+	bool cmd_may_arrive;     /* a control socket can queue more */
+
+	uint64_t generation;     /* EMBER_PORT_GEN_*: 0 on cold boot */
+	bool ready_seen;
+
+	/* stop handling: first reason wins */
+	pthread_mutex_t stop_lock;
+	enum vm_stop_reason stop_reason;
+	int stop_code;           /* signal number or sync stage */
+	char stop_msg[512];
+	int event_fd;            /* vCPU -> main loop wake-up */
+	atomic_bool stopping;
+	atomic_bool first_report_pending; /* restore: mark "first-report" on next guest report */
+};
+
+/* vm.c: lifecycle. */
+int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb);
+int vm_boot_load(struct vm *vm, struct errbuf *eb);  /* kernel/initrd/cmdline + entry state */
+/* Resumes every vCPU and runs until a stop reason; vCPUs are parked on return. */
+enum vm_stop_reason vm_run(struct vm *vm);
+void vm_request_stop(struct vm *vm, enum vm_stop_reason r, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Process exit status for a stop reason (0, 1, 3, 128+sig). */
+int vm_exit_status(const struct vm *vm);
+void vm_destroy(struct vm *vm);
+/* Guest command queue. */
+int vm_cmd_push(struct vm *vm, const char *cmd);
+/* Pops into buf; returns EMBER_WAIT_* status. May wait up to timeout_ms for a command. */
+int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len, int timeout_ms);
+
+/* vcpu.c */
+int vcpu_create(struct vm *vm, struct vcpu *v, unsigned id, struct errbuf *eb);
+int vcpu_start_thread(struct vcpu *v);
+/* Sends a message to every vCPU and waits until all have acted on it. */
+int vcpus_send(struct vm *vm, enum vcpu_msg msg);
+/* Runs fn on each vCPU's own thread (KVM wants vCPU ioctls there), in parallel. */
+int vcpus_call(struct vm *vm, int (*fn)(struct vcpu *, void *), void *arg);
+void vcpu_destroy(struct vcpu *v);
+/* Installs the kick signal handler; call once per process before starting threads. */
+int vcpu_signals_init(void);
+
+#endif
