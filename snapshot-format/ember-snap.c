@@ -1,0 +1,205 @@
+/*
+ * ember-snap: inspect, verify, dump and merge ember snapshots without KVM.
+ * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "snapfmt.h"
+
+#ifndef EMBER_VERSION
+#define EMBER_VERSION "0.0.0-dev"
+#endif
+
+static const char usage_text[] =
+	"usage: ember-snap COMMAND ARGS...\n"
+	"\n"
+	"  info DIR               summary: format, ids, CPU, vCPUs, RAM layout, memory file, devices\n"
+	"  verify DIR             checksum + validation + memory file checks; prints \"ok\" (exit 0)\n"
+	"                         or the error (exit 1)\n"
+	"  dump DIR               the whole state as \"path = value\" lines (stable, diffable)\n"
+	"  merge BASE DIFF OUT    write a full snapshot OUT: BASE memory with DIFF's pages applied,\n"
+	"                         DIFF's state (DIFF's parent must be BASE)\n"
+	"  --help                 this text\n"
+	"\n"
+	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error.\n";
+
+__attribute__((format(printf, 1, 2)))
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "ember-snap: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'ember-snap --help'.\n");
+	return 2;
+}
+
+static void print_size(FILE *out, uint64_t bytes)
+{
+	if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0)
+		fprintf(out, "%" PRIu64 " GiB", bytes >> 30);
+	else if (bytes >= (1ull << 20))
+		fprintf(out, "%.1f MiB", (double)bytes / (1 << 20));
+	else if (bytes >= 1024)
+		fprintf(out, "%.1f KiB", (double)bytes / 1024);
+	else
+		fprintf(out, "%" PRIu64 " B", bytes);
+}
+
+static int cmd_info(const char *dir)
+{
+	static const char *const kinds[] = { "full", "diff" };
+	struct snap_err err = { "" };
+	struct snap_state st;
+	struct snap_mem_info mi;
+	char when[64] = "?";
+	time_t t;
+	struct tm tm;
+	int fd, ret;
+
+	ret = snap_state_load(dir, &st, &err);
+	if (ret) {
+		fprintf(stderr, "ember-snap: info: %s\n", err.msg);
+		return 1;
+	}
+	t = (time_t)st.header.created;
+	if (gmtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	printf("snapshot:  %s\n", dir);
+	printf("format:    %u.%u (written by ember %s)\n", st.header.major, st.header.minor,
+	       st.header.ember_version);
+	printf("created:   %s (%" PRIu64 ")\n", when, st.header.created);
+	printf("id:        %s\n", st.header.id);
+	printf("kind:      %s%s%s\n", kinds[st.memory.kind],
+	       st.header.parent[0] ? ", parent " : "", st.header.parent);
+	printf("cpu:       %s %s family %u model %u stepping %u\n", st.header.arch,
+	       st.header.cpu.vendor, st.header.cpu.family, st.header.cpu.model, st.header.cpu.stepping);
+	printf("vcpus:     %u\n", st.nr_vcpus);
+	printf("tsc:       %u kHz\n", st.vm.tsc_khz);
+	printf("ram:       %u region%s\n", st.vm.nr_regions, st.vm.nr_regions == 1 ? "" : "s");
+	for (uint32_t i = 0; i < st.vm.nr_regions; i++) {
+		const struct snap_region *r = &st.vm.regions[i];
+		printf("  [%u] gpa 0x%09" PRIx64 "-0x%09" PRIx64 " (", i, r->gpa, r->gpa + r->size - 1);
+		print_size(stdout, r->size);
+		printf(") at file offset 0x%" PRIx64 "\n", r->file_offset);
+	}
+	printf("memory:    %s, %s encoding, ", st.memory.file, st.memory.encoding == SNAP_ENC_RAW ? "raw" : "?");
+	print_size(stdout, st.memory.size);
+	printf(" logical");
+	ret = snap_mem_open(dir, &st, &fd, &mi, &err);
+	if (ret) {
+		printf("\n           memory file problem: %s\n", err.msg);
+	} else {
+		close(fd);
+		printf(", ");
+		print_size(stdout, mi.allocated);
+		printf(" on disk\n");
+	}
+	if (st.memory.kind == SNAP_MEM_DIFF) {
+		uint64_t pages = 0;
+		for (uint32_t i = 0; i < st.memory.nr_ranges; i++)
+			pages += st.memory.ranges[i].count;
+		printf("diff:      %u range%s, %" PRIu64 " pages\n", st.memory.nr_ranges,
+		       st.memory.nr_ranges == 1 ? "" : "s", pages);
+	}
+	printf("devices:   %u\n", st.nr_devices);
+	for (uint32_t i = 0; i < st.nr_devices; i++)
+		printf("  %-20s version %u, %u field%s\n", st.devices[i].name, st.devices[i].version,
+		       st.devices[i].nr_fields, st.devices[i].nr_fields == 1 ? "" : "s");
+	snap_state_free(&st);
+	return ret ? 1 : 0;
+}
+
+static int cmd_verify(const char *dir)
+{
+	struct snap_err err = { "" };
+	struct snap_dir d;
+
+	if (snap_dir_open(dir, &d, &err)) {
+		printf("error: %s\n", err.msg);
+		return 1;
+	}
+	snap_dir_close(&d);
+	printf("ok\n");
+	return 0;
+}
+
+static int cmd_dump(const char *dir)
+{
+	struct snap_err err = { "" };
+	struct snap_state st;
+	int ret;
+
+	if (snap_state_load(dir, &st, &err)) {
+		fprintf(stderr, "ember-snap: dump: %s\n", err.msg);
+		return 1;
+	}
+	ret = snap_dump(stdout, &st);
+	snap_state_free(&st);
+	if (ret || fflush(stdout)) {
+		fprintf(stderr, "ember-snap: dump: write error\n");
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_merge(const char *base, const char *diff, const char *out)
+{
+	struct snap_err err = { "" };
+	struct snap_write_stats ws;
+
+	if (snap_merge(base, diff, out, &ws, &err)) {
+		fprintf(stderr, "ember-snap: %s\n", err.msg);
+		return 1;
+	}
+	printf("merged %s + %s -> %s: %" PRIu64 " pages written, %" PRIu64 " zero pages left as holes\n",
+	       base, diff, out, ws.pages_written, ws.zero_pages_skipped);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct { const char *name; int nargs; const char *args; } cmds[] = {
+		{ "info", 1, "DIR" }, { "verify", 1, "DIR" }, { "dump", 1, "DIR" },
+		{ "merge", 3, "BASE DIFF OUT" },
+	};
+	const char *cmd;
+	unsigned i;
+
+	if (argc < 2)
+		return usage_error("%s", "missing COMMAND");
+	cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version")) {
+		printf("ember-snap %s (snapshot format %d.%d)\n", EMBER_VERSION, SNAP_FORMAT_MAJOR,
+		       SNAP_FORMAT_MINOR);
+		return 0;
+	}
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(cmd, cmds[i].name))
+			break;
+	if (i == sizeof(cmds) / sizeof(cmds[0]))
+		return usage_error("unknown command '%s'", cmd);
+	for (int a = 2; a < argc; a++)
+		if (argv[a][0] == '-')
+			return usage_error("unknown option '%s'", argv[a]);
+	if (argc - 2 != cmds[i].nargs)
+		return usage_error("%s takes %s (%d argument%s given)", cmd, cmds[i].args, argc - 2,
+				   argc - 2 == 1 ? "" : "s");
+	switch (i) {
+	case 0: return cmd_info(argv[2]);
+	case 1: return cmd_verify(argv[2]);
+	case 2: return cmd_dump(argv[2]);
+	default: return cmd_merge(argv[2], argv[3], argv[4]);
+	}
+}

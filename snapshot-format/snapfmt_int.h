@@ -1,0 +1,125 @@
+/*
+ * libsnapfmt internals: the schema tables that drive encode, decode and dump, so the
+ * three can never disagree about a key, its type or its range.
+ */
+#ifndef EMBER_SNAPFMT_INT_H
+#define EMBER_SNAPFMT_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "snapfmt.h"
+
+enum sf_kind {
+	SF_UINT,     /* unsigned integer, width bytes at off */
+	SF_SINT,     /* int64_t at off */
+	SF_STR,      /* char[max + 1] at off: a string of at most max bytes, no NUL */
+	SF_ENUM,     /* uint32_t at off, msgpack string from names[0..max) */
+	SF_STRUCT,   /* nested map, sub at off */
+	SF_UINTS,    /* array of exactly max unsigned integers of width bytes at off */
+	SF_STRUCTS,  /* array of exactly max structs (elem bytes each) at off */
+	SF_VSTRUCTS, /* array of min..max structs in a fixed C array at off, u32 count at off_n */
+	SF_HSTRUCTS, /* array of min..max structs on the heap: pointer at off, u32 count at off_n */
+	SF_BLOB,     /* bin of exactly max bytes, uint8_t[max] at off */
+	SF_HBLOB,    /* bin of min..max bytes on the heap: pointer at off, u32 length at off_n */
+	SF_DEVICES,  /* the generic device list (special-cased) */
+};
+
+#define SFF_OPT 1u /* may be absent (then zero / empty) */
+#define SFF_HEX 2u /* dump in hex */
+
+struct sschema;
+struct sfield {
+	const char *key;
+	uint8_t klen;   /* strlen(key) */
+	uint8_t kind;
+	uint8_t width;
+	uint8_t flags;
+	size_t off;
+	size_t off_n;
+	uint32_t min, max;
+	size_t elem;
+	const struct sschema *sub;
+	const char *const *names;
+};
+
+struct sschema {
+	const char *name;
+	const struct sfield *f;
+	unsigned n;
+};
+
+extern const struct sschema snap_schema_root;
+extern const char *const snap_encoding_names[];
+extern const char *const snap_kind_names[];
+#define SNAP_NR_ENCODINGS 1u
+#define SNAP_NR_KINDS 2u
+
+static inline uint64_t sf_get_u(const void *p, unsigned width)
+{
+	uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
+
+	switch (width) {
+	case 1: memcpy(&u8, p, 1); return u8;
+	case 2: memcpy(&u16, p, 2); return u16;
+	case 4: memcpy(&u32, p, 4); return u32;
+	default: memcpy(&u64, p, 8); return u64;
+	}
+}
+
+static inline void sf_put_u(void *p, unsigned width, uint64_t v)
+{
+	uint8_t u8 = (uint8_t)v; uint16_t u16 = (uint16_t)v; uint32_t u32 = (uint32_t)v;
+
+	switch (width) {
+	case 1: memcpy(p, &u8, 1); break;
+	case 2: memcpy(p, &u16, 2); break;
+	case 4: memcpy(p, &u32, 4); break;
+	default: memcpy(p, &v, 8); break;
+	}
+}
+
+static inline uint64_t sf_max_u(unsigned width)
+{
+	return width >= 8 ? UINT64_MAX : (1ull << (8 * width)) - 1;
+}
+
+static inline uint32_t sf_get_u32(const void *base, size_t off)
+{
+	uint32_t v;
+	memcpy(&v, (const uint8_t *)base + off, sizeof(v));
+	return v;
+}
+
+static inline void *sf_get_ptr(const void *base, size_t off)
+{
+	void *p;
+	memcpy(&p, (const uint8_t *)base + off, sizeof(p));
+	return p;
+}
+
+/* Little-endian helpers for the preamble. */
+static inline void snap_put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint32_t snap_get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Device list parts shared by encode/decode/dump (snap_dev.c). */
+void snap_device_free(struct snap_device *dev);
+int snap_dev_check_name(const char *what, const char *name, size_t len, struct snap_err *err);
+
+/* Whole-file I/O helpers (snap_dir.c). */
+int snap_read_file_at(int dirfd, const char *name, size_t max, uint8_t **buf, size_t *len,
+		      struct snap_err *err);
+int snap_write_all(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Valid plain file name for memory.file: not empty, no '/', not "." or "..". */
+bool snap_plain_name_ok(const char *name);
+
+#endif
