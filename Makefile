@@ -48,6 +48,10 @@ UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
 TEST_LIB_OBJS := $(TEST_LIB_SRCS:%.c=$(B)/obj/%.o)
+# tests include "testlib.h" from any directory
+$(B)/obj/tests/%.o: ALL_CFLAGS += -Itests/lib
+# only pattern rules name these objects: keep make from deleting them as intermediates
+.SECONDARY: $(TEST_LIB_OBJS) $(UNIT_SRCS:%.c=$(B)/obj/%.o) $(INTEG_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
 INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(B)/tests/integration/%)
 
@@ -55,6 +59,10 @@ BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 .PHONY: all test unit integration demo bench clean deps guests tests
+
+# ---- test guests (freestanding, never sanitized) -----------------------------------
+include tests/guest/guest.mk
+
 all: $(B)/ember $(B)/ember-snap guests
 
 deps:
@@ -92,14 +100,14 @@ $(B)/tests/integration/%: $(B)/obj/tests/integration/%.o $(TEST_LIB_OBJS) $(LIBE
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
 
-tests: all $(UNIT_BINS) $(INTEG_BINS)
+tests: all $(UNIT_BINS) $(INTEG_BINS) $(GUEST_HOST_TEST)
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory tests
-	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS) $(INTEG_BINS)
+	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS) $(GUEST_HOST_TEST) $(INTEG_BINS)
 
-unit: all $(UNIT_BINS)
-	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS)
+unit: all $(UNIT_BINS) $(GUEST_HOST_TEST)
+	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS) $(GUEST_HOST_TEST)
 
 integration: all $(INTEG_BINS)
 	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(INTEG_BINS)
@@ -120,8 +128,5 @@ bench: deps
 
 clean:
 	rm -rf build build-san
-
-# ---- test guests (freestanding, never sanitized) -----------------------------------
-include tests/guest/guest.mk
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -10,10 +10,13 @@ for t in "$@"; do
 	name=$(basename "$t")
 	printf '== %s\n' "$name"
 	start=$(date +%s.%N)
-	"$t" --jobs 2 --short-filename >"$log" 2>&1
+	# Criterion prints [SKIP] only with --verbose, which also prints a [RUN ] and a
+	# [PASS] line per test: keep the log verbose and show only what matters.
+	"$t" --jobs 2 --short-filename --verbose >"$log" 2>&1
 	rc=$?
 	end=$(date +%s.%N)
-	grep -E '\[(SKIP|FAIL|----)\]|Synthesis|Assertion|ember: error' "$log" | sed 's/^/   /' | head -60
+	grep -E '\[(SKIP|FAIL|WARN|----)\]|Synthesis|Assertion|ember: error' "$log" |
+		grep -v '^\[----\] Criterion v' | sed 's/^/   /' | head -60
 	if grep -q '\[SKIP\]' "$log"; then
 		skipped="$skipped $name"
 	fi
@@ -21,7 +24,7 @@ for t in "$@"; do
 	if [ "$rc" -ne 0 ]; then
 		fail=1
 		echo "   --- full output of $name ---"
-		sed 's/^/   | /' "$log" | tail -80
+		grep -Ev '^\[(RUN |PASS)\]' "$log" | sed 's/^/   | /' | tail -80
 	fi
 done
 if [ -n "$skipped" ]; then

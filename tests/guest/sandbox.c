@@ -7,6 +7,7 @@
  *   serve       touch a working set of `ws=` bytes  -> "served ws=<bytes> checksum=<hex>"
  *                 (pages in `pattern=random|seq` order) + REPORT "serve"
  *   generation  the VM generation                   -> "generation=<hex>"
+ *   spin        loop forever in ring 3 (for signal, timeout and pause tests)
  *   exit        reset
  * Everything runs in ring 3, at native speed.
  */
@@ -17,6 +18,16 @@
 #define DEFAULT_SEED 1ull
 #define RECORD_SIZE  64
 #define WORDS_PER_PAGE (PAGE_SIZE / 8)
+
+/* Never returns; keeps a counter moving so a paused or snapshotted spinner is busy. */
+static void __attribute__((noreturn)) spin(void)
+{
+	static volatile uint64_t spins;
+
+	guest_print("spinning\n");
+	for (;;)
+		spins++;
+}
 
 struct config {
 	uint64_t heap_size, seed, ws;
@@ -236,6 +247,8 @@ void guest_main(void)
 			serve();
 		else if (!strcmp(cmd, "generation"))
 			guest_print("generation=%016lx\n", guest_generation());
+		else if (!strcmp(cmd, "spin"))
+			spin();
 		else if (!strcmp(cmd, "exit"))
 			break;
 		else

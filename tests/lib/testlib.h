@@ -6,8 +6,10 @@
 #define EMBER_TESTLIB_H
 
 #include <elf.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "vmm.h"
 
@@ -74,5 +76,76 @@ uint8_t *tb_build_lz4_bzimage(const uint8_t *vmlinux, size_t vmlinux_len, size_t
 
 /* Guest RAM for loader tests (mem_layout + mem_alloc_anon); asserts on failure. */
 void tb_mem_init(struct guest_mem *m, uint64_t bytes);
+
+/* ---- proc.c: running ember (or any program) from a test ---------------------------- */
+
+/* What a finished child did. out/err are NUL-terminated (never NULL after proc_finish). */
+struct proc_result {
+	int status;       /* exit status, or 128+N when killed by signal N (shell convention) */
+	int signal;       /* N when killed by signal N, else 0 */
+	bool timed_out;   /* our deadline passed and we killed it with SIGKILL */
+	char *out, *err;  /* captured stdout / stderr */
+	size_t out_len, err_len;
+};
+
+struct proc; /* a running child whose stdout/stderr we capture */
+
+/* Spawns argv[0] (PATH not searched) with stdin from /dev/null. 0 or -errno. */
+int proc_start(struct proc **out, char *const argv[]);
+pid_t proc_pid(const struct proc *p);
+/*
+ * Reads the child's output until `needle` appears in its stdout or stderr (true), or it
+ * closes both, or timeout_ms passes (false). The output read so far stays captured.
+ */
+bool proc_wait_output(struct proc *p, const char *needle, unsigned timeout_ms);
+/*
+ * Collects the rest of the output and the exit status, SIGKILLing the child after
+ * timeout_ms (r->timed_out). Frees p. 0, or -errno when waiting failed.
+ */
+int proc_finish(struct proc *p, unsigned timeout_ms, struct proc_result *r);
+/* proc_start + proc_finish. */
+int proc_run(char *const argv[], unsigned timeout_ms, struct proc_result *r);
+void proc_result_free(struct proc_result *r);
+
+/* One "ember-timing <phase> <us>" line. */
+struct proc_timing {
+	char phase[32];
+	int64_t us;
+};
+/* The timing lines of `text`, in order of appearance; returns how many were stored. */
+unsigned proc_parse_timings(const char *text, struct proc_timing *t, unsigned max);
+/* The value of `phase`, or -1 when no such line. */
+int64_t proc_timing_us(const char *text, const char *phase);
+/*
+ * Copies the first line of `text` that starts with `prefix` into buf (without the
+ * newline). Returns buf, or NULL when no line matches.
+ */
+const char *proc_find_line(const char *text, const char *prefix, char *buf, size_t len);
+/* Parses " key=VALUE" (decimal or 0x hex) in a key=value line. 0, or -ENOENT / -EINVAL. */
+int proc_line_u64(const char *line, const char *key, uint64_t *v);
+
+/* ---- ember_test.c: the ember binary and guests under test --------------------------- */
+
+/*
+ * ember under test: $EMBER_BUILD (default "build") holds ember and guests/, so the same
+ * tests run against build-san/ under `make SAN=1 test`. Paths live in a small ring of
+ * static buffers: valid for the next few calls, which covers one argv.
+ */
+const char *ember_test_path(const char *rel);          /* "$EMBER_BUILD/<rel>" */
+const char *ember_test_guest(const char *name);        /* "$EMBER_BUILD/guests/<name>.elf" */
+/* Runs `$EMBER_BUILD/ember ARGS... NULL`; asserts that it could be spawned. */
+void ember_test_run(struct proc_result *r, unsigned timeout_ms, ...);
+/* Same, not waiting: for tests that signal a running ember. */
+struct proc *ember_test_start(const char *first, ...);
+/* Skips the test, loudly (a [WARN] line with the reason), when /dev/kvm is unusable. */
+void ember_test_require_kvm(void);
+/* Fails unless the child exited by itself: no signal, no timeout, no sanitizer report. */
+void ember_test_assert_no_crash(const struct proc_result *r);
+/* A fresh private temp directory (mkdtemp), and its recursive removal. */
+void ember_test_tmpdir(char *buf, size_t len);
+void ember_test_rmtree(const char *dir);
+/* Writes len bytes to dir/name; returns the path in a ring buffer (as above). */
+const char *ember_test_write_file(const char *dir, const char *name, const void *data,
+				  size_t len);
 
 #endif

@@ -1,0 +1,597 @@
+/*
+ * bench harness: runs commands many times, interleaved (A B A B ...) so that drift on a
+ * shared machine affects each of them equally, and reports per-metric median, p99, min
+ * and max as a markdown table (stdout) and JSON (--json FILE).
+ *
+ *   harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]
+ *           [--timeout SEC] [--only PREFIX] [--check METRIC<=LIMIT]...
+ *           -- NAME CMD ARG... [:: NAME CMD ARG...]...
+ *
+ * Each child gets EMBER_T0_NS = CLOCK_MONOTONIC in ns, taken immediately before
+ * posix_spawn (a vfork+exec in glibc), so its "ember-timing <phase> <us>" lines count
+ * from the spawn. The harness also timestamps, on its own clock, the moment each such
+ * line reaches it ("<phase> (seen)") and the child's exit ("exit (wall)", including VM
+ * teardown). "ember-mem k=v ..." lines become metrics "mem <k>", plus "mem rss -
+ * guest (kB)" when both rss_kb and guest_resident_kb are present. A run that exits
+ * non-zero, is killed, or times out is counted as failed and left out of the statistics.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define MAX_CMDS    8
+#define MAX_METRICS 48
+#define MAX_RUNS    1000
+#define MAX_CHECKS  8
+#define NAME_LEN    48
+
+struct metric {
+	char name[NAME_LEN];
+	const char *unit;
+	double *samples;
+	unsigned n;
+};
+
+struct command {
+	const char *name;
+	char **argv;
+	unsigned failures;
+	char last_error[256];
+	struct metric metrics[MAX_METRICS];
+	unsigned nr_metrics;
+};
+
+struct check {
+	char metric[NAME_LEN];
+	double limit;
+};
+
+struct opts {
+	unsigned runs, warmup, timeout_s;
+	const char *title, *json, *baseline;
+	const char *only; /* markdown shows only metrics with this prefix */
+	struct check checks[MAX_CHECKS];
+	unsigned nr_checks;
+};
+
+/* One run's values before they are committed (only successful runs count). */
+struct sample {
+	char name[NAME_LEN];
+	const char *unit;
+	double v;
+};
+
+struct run {
+	struct sample s[MAX_METRICS];
+	unsigned n;
+	double rss_kb, guest_kb;
+	bool have_rss, have_guest;
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void run_add(struct run *r, const char *name, const char *unit, double v)
+{
+	for (unsigned i = 0; i < r->n; i++)
+		if (!strcmp(r->s[i].name, name))
+			return; /* first occurrence wins, as in ember's timing.c */
+	if (r->n == MAX_METRICS)
+		return;
+	snprintf(r->s[r->n].name, NAME_LEN, "%s", name);
+	r->s[r->n].unit = unit;
+	r->s[r->n].v = v;
+	r->n++;
+}
+
+static struct metric *metric_get(struct command *c, const char *name, const char *unit,
+				 unsigned runs)
+{
+	struct metric *m;
+
+	for (unsigned i = 0; i < c->nr_metrics; i++)
+		if (!strcmp(c->metrics[i].name, name))
+			return &c->metrics[i];
+	if (c->nr_metrics == MAX_METRICS)
+		return NULL;
+	m = &c->metrics[c->nr_metrics];
+	m->samples = calloc(runs, sizeof(double));
+	if (!m->samples)
+		return NULL;
+	snprintf(m->name, NAME_LEN, "%s", name);
+	m->unit = unit;
+	c->nr_metrics++;
+	return m;
+}
+
+/* "ember-timing <phase> <us>" and "ember-mem k=v ..." lines of one child. */
+static void parse_line(struct run *r, const char *line, uint64_t t0)
+{
+	double seen_us = (double)(mono_ns() - t0) / 1000.0;
+	char phase[NAME_LEN - 8], name[NAME_LEN];
+	long long us;
+
+	if (sscanf(line, "ember-timing %39s %lld", phase, &us) == 2) {
+		run_add(r, phase, "us", (double)us);
+		snprintf(name, sizeof(name), "%s (seen)", phase);
+		run_add(r, name, "us", seen_us);
+		return;
+	}
+	if (strncmp(line, "ember-mem ", 10))
+		return;
+	for (const char *p = line + 10; *p;) {
+		char key[32];
+		unsigned long long v;
+		int used = 0;
+
+		if (sscanf(p, " %31[^= ]=%llu%n", key, &v, &used) != 2 || used == 0)
+			break;
+		snprintf(name, sizeof(name), "mem %s", key);
+		run_add(r, name, "kB", (double)v);
+		if (!strcmp(key, "rss_kb")) {
+			r->rss_kb = (double)v;
+			r->have_rss = true;
+		} else if (!strcmp(key, "guest_resident_kb")) {
+			r->guest_kb = (double)v;
+			r->have_guest = true;
+		}
+		p += used;
+	}
+}
+
+/* envp = environ without EMBER_T0_NS, plus our slot (filled just before each spawn). */
+static char **make_envp(char *slot)
+{
+	size_t n = 0, k = 0;
+	char **envp;
+
+	while (environ[n])
+		n++;
+	envp = calloc(n + 2, sizeof(char *));
+	if (!envp)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "EMBER_T0_NS=", 12))
+			envp[k++] = environ[i];
+	envp[k++] = slot;
+	envp[k] = NULL;
+	return envp;
+}
+
+/* Runs c once; on success fills r and returns 0, else says why in c->last_error. */
+static int run_once(struct command *c, char **envp, char *slot, size_t slot_len,
+		    unsigned timeout_s, struct run *r)
+{
+	posix_spawn_file_actions_t fa;
+	char buf[4096], line[1024], err_line[256] = "";
+	size_t line_len = 0;
+	int pipefd[2], status = 0, err;
+	uint64_t t0, deadline;
+	bool killed = false;
+	pid_t pid;
+
+	memset(r, 0, sizeof(*r));
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
+
+	t0 = mono_ns();
+	snprintf(slot, slot_len, "EMBER_T0_NS=%" PRIu64, t0);
+	err = posix_spawn(&pid, c->argv[0], &fa, NULL, c->argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	close(pipefd[1]);
+	if (err) {
+		close(pipefd[0]);
+		snprintf(c->last_error, sizeof(c->last_error), "spawn %s: %s", c->argv[0],
+			 strerror(err));
+		return -err;
+	}
+	deadline = t0 + (uint64_t)timeout_s * 1000000000ull;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = pipefd[0], .events = POLLIN };
+		uint64_t now = mono_ns();
+		ssize_t got;
+
+		if (now >= deadline && !killed) {
+			kill(pid, SIGKILL);
+			killed = true;
+		}
+		if (poll(&pfd, 1, killed ? 100 : (int)((deadline - now) / 1000000 + 1)) <= 0)
+			continue;
+		got = read(pipefd[0], buf, sizeof(buf));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		for (ssize_t i = 0; i < got; i++) {
+			if (buf[i] != '\n') {
+				if (line_len < sizeof(line) - 1)
+					line[line_len++] = buf[i];
+				continue;
+			}
+			line[line_len] = 0;
+			parse_line(r, line, t0);
+			if (!strncmp(line, "ember: error", 12) || !strncmp(line, "floor_boot:", 11))
+				snprintf(err_line, sizeof(err_line), "%.200s", line);
+			line_len = 0;
+		}
+	}
+	close(pipefd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	run_add(r, "exit (wall)", "us", (double)(mono_ns() - t0) / 1000.0);
+	if (r->have_rss && r->have_guest)
+		run_add(r, "mem rss - guest", "kB", r->rss_kb - r->guest_kb);
+	if (killed) {
+		snprintf(c->last_error, sizeof(c->last_error), "timed out after %u s", timeout_s);
+		return -ETIMEDOUT;
+	}
+	if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
+		snprintf(c->last_error, sizeof(c->last_error), "%s %d%s%.200s",
+			 WIFSIGNALED(status) ? "signal" : "exit",
+			 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+			 err_line[0] ? ": " : "", err_line);
+		return -ECHILD;
+	}
+	return 0;
+}
+
+static void commit(struct command *c, const struct run *r, unsigned runs)
+{
+	for (unsigned i = 0; i < r->n; i++) {
+		struct metric *m = metric_get(c, r->s[i].name, r->s[i].unit, runs);
+
+		if (m && m->n < runs)
+			m->samples[m->n++] = r->s[i].v;
+	}
+}
+
+/* ---- statistics and output ------------------------------------------------------- */
+
+struct stats {
+	double median, p99, min, max;
+	unsigned n;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static struct stats stats_of(const struct metric *m)
+{
+	struct stats s = { 0 };
+	double *v;
+	unsigned rank;
+
+	if (!m || m->n == 0)
+		return s;
+	v = malloc(m->n * sizeof(double));
+	if (!v)
+		return s;
+	memcpy(v, m->samples, m->n * sizeof(double));
+	qsort(v, m->n, sizeof(double), cmp_double);
+	s.n = m->n;
+	s.min = v[0];
+	s.max = v[m->n - 1];
+	s.median = m->n % 2 ? v[m->n / 2] : (v[m->n / 2 - 1] + v[m->n / 2]) / 2;
+	rank = (99 * m->n + 99) / 100; /* nearest rank: ceil(0.99 n) */
+	s.p99 = v[rank ? rank - 1 : 0];
+	free(v);
+	return s;
+}
+
+static const struct metric *find_metric(const struct command *c, const char *name)
+{
+	for (unsigned i = 0; i < c->nr_metrics; i++)
+		if (!strcmp(c->metrics[i].name, name))
+			return &c->metrics[i];
+	return NULL;
+}
+
+/* Every metric name, in order of first appearance across commands; "(seen)" and wall
+ * times after the child-reported phases, memory last. */
+static unsigned metric_order(const struct command *cmds, unsigned nr, const char **names)
+{
+	unsigned n = 0;
+
+	for (int pass = 0; pass < 3; pass++)
+		for (unsigned c = 0; c < nr; c++)
+			for (unsigned i = 0; i < cmds[c].nr_metrics; i++) {
+				const char *name = cmds[c].metrics[i].name;
+				int kind = !strncmp(name, "mem ", 4) ? 2 :
+					   (strstr(name, "(seen)") || strstr(name, "(wall)")) ? 1 : 0;
+				bool dup = false;
+
+				if (kind != pass)
+					continue;
+				for (unsigned k = 0; k < n; k++)
+					dup |= !strcmp(names[k], name);
+				if (!dup && n < MAX_METRICS * MAX_CMDS)
+					names[n++] = name;
+			}
+	return n;
+}
+
+/* A row of times is shown in ms when any of its values reaches 10 ms. */
+static bool row_in_ms(const struct command *cmds, unsigned nr, const char *name)
+{
+	for (unsigned c = 0; c < nr; c++) {
+		const struct metric *m = find_metric(&cmds[c], name);
+		struct stats s = stats_of(m);
+
+		if (s.n && !strcmp(m->unit, "us") && s.max >= 10000)
+			return true;
+	}
+	return false;
+}
+
+static void print_value(double v, bool ms)
+{
+	if (ms)
+		printf(" %.1f ms |", v / 1000);
+	else
+		printf(" %.0f |", v);
+}
+
+static int baseline_index(const struct command *cmds, unsigned nr, const char *baseline)
+{
+	for (unsigned c = 0; baseline && c < nr; c++)
+		if (!strcmp(cmds[c].name, baseline))
+			return (int)c;
+	return -1;
+}
+
+static void print_markdown(const struct opts *o, const struct command *cmds, unsigned nr)
+{
+	const char *names[MAX_METRICS * MAX_CMDS];
+	unsigned n = metric_order(cmds, nr, names);
+	int base = baseline_index(cmds, nr, o->baseline);
+
+	printf("\n### %s\n\n", o->title ? o->title : "results");
+	printf("%u interleaved runs per command (+%u warm-up); times in us from spawn unless "
+	       "marked ms, memory in kB; median / p99 / min / max.\n\n", o->runs, o->warmup);
+	printf("| metric |");
+	for (unsigned c = 0; c < nr; c++)
+		printf(" %s median | p99 | min | max |", cmds[c].name);
+	for (unsigned c = 0; base >= 0 && c < nr; c++)
+		if ((int)c != base)
+			printf(" %s/%s |", cmds[c].name, cmds[base].name);
+	printf("\n|---|");
+	for (unsigned c = 0; c < nr; c++)
+		printf("---:|---:|---:|---:|");
+	for (unsigned c = 0; base >= 0 && c < nr; c++)
+		if ((int)c != base)
+			printf("---:|");
+	printf("\n");
+	for (unsigned i = 0; i < n; i++) {
+		bool ms = row_in_ms(cmds, nr, names[i]);
+
+		if (o->only && strncmp(names[i], o->only, strlen(o->only)))
+			continue;
+		printf("| %s |", names[i]);
+		for (unsigned c = 0; c < nr; c++) {
+			struct stats s = stats_of(find_metric(&cmds[c], names[i]));
+
+			if (!s.n) {
+				printf(" - | - | - | - |");
+				continue;
+			}
+			print_value(s.median, ms);
+			print_value(s.p99, ms);
+			print_value(s.min, ms);
+			print_value(s.max, ms);
+		}
+		for (unsigned c = 0; base >= 0 && c < nr; c++) {
+			struct stats a, b;
+
+			if ((int)c == base)
+				continue;
+			a = stats_of(find_metric(&cmds[c], names[i]));
+			b = stats_of(find_metric(&cmds[base], names[i]));
+			if (a.n && b.n && b.median > 0)
+				printf(" %.2fx |", a.median / b.median);
+			else
+				printf(" - |");
+		}
+		printf("\n");
+	}
+	for (unsigned c = 0; c < nr; c++)
+		if (cmds[c].failures)
+			printf("\n**%s: %u of %u runs failed** (last: %s)\n", cmds[c].name,
+			       cmds[c].failures, o->runs + o->warmup, cmds[c].last_error);
+	for (unsigned k = 0; k < o->nr_checks; k++)
+		for (unsigned c = 0; c < nr; c++) {
+			struct stats s = stats_of(find_metric(&cmds[c], o->checks[k].metric));
+
+			if (s.n)
+				printf("\ncheck %s: %s max %.0f <= %.0f: %s\n", cmds[c].name,
+				       o->checks[k].metric, s.max, o->checks[k].limit,
+				       s.max <= o->checks[k].limit ? "ok" : "**OVER TARGET**");
+		}
+	fflush(stdout);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			fprintf(f, "\\u%04x", *s);
+		else
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+static int write_json(const struct opts *o, const struct command *cmds, unsigned nr)
+{
+	FILE *f = fopen(o->json, "w");
+
+	if (!f) {
+		fprintf(stderr, "harness: %s: %s\n", o->json, strerror(errno));
+		return -1;
+	}
+	fprintf(f, "{\"title\": ");
+	json_str(f, o->title ? o->title : "");
+	fprintf(f, ", \"runs\": %u, \"warmup\": %u, \"baseline\": ", o->runs, o->warmup);
+	json_str(f, o->baseline ? o->baseline : "");
+	fprintf(f, ", \"commands\": [");
+	for (unsigned c = 0; c < nr; c++) {
+		fprintf(f, "%s\n  {\"name\": ", c ? "," : "");
+		json_str(f, cmds[c].name);
+		fprintf(f, ", \"argv\": [");
+		for (char **a = cmds[c].argv; *a; a++) {
+			fprintf(f, "%s", a == cmds[c].argv ? "" : ", ");
+			json_str(f, *a);
+		}
+		fprintf(f, "], \"failures\": %u, \"metrics\": {", cmds[c].failures);
+		for (unsigned i = 0; i < cmds[c].nr_metrics; i++) {
+			const struct metric *m = &cmds[c].metrics[i];
+			struct stats s = stats_of(m);
+
+			fprintf(f, "%s\n    ", i ? "," : "");
+			json_str(f, m->name);
+			fprintf(f, ": {\"unit\": \"%s\", \"n\": %u, \"median\": %.1f, \"p99\": %.1f, "
+				   "\"min\": %.1f, \"max\": %.1f, \"samples\": [",
+				m->unit, s.n, s.median, s.p99, s.min, s.max);
+			for (unsigned k = 0; k < m->n; k++)
+				fprintf(f, "%s%.0f", k ? ", " : "", m->samples[k]);
+			fprintf(f, "]}");
+		}
+		fprintf(f, "}}");
+	}
+	fprintf(f, "\n]}\n");
+	return fclose(f) ? -1 : 0;
+}
+
+/* ---- command line ------------------------------------------------------------------ */
+
+static int usage(void)
+{
+	fprintf(stderr,
+		"usage: harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]\n"
+		"               [--timeout SEC] [--only PREFIX] [--check METRIC<=LIMIT]...\n"
+		"               -- NAME CMD ARG... [:: NAME CMD ARG...]...\n");
+	return 2;
+}
+
+static int parse_check(struct opts *o, const char *s)
+{
+	const char *le = strstr(s, "<=");
+	struct check *k;
+
+	if (!le || le == s || (size_t)(le - s) >= NAME_LEN || o->nr_checks == MAX_CHECKS)
+		return -1;
+	k = &o->checks[o->nr_checks++];
+	memcpy(k->metric, s, (size_t)(le - s));
+	k->metric[le - s] = 0;
+	k->limit = strtod(le + 2, NULL);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { .runs = 30, .warmup = 2, .timeout_s = 30 };
+	struct command cmds[MAX_CMDS];
+	unsigned nr = 0;
+	char slot[64] = "EMBER_T0_NS=0";
+	char **envp;
+	int i;
+
+	memset(cmds, 0, sizeof(cmds));
+	for (i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!v)
+			return usage();
+		if (!strcmp(a, "-n"))
+			o.runs = (unsigned)atoi(v);
+		else if (!strcmp(a, "-w"))
+			o.warmup = (unsigned)atoi(v);
+		else if (!strcmp(a, "--title"))
+			o.title = v;
+		else if (!strcmp(a, "--json"))
+			o.json = v;
+		else if (!strcmp(a, "--baseline"))
+			o.baseline = v;
+		else if (!strcmp(a, "--only"))
+			o.only = v;
+		else if (!strcmp(a, "--timeout"))
+			o.timeout_s = (unsigned)atoi(v);
+		else if (!strcmp(a, "--check")) {
+			if (parse_check(&o, v))
+				return usage();
+		} else
+			return usage();
+		i++;
+	}
+	if (i >= argc || o.runs == 0 || o.runs > MAX_RUNS || o.timeout_s == 0)
+		return usage();
+	/* NAME CMD ARGS... [:: NAME CMD ARGS...]: cut argv in place at each "::" */
+	for (i++; i < argc; i++) {
+		int start = i;
+
+		while (i < argc && strcmp(argv[i], "::"))
+			i++;
+		if (i - start < 2 || nr == MAX_CMDS)
+			return usage();
+		cmds[nr].name = argv[start];
+		cmds[nr].argv = &argv[start + 1];
+		if (i < argc)
+			argv[i] = NULL;
+		nr++;
+	}
+	if (nr == 0)
+		return usage();
+	envp = make_envp(slot);
+	if (!envp)
+		return 1;
+
+	for (unsigned k = 0; k < o.warmup + o.runs; k++) {
+		for (unsigned c = 0; c < nr; c++) {
+			struct run r;
+
+			if (run_once(&cmds[c], envp, slot, sizeof(slot), o.timeout_s, &r)) {
+				cmds[c].failures++;
+				continue;
+			}
+			if (k >= o.warmup)
+				commit(&cmds[c], &r, o.runs);
+		}
+	}
+
+	print_markdown(&o, cmds, nr);
+	if (o.json && write_json(&o, cmds, nr))
+		return 1;
+	for (unsigned c = 0; c < nr; c++)
+		if (cmds[c].failures == o.warmup + o.runs)
+			return 1; /* nothing measured: the command is broken */
+	return 0;
+}

@@ -1,0 +1,164 @@
+/*
+ * The ember binary and guests under test, for integration tests: where they are
+ * ($EMBER_BUILD), running them, skipping loudly without KVM, and the "did it crash"
+ * check that every test of a failure path needs.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+#define PATH_RING 8
+#define MAX_ARGS 64
+
+/* Several paths are often needed in one argv: hand out a ring of buffers. */
+static char *next_path_buf(void)
+{
+	static char ring[PATH_RING][PATH_MAX];
+	static unsigned next;
+
+	return ring[next++ % PATH_RING];
+}
+
+static const char *build_dir(void)
+{
+	const char *b = getenv("EMBER_BUILD");
+
+	return b && *b ? b : "build";
+}
+
+const char *ember_test_path(const char *rel)
+{
+	char *buf = next_path_buf();
+
+	cr_assert_lt(snprintf(buf, PATH_MAX, "%s/%s", build_dir(), rel), PATH_MAX);
+	return buf;
+}
+
+const char *ember_test_guest(const char *name)
+{
+	char *buf = next_path_buf();
+	const char *path;
+
+	cr_assert_lt(snprintf(buf, PATH_MAX, "%s/guests/%s.elf", build_dir(), name), PATH_MAX);
+	path = buf;
+	cr_assert_eq(access(path, R_OK), 0,
+		     "guest %s is not built (%s): run `make` (tests/guest/guest.mk)", name, path);
+	return path;
+}
+
+/* argv = { ember, first, va..., NULL } */
+static void collect_args(char **argv, const char *first, va_list ap)
+{
+	static char ember[PATH_MAX]; /* not from the ring: the caller's paths stay valid */
+	unsigned n = 0;
+
+	cr_assert_lt(snprintf(ember, sizeof(ember), "%s/ember", build_dir()), PATH_MAX);
+	cr_assert_eq(access(ember, X_OK), 0, "%s is not built: run `make`", ember);
+	argv[n++] = (char *)ember;
+	for (const char *a = first; a; a = va_arg(ap, const char *)) {
+		cr_assert_lt(n, MAX_ARGS - 1, "too many arguments for ember_test_run");
+		argv[n++] = (char *)a;
+	}
+	argv[n] = NULL;
+}
+
+void ember_test_run(struct proc_result *r, unsigned timeout_ms, ...)
+{
+	char *argv[MAX_ARGS];
+	const char *first;
+	va_list ap;
+	int ret;
+
+	va_start(ap, timeout_ms);
+	first = va_arg(ap, const char *);
+	collect_args(argv, first, ap);
+	va_end(ap);
+	ret = proc_run(argv, timeout_ms, r);
+	cr_assert_eq(ret, 0, "spawning %s: %s", argv[0], strerror(-ret));
+}
+
+struct proc *ember_test_start(const char *first, ...)
+{
+	char *argv[MAX_ARGS];
+	struct proc *p;
+	va_list ap;
+	int ret;
+
+	va_start(ap, first);
+	collect_args(argv, first, ap);
+	va_end(ap);
+	ret = proc_start(&p, argv);
+	cr_assert_eq(ret, 0, "spawning %s: %s", argv[0], strerror(-ret));
+	return p;
+}
+
+void ember_test_require_kvm(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+	if (fd >= 0) {
+		close(fd);
+		return;
+	}
+	cr_log_warn("SKIP: /dev/kvm is not usable (%s): this test boots a guest and needs KVM",
+		    strerror(errno));
+	cr_skip_test("/dev/kvm is not usable: %s", strerror(errno));
+}
+
+void ember_test_assert_no_crash(const struct proc_result *r)
+{
+	static const char *const reports[] = {
+		"AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+		"runtime error:", "Segmentation fault", "core dumped",
+	};
+
+	cr_assert(!r->timed_out, "ember did not finish in time; stderr:\n%s", r->err);
+	cr_assert_eq(r->signal, 0, "ember was killed by signal %d; stderr:\n%s", r->signal, r->err);
+	for (size_t i = 0; i < ARRAY_SIZE(reports); i++)
+		cr_assert_null(strstr(r->err, reports[i]), "ember's stderr has a '%s' report:\n%s",
+			       reports[i], r->err);
+}
+
+void ember_test_tmpdir(char *buf, size_t len)
+{
+	const char *base = getenv("TMPDIR");
+
+	cr_assert_lt(snprintf(buf, len, "%s/ember-test.XXXXXX", base && *base ? base : "/tmp"),
+		     (int)len);
+	cr_assert_not_null(mkdtemp(buf), "mkdtemp %s: %s", buf, strerror(errno));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	remove(path);
+	return 0;
+}
+
+void ember_test_rmtree(const char *dir)
+{
+	if (dir && *dir)
+		nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *ember_test_write_file(const char *dir, const char *name, const void *data, size_t len)
+{
+	char *path = next_path_buf();
+	FILE *f;
+
+	cr_assert_lt(snprintf(path, PATH_MAX, "%s/%s", dir, name), PATH_MAX);
+	f = fopen(path, "wb");
+	cr_assert_not_null(f, "creating %s: %s", path, strerror(errno));
+	cr_assert_eq(fwrite(data, 1, len, f), len, "writing %s", path);
+	cr_assert_eq(fclose(f), 0, "closing %s", path);
+	return path;
+}
