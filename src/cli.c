@@ -19,21 +19,31 @@ void cli_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: ember boot --kernel PATH [options]\n"
+		"       ember restore --snapshot DIR [options]\n"
+		"       ember ctl --api-sock PATH VERB [ARGS]\n"
 		"       ember --help | --version\n"
 		"\n"
 		"boot options:\n"
-		"  --kernel PATH         vmlinux ELF or bzImage (Linux x86-64 boot protocol)\n"
-		"  --initrd PATH         initial ramdisk\n"
-		"  --cmdline STR         kernel command line\n"
-		"  --mem MiB             guest RAM in MiB (default %d)\n"
-		"  --vcpus N             number of vCPUs, 1..%d (default 1)\n"
+		"  --kernel PATH            vmlinux ELF or bzImage (Linux x86-64 boot protocol)\n"
+		"  --initrd PATH            initial ramdisk\n"
+		"  --cmdline STR            kernel command line\n"
+		"  --mem MiB                guest RAM in MiB (default %d)\n"
+		"  --vcpus N                number of vCPUs, 1..%d (default 1)\n"
+		"  --snapshot-on-ready DIR  take a snapshot into DIR when the guest signals ready\n"
+		"  --exit-after-snapshot    stop after that snapshot instead of continuing\n"
+		"restore options:\n"
+		"  --snapshot DIR           snapshot directory to restore\n"
+		"  --mem-backend KIND       mmap (default): map the memory file MAP_PRIVATE\n"
 		"common options:\n"
-		"  --console KIND        stdio (default), none, or file:PATH\n"
-		"  --console-input       feed stdin to the guest's serial port\n"
-		"  --timings             print 'ember-timing <phase> <us>' lines on stderr\n"
-		"  --guest-cmd NAME      queue a command for the guest's WAIT ucall (repeatable)\n"
-		"  --timeout SEC         stop the VM after SEC seconds (exit 124)\n"
-		"  --dump-regs           print every vCPU's registers when the VM stops\n"
+		"  --api-sock PATH          serve the control socket at PATH (see FORMAT.md)\n"
+		"  --console KIND           stdio (default), none, or file:PATH\n"
+		"  --console-input          feed stdin to the guest's serial port\n"
+		"  --timings                print 'ember-timing <phase> <us>' lines on stderr\n"
+		"  --guest-cmd NAME         queue a command for the guest's WAIT ucall (repeatable)\n"
+		"  --timeout SEC            stop the VM after SEC seconds (exit 124)\n"
+		"  --dump-regs              print every vCPU's registers when the VM stops\n"
+		"ctl verbs:\n"
+		"  status | pause | resume | shutdown | snapshot DIR [--diff] | guest-cmd NAME\n"
 		"\n"
 		"exit status: 0 guest reset/done, 1 VMM error, 2 usage error,\n"
 		"             3 guest assertion failed, 124 timeout, 128+N signal N\n",
@@ -99,18 +109,53 @@ static int parse_console(const char *v, struct vm_config *vc, struct errbuf *eb)
 	return 0;
 }
 
-/* Flags that take a value; the rest are switches. */
-static const char *const value_flags[] = {
-	"--kernel", "--initrd", "--cmdline", "--mem", "--vcpus", "--console",
-	"--guest-cmd", "--timeout",
+#define ON_BOOT    (1u << CLI_BOOT)
+#define ON_RESTORE (1u << CLI_RESTORE)
+#define ON_CTL     (1u << CLI_CTL)
+#define ON_RUN     (ON_BOOT | ON_RESTORE)
+
+static const struct cli_flag {
+	const char *name;
+	bool value;
+	unsigned cmds;
+} flags[] = {
+	{ "--kernel", true, ON_BOOT },
+	{ "--initrd", true, ON_BOOT },
+	{ "--cmdline", true, ON_BOOT },
+	{ "--mem", true, ON_BOOT },
+	{ "--vcpus", true, ON_BOOT },
+	{ "--snapshot-on-ready", true, ON_BOOT },
+	{ "--exit-after-snapshot", false, ON_BOOT },
+	{ "--snapshot", true, ON_RESTORE },
+	{ "--mem-backend", true, ON_RESTORE },
+	{ "--api-sock", true, ON_RUN | ON_CTL },
+	{ "--console", true, ON_RUN },
+	{ "--console-input", false, ON_RUN },
+	{ "--timings", false, ON_RUN },
+	{ "--guest-cmd", true, ON_RUN },
+	{ "--timeout", true, ON_RUN },
+	{ "--dump-regs", false, ON_RUN },
+	{ "--diff", false, ON_CTL },
 };
 
-static bool takes_value(const char *flag)
+static const char *const cmd_names[] = {
+	[CLI_BOOT] = "boot", [CLI_RESTORE] = "restore", [CLI_CTL] = "ctl",
+};
+
+static const struct cli_flag *find_flag(const char *name)
 {
-	for (size_t i = 0; i < ARRAY_SIZE(value_flags); i++)
-		if (!strcmp(flag, value_flags[i]))
-			return true;
-	return false;
+	for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
+		if (!strcmp(name, flags[i].name))
+			return &flags[i];
+	return NULL;
+}
+
+static int parse_path(const char *flag, const char *val, const char **dst, struct errbuf *eb)
+{
+	if (!*val)
+		return errbuf_set(eb, -EINVAL, "%s: empty path", flag);
+	*dst = val;
+	return 0;
 }
 
 static int parse_flag(struct cli *c, const char *flag, const char *val, struct errbuf *eb)
@@ -118,15 +163,17 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 	struct vm_config *vc = &c->vm;
 	uint64_t n;
 
-	if (!strcmp(flag, "--kernel")) {
-		if (!*val)
-			return errbuf_set(eb, -EINVAL, "--kernel: empty path");
-		vc->kernel = val;
-	} else if (!strcmp(flag, "--initrd")) {
-		if (!*val)
-			return errbuf_set(eb, -EINVAL, "--initrd: empty path");
-		vc->initrd = val;
-	} else if (!strcmp(flag, "--cmdline")) {
+	if (!strcmp(flag, "--kernel"))
+		return parse_path(flag, val, &vc->kernel, eb);
+	if (!strcmp(flag, "--initrd"))
+		return parse_path(flag, val, &vc->initrd, eb);
+	if (!strcmp(flag, "--snapshot"))
+		return parse_path(flag, val, &c->snapshot, eb);
+	if (!strcmp(flag, "--snapshot-on-ready"))
+		return parse_path(flag, val, &c->snapshot_on_ready, eb);
+	if (!strcmp(flag, "--api-sock"))
+		return parse_path(flag, val, &c->api_sock, eb);
+	if (!strcmp(flag, "--cmdline")) {
 		vc->cmdline = val;
 	} else if (!strcmp(flag, "--mem")) {
 		if (parse_u64(val, 2, MAX_MEM_MIB, &n))
@@ -138,12 +185,19 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 			return errbuf_set(eb, -EINVAL, "--vcpus: '%s' is not a number between 1 and %d",
 					  val, VM_MAX_VCPUS);
 		vc->nr_vcpus = (unsigned)n;
+	} else if (!strcmp(flag, "--mem-backend")) {
+		if (strcmp(val, "mmap"))
+			return errbuf_set(eb, -EINVAL, "--mem-backend: '%s' is not mmap", val);
 	} else if (!strcmp(flag, "--console")) {
 		return parse_console(val, vc, eb);
 	} else if (!strcmp(flag, "--console-input")) {
 		vc->console_input = true;
 	} else if (!strcmp(flag, "--timings")) {
 		vc->timings = true;
+	} else if (!strcmp(flag, "--exit-after-snapshot")) {
+		c->exit_after_snapshot = true;
+	} else if (!strcmp(flag, "--diff")) {
+		c->ctl_diff = true;
 	} else if (!strcmp(flag, "--guest-cmd")) {
 		if (!*val || strlen(val) >= EMBER_UCALL_DATA_MAX)
 			return errbuf_set(eb, -EINVAL, "--guest-cmd: '%s' must be 1..%u characters",
@@ -154,24 +208,55 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 		vc->guest_cmds[vc->nr_guest_cmds++] = val;
 	} else if (!strcmp(flag, "--timeout")) {
 		if (parse_seconds_ms(val, &vc->timeout_ms))
-			return errbuf_set(eb, -EINVAL, "--timeout: '%s' is not a positive number of seconds", val);
+			return errbuf_set(eb, -EINVAL, "--timeout: '%s' is not a positive number of seconds",
+					  val);
 	} else if (!strcmp(flag, "--dump-regs")) {
 		c->dump_regs = true;
-	} else {
-		return errbuf_set(eb, -EINVAL, "unknown option '%s'", flag);
 	}
+	return 0;
+}
+
+static int parse_command(const char *arg, struct cli *c, struct errbuf *eb)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(cmd_names); i++) {
+		if (cmd_names[i] && !strcmp(arg, cmd_names[i])) {
+			c->cmd = (enum cli_cmd)i;
+			return 0;
+		}
+	}
+	return errbuf_set(eb, -EINVAL, "unknown command '%s' (boot, restore, ctl)", arg);
+}
+
+static int check_combination(struct cli *c, struct errbuf *eb)
+{
+	if (c->cmd == CLI_BOOT && !c->vm.kernel)
+		return errbuf_set(eb, -EINVAL, "ember boot: --kernel PATH is required");
+	if (c->cmd == CLI_RESTORE && !c->snapshot)
+		return errbuf_set(eb, -EINVAL, "ember restore: --snapshot DIR is required");
+	if (c->cmd == CLI_CTL) {
+		if (!c->api_sock)
+			return errbuf_set(eb, -EINVAL, "ember ctl: --api-sock PATH is required");
+		if (c->nr_ctl_args == 0)
+			return errbuf_set(eb, -EINVAL, "ember ctl: missing verb");
+	}
+	if (c->exit_after_snapshot && !c->snapshot_on_ready)
+		return errbuf_set(eb, -EINVAL, "--exit-after-snapshot needs --snapshot-on-ready DIR");
+	if (c->vm.console_input && c->vm.console != CONSOLE_STDIO)
+		return errbuf_set(eb, -EINVAL, "--console-input needs --console stdio");
 	return 0;
 }
 
 int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 {
+	int r;
+
 	memset(c, 0, sizeof(*c));
 	c->vm.mem_bytes = DEFAULT_MEM_MIB * MiB;
 	c->vm.nr_vcpus = 1;
 	c->vm.console = CONSOLE_STDIO;
 
 	if (argc < 2)
-		return errbuf_set(eb, -EINVAL, "missing command (boot)");
+		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl)");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		c->cmd = CLI_HELP;
 		return 0;
@@ -180,37 +265,48 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 		c->cmd = CLI_VERSION;
 		return 0;
 	}
-	if (!strcmp(argv[1], "boot"))
-		c->cmd = CLI_BOOT;
-	else
-		return errbuf_set(eb, -EINVAL, "unknown command '%s'", argv[1]);
+	r = parse_command(argv[1], c, eb);
+	if (r)
+		return r;
 
 	for (int i = 2; i < argc; i++) {
 		const char *arg = argv[i], *eq, *val = NULL;
+		const struct cli_flag *f;
 		char flag[64];
 		size_t flen;
-		int r;
 
 		if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
 			c->cmd = CLI_HELP;
 			return 0;
 		}
-		if (strncmp(arg, "--", 2) != 0)
-			return errbuf_set(eb, -EINVAL, "unexpected argument '%s'", arg);
+		if (strncmp(arg, "--", 2) != 0) {
+			/* ctl takes a verb and its arguments; the others take no positionals */
+			if (c->cmd != CLI_CTL)
+				return errbuf_set(eb, -EINVAL, "unexpected argument '%s'", arg);
+			if (c->nr_ctl_args == CLI_MAX_CTL_ARGS)
+				return errbuf_set(eb, -EINVAL, "too many arguments for ember ctl");
+			c->ctl_args[c->nr_ctl_args++] = arg;
+			continue;
+		}
 		eq = strchr(arg, '=');
 		flen = eq ? (size_t)(eq - arg) : strlen(arg);
 		if (flen >= sizeof(flag))
 			return errbuf_set(eb, -EINVAL, "unknown option '%.40s...'", arg);
 		memcpy(flag, arg, flen);
 		flag[flen] = 0;
-		if (takes_value(flag)) {
-			if (eq) {
+		f = find_flag(flag);
+		if (!f)
+			return errbuf_set(eb, -EINVAL, "unknown option '%s'", flag);
+		if (!(f->cmds & (1u << c->cmd)))
+			return errbuf_set(eb, -EINVAL, "option '%s' does not apply to 'ember %s'", flag,
+					  cmd_names[c->cmd]);
+		if (f->value) {
+			if (eq)
 				val = eq + 1;
-			} else if (i + 1 < argc) {
+			else if (i + 1 < argc)
 				val = argv[++i];
-			} else {
+			else
 				return errbuf_set(eb, -EINVAL, "option '%s' needs a value", flag);
-			}
 		} else if (eq) {
 			return errbuf_set(eb, -EINVAL, "option '%s' takes no value", flag);
 		}
@@ -218,10 +314,5 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 		if (r)
 			return r;
 	}
-
-	if (c->cmd == CLI_BOOT && !c->vm.kernel)
-		return errbuf_set(eb, -EINVAL, "ember boot: --kernel PATH is required");
-	if (c->vm.console_input && c->vm.console != CONSOLE_STDIO)
-		return errbuf_set(eb, -EINVAL, "--console-input needs --console stdio");
-	return 0;
+	return check_combination(c, eb);
 }

@@ -23,29 +23,96 @@ static void report_stop(struct vm *vm)
 	}
 }
 
-static int cmd_boot(const struct cli *c)
+/* The golden snapshot: taken when the guest signals ready. A failure leaves no
+ * snapshot behind and the VM running (unless it was to exit anyway). */
+static int snapshot_on_ready(struct vm *vm, const struct cli *c)
+{
+	struct snapshot_opts o = { .diff = false };
+	struct snapshot_stats ss;
+	struct errbuf eb = { "" };
+	int r = vm_snapshot_save(vm, c->snapshot_on_ready, &o, &ss, &eb);
+
+	if (r) {
+		pr_err("snapshot %s: %s", c->snapshot_on_ready, eb.msg);
+		return r;
+	}
+	if (c->vm.timings)
+		fprintf(stderr,
+			"ember-snapshot dir=%s id=%s us_total=%llu us_state=%llu us_memory=%llu "
+			"us_commit=%llu bytes_written=%llu zero_pages=%llu\n",
+			c->snapshot_on_ready, ss.id, (unsigned long long)ss.us_total,
+			(unsigned long long)ss.us_state, (unsigned long long)ss.us_memory,
+			(unsigned long long)ss.us_commit, (unsigned long long)ss.bytes_written,
+			(unsigned long long)ss.zero_pages);
+	return 0;
+}
+
+/* Runs the VM until it stops for good; returns the process exit status. */
+static int run_vm(struct vm *vm, const struct cli *c)
 {
 	struct errbuf eb = { "" };
-	struct vm *vm;
-	int r, status;
+	int status;
 
-	r = vm_create(&vm, &c->vm, &eb);
-	if (r) {
+	if (c->api_sock && api_start(vm, c->api_sock, &eb)) {
 		pr_err("%s", eb.msg);
 		return 1;
 	}
-	r = vm_boot_load(vm, &eb);
-	if (r) {
-		pr_err("%s", eb.msg);
-		vm_destroy(vm);
-		return 1;
+	for (;;) {
+		enum vm_stop_reason why = vm_run(vm);
+
+		if (why != VM_STOP_READY)
+			break;
+		if (snapshot_on_ready(vm, c) && c->exit_after_snapshot)
+			return 1;
+		if (c->exit_after_snapshot) {
+			vm->stop_reason = VM_STOP_REQUEST;
+			snprintf(vm->stop_msg, sizeof(vm->stop_msg), "exit after snapshot");
+			break;
+		}
 	}
-	vm_run(vm);
 	timing_mark("exit");
+	timing_report_memory(&vm->mem);
 	report_stop(vm);
 	if (c->dump_regs)
 		x86_dump_vcpus(vm, stderr);
 	status = vm_exit_status(vm);
+	return status;
+}
+
+static int cmd_boot(struct cli *c)
+{
+	struct errbuf eb = { "" };
+	struct vm *vm;
+	int status;
+
+	c->vm.stop_on_ready = c->snapshot_on_ready != NULL;
+	c->vm.dirty_tracking = c->api_sock != NULL;
+	if (vm_create(&vm, &c->vm, &eb)) {
+		pr_err("%s", eb.msg);
+		return 1;
+	}
+	if (vm_boot_load(vm, &eb)) {
+		pr_err("%s", eb.msg);
+		vm_destroy(vm);
+		return 1;
+	}
+	status = run_vm(vm, c);
+	vm_destroy(vm);
+	return status;
+}
+
+static int cmd_restore(struct cli *c)
+{
+	struct errbuf eb = { "" };
+	struct vm *vm;
+	int status;
+
+	c->vm.dirty_tracking = c->api_sock != NULL;
+	if (vm_restore(&vm, &c->vm, c->snapshot, &eb)) {
+		pr_err("%s", eb.msg);
+		return 1;
+	}
+	status = run_vm(vm, c);
 	vm_destroy(vm);
 	return status;
 }
@@ -69,6 +136,11 @@ int main(int argc, char **argv)
 	case CLI_BOOT:
 		timing_enable(c.vm.timings);
 		return cmd_boot(&c);
+	case CLI_RESTORE:
+		timing_enable(c.vm.timings);
+		return cmd_restore(&c);
+	case CLI_CTL:
+		return ctl_run(&c);
 	}
 	return 2;
 }

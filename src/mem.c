@@ -1,6 +1,7 @@
 /* Guest RAM: the region layout around the 32-bit hole, the host mapping, memslots,
  * and gpa_ptr(), the one place a guest physical address becomes a host pointer. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -44,16 +45,57 @@ int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb)
 	return 0;
 }
 
+int mem_map_file(struct guest_mem *m, int fd, struct errbuf *eb)
+{
+	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+
+	if (p == MAP_FAILED)
+		return errbuf_set(eb, -errno, "cannot map the %llu MiB memory file: %s",
+				  (unsigned long long)(m->size / MiB), strerror(errno));
+	m->base = p;
+	m->owned = true;
+	return 0;
+}
+
+int mem_set_regions(struct guest_mem *m, const struct mem_region *r, unsigned n, uint64_t size,
+		    struct errbuf *eb)
+{
+	memset(m, 0, sizeof(*m));
+	if (n == 0 || n > MEM_MAX_REGIONS)
+		return errbuf_set(eb, -EINVAL, "%u memory regions, ember supports 1..%u", n,
+				  MEM_MAX_REGIONS);
+	if (size == 0 || size % PAGE_SIZE)
+		return errbuf_set(eb, -EINVAL, "memory size %llu is not a positive multiple of 4 KiB",
+				  (unsigned long long)size);
+	for (unsigned i = 0; i < n; i++) {
+		/* the snapshot library checked these; the host mapping depends on them */
+		if (r[i].size == 0 || r[i].offset > size || r[i].size > size - r[i].offset)
+			return errbuf_set(eb, -EINVAL, "memory region %u lies outside the memory image", i);
+		m->regions[i] = r[i];
+	}
+	m->nr_regions = n;
+	m->size = size;
+	return 0;
+}
+
 void mem_free(struct guest_mem *m)
 {
 	if (m->base && m->owned)
 		munmap(m->base, m->size);
+	free(m->host_dirty);
+	m->host_dirty = NULL;
 	m->base = NULL;
 	m->owned = false;
 }
 
-int mem_register(const struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb)
+int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb)
 {
+	if (dirty_log) {
+		m->host_dirty = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+		if (!m->host_dirty)
+			return errbuf_set(eb, -ENOMEM, "out of memory for the dirty bitmap");
+		m->dirty_log = true;
+	}
 	for (unsigned i = 0; i < m->nr_regions; i++) {
 		struct kvm_userspace_memory_region r = {
 			.slot = i,
@@ -101,12 +143,56 @@ int gpa_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
 	return 0;
 }
 
-int gpa_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+int gpa_write(struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
 {
 	void *p = gpa_ptr(m, gpa, len);
 
 	if (!p)
 		return -EFAULT;
 	memcpy(p, src, len);
+	mem_mark_dirty(m, gpa, len);
 	return 0;
 }
+
+void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	uint8_t *p = gpa_ptr(m, gpa, len);
+	uint64_t first, last;
+
+	if (!m->host_dirty || !p || len == 0)
+		return;
+	first = (uint64_t)(p - m->base) / PAGE_SIZE;
+	last = ((uint64_t)(p - m->base) + len - 1) / PAGE_SIZE;
+	for (uint64_t pg = first; pg <= last; pg++)
+		__atomic_or_fetch(&m->host_dirty[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+}
+
+int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct errbuf *eb)
+{
+	uint64_t words = (m->size / PAGE_SIZE + 63) / 64;
+
+	if (!m->dirty_log)
+		return errbuf_set(eb, -EINVAL, "dirty page tracking is off for this VM");
+	for (unsigned i = 0; i < m->nr_regions; i++) {
+		uint64_t pages = m->regions[i].size / PAGE_SIZE, base = m->regions[i].offset / PAGE_SIZE;
+		uint64_t *slot = calloc((pages + 63) / 64, sizeof(uint64_t));
+		struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = slot };
+
+		if (!slot)
+			return errbuf_set(eb, -ENOMEM, "out of memory for the dirty bitmap");
+		if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+			int r = -errno;
+
+			free(slot);
+			return errbuf_set(eb, r, "KVM_GET_DIRTY_LOG slot %u: %s", i, strerror(-r));
+		}
+		for (uint64_t pg = 0; pg < pages; pg++)
+			if (slot[pg / 64] & (1ull << (pg % 64)))
+				bitmap[(base + pg) / 64] |= 1ull << ((base + pg) % 64);
+		free(slot);
+	}
+	for (uint64_t w = 0; w < words; w++)
+		bitmap[w] |= __atomic_exchange_n(&m->host_dirty[w], 0, __ATOMIC_RELAXED);
+	return 0;
+}
+

@@ -3,6 +3,7 @@
  * so that phases count from the launcher's spawn rather than from our first
  * instruction; without it the origin is this constructor, the earliest point we see.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -100,4 +101,55 @@ void timing_reset(void)
 	pthread_mutex_lock(&lock);
 	nr_marks = 0;
 	pthread_mutex_unlock(&lock);
+}
+
+/* Rss of the mapping that starts at addr, from /proc/self/smaps. Unlike mincore this
+ * does not count the shared zero page, so it is what the guest really costs. */
+static int mapping_rss_kb(const void *addr, unsigned long *kb)
+{
+	char line[256];
+	bool in = false;
+	FILE *f = fopen("/proc/self/smaps", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			in = lo == (unsigned long)(uintptr_t)addr;
+			continue;
+		}
+		if (in && sscanf(line, "Rss: %lu kB", kb) == 1) {
+			r = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
+void timing_report_memory(const struct guest_mem *m)
+{
+	unsigned long size_pages = 0, rss_pages = 0, guest_kb = 0;
+	char line[128];
+	FILE *f;
+	int n;
+
+	if (!enabled || !m->base)
+		return;
+	f = fopen("/proc/self/statm", "re");
+	if (!f)
+		return;
+	if (fscanf(f, "%lu %lu", &size_pages, &rss_pages) != 2)
+		rss_pages = 0;
+	fclose(f);
+	if (mapping_rss_kb(m->base, &guest_kb))
+		return;
+	n = snprintf(line, sizeof(line), "ember-mem rss_kb=%lu guest_resident_kb=%lu\n",
+		     rss_pages * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024), guest_kb);
+	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+		/* stderr gone */
+	}
 }

@@ -56,7 +56,7 @@ static int console_open(struct vm *vm, struct errbuf *eb)
 	return errbuf_set(eb, -EINVAL, "bad console kind");
 }
 
-static struct vm *vm_alloc(const struct vm_config *cfg)
+struct vm *vm_alloc(const struct vm_config *cfg)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 
@@ -67,11 +67,54 @@ static struct vm *vm_alloc(const struct vm_config *cfg)
 	vm->console_fd = -1;
 	vm->event_fd = -1;
 	vm->sig_fd = -1;
+	vm->ep = -1;
 	vm->entry_phase = "first-entry";
 	pthread_mutex_init(&vm->cmd_lock, NULL);
 	pthread_cond_init(&vm->cmd_cond, NULL);
 	pthread_mutex_init(&vm->stop_lock, NULL);
+	vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->ep = epoll_create1(EPOLL_CLOEXEC);
+	/* the CLI bounds the count and the length; a failure here is a caller bug */
+	for (unsigned i = 0; i < cfg->nr_guest_cmds; i++)
+		if (vm_cmd_push(vm, cfg->guest_cmds[i]))
+			goto fail;
+	if (vm->event_fd < 0 || vm->ep < 0)
+		goto fail;
 	return vm;
+fail:
+	vm_destroy(vm);
+	return NULL;
+}
+
+int vm_create_vcpus(struct vm *vm, bool fresh, struct errbuf *eb)
+{
+	int r;
+
+	vm->vcpus = calloc(vm->cfg.nr_vcpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return errbuf_set(eb, -ENOMEM, "out of memory");
+	for (unsigned i = 0; i < vm->cfg.nr_vcpus; i++) {
+		r = vcpu_create(vm, &vm->vcpus[i], i, eb);
+		if (r)
+			return r;
+		vm->nr_vcpus++;
+		/* a restored vCPU gets CPUID and MSRs from the snapshot instead */
+		if (fresh) {
+			r = x86_vcpu_init(vm, &vm->vcpus[i], vm->supported_cpuid, eb);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int vm_attach_devices(struct vm *vm, struct errbuf *eb)
+{
+	int r = console_open(vm, eb);
+
+	if (r)
+		return r;
+	return devices_create(vm, eb);
 }
 
 int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
@@ -86,19 +129,6 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
 	vm = vm_alloc(cfg);
 	if (!vm)
 		return errbuf_set(eb, -ENOMEM, "out of memory");
-	vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (vm->event_fd < 0) {
-		r = errbuf_set(eb, -errno, "eventfd: %s", strerror(errno));
-		goto fail;
-	}
-	for (unsigned i = 0; i < cfg->nr_guest_cmds; i++) {
-		r = vm_cmd_push(vm, cfg->guest_cmds[i]);
-		if (r) {
-			errbuf_set(eb, r, "too many guest commands");
-			goto fail;
-		}
-	}
-
 	r = kvm_open(&vm->kvm, eb);
 	if (r)
 		goto fail;
@@ -117,35 +147,19 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
 	r = mem_alloc_anon(&vm->mem, eb);
 	if (r)
 		goto fail;
-	r = mem_register(&vm->mem, vm->kvm.vm_fd, false, eb);
+	r = mem_register(&vm->mem, vm->kvm.vm_fd, cfg->dirty_tracking, eb);
 	if (r)
 		goto fail;
 	r = kvm_create_irqchip(&vm->kvm, eb);
 	if (r)
 		goto fail;
-
 	r = cpuid_get_supported(vm->kvm.dev_fd, &vm->supported_cpuid, eb);
 	if (r)
 		goto fail;
-	vm->vcpus = calloc(cfg->nr_vcpus, sizeof(*vm->vcpus));
-	if (!vm->vcpus) {
-		r = errbuf_set(eb, -ENOMEM, "out of memory");
-		goto fail;
-	}
-	for (unsigned i = 0; i < cfg->nr_vcpus; i++) {
-		r = vcpu_create(vm, &vm->vcpus[i], i, eb);
-		if (r)
-			goto fail;
-		vm->nr_vcpus++;
-		r = x86_vcpu_init(vm, &vm->vcpus[i], vm->supported_cpuid, eb);
-		if (r)
-			goto fail;
-	}
-
-	r = console_open(vm, eb);
+	r = vm_create_vcpus(vm, true, eb);
 	if (r)
 		goto fail;
-	r = devices_create(vm, eb);
+	r = vm_attach_devices(vm, eb);
 	if (r)
 		goto fail;
 	timing_mark("kvm-ready");
@@ -273,6 +287,94 @@ int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len, int time
 
 /* ---- the main loop ------------------------------------------------------------ */
 
+int vm_watch_add(struct vm *vm, struct vm_watch *w)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = w };
+
+	if (epoll_ctl(vm->ep, EPOLL_CTL_ADD, w->fd, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+void vm_watch_del(struct vm *vm, struct vm_watch *w)
+{
+	epoll_ctl(vm->ep, EPOLL_CTL_DEL, w->fd, NULL);
+}
+
+void vm_pause(struct vm *vm)
+{
+	if (vm->paused)
+		return;
+	vcpus_send(vm, VCPU_MSG_PAUSE);
+	if (vm->serial)
+		serial_flush(vm->serial);
+	vm->paused = true;
+}
+
+void vm_resume(struct vm *vm)
+{
+	if (!vm->paused)
+		return;
+	vm->paused = false;
+	vcpus_send(vm, VCPU_MSG_RUN);
+}
+
+static void on_event(struct vm *vm, struct vm_watch *w, uint32_t events)
+{
+	uint64_t counter;
+
+	/* the stop itself is in vm->stopping; just drain the counter */
+	if (read(w->fd, &counter, sizeof(counter)) < 0) {
+		/* EAGAIN */
+	}
+}
+
+static void on_signal(struct vm *vm, struct vm_watch *w, uint32_t events)
+{
+	struct signalfd_siginfo si;
+
+	if (read(w->fd, &si, sizeof(si)) == sizeof(si))
+		vm_request_stop(vm, VM_STOP_SIGNAL, (int)si.ssi_signo, "stopped by signal %u",
+				si.ssi_signo);
+}
+
+struct input_state {
+	uint8_t buf[256];
+	unsigned len;
+	bool open;
+};
+static struct input_state console_in;
+
+static void console_push(struct vm *vm)
+{
+	struct input_state *in = &console_in;
+	unsigned taken;
+
+	if (in->len && vm->serial) {
+		taken = serial_input(vm->serial, in->buf, in->len);
+		memmove(in->buf, in->buf + taken, in->len - taken);
+		in->len -= taken;
+	}
+}
+
+static void on_stdin(struct vm *vm, struct vm_watch *w, uint32_t events)
+{
+	struct input_state *in = &console_in;
+
+	if (in->len == 0 && in->open) {
+		ssize_t n = read(w->fd, in->buf, sizeof(in->buf));
+
+		if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) {
+			in->open = false;
+			vm_watch_del(vm, w);
+			return;
+		}
+		if (n > 0)
+			in->len = (unsigned)n;
+	}
+	console_push(vm);
+}
+
 static int vm_start_threads(struct vm *vm)
 {
 	sigset_t set;
@@ -286,6 +388,18 @@ static int vm_start_threads(struct vm *vm)
 	vm->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (vm->sig_fd < 0)
 		return -errno;
+	vm->sig_watch = (struct vm_watch){ .fd = vm->sig_fd, .cb = on_signal };
+	vm->event_watch = (struct vm_watch){ .fd = vm->event_fd, .cb = on_event };
+	r = vm_watch_add(vm, &vm->sig_watch);
+	if (!r)
+		r = vm_watch_add(vm, &vm->event_watch);
+	if (r)
+		return r;
+	if (vm->cfg.console_input && vm->cfg.console == CONSOLE_STDIO) {
+		vm->stdin_watch = (struct vm_watch){ .fd = STDIN_FILENO, .cb = on_stdin };
+		/* regular files cannot be polled: such input is simply not offered */
+		console_in.open = vm_watch_add(vm, &vm->stdin_watch) == 0;
+	}
 	r = vcpu_signals_init();
 	if (r)
 		return r;
@@ -306,40 +420,11 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-struct input_state {
-	uint8_t buf[256];
-	unsigned len;
-	bool open;
-};
-
-static void console_input(struct vm *vm, struct input_state *in, int ep)
-{
-	unsigned taken;
-
-	if (in->len == 0 && in->open) {
-		ssize_t n = read(STDIN_FILENO, in->buf, sizeof(in->buf));
-
-		if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) {
-			in->open = false;
-			epoll_ctl(ep, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
-			return;
-		}
-		if (n > 0)
-			in->len = (unsigned)n;
-	}
-	if (in->len && vm->serial) {
-		taken = serial_input(vm->serial, in->buf, in->len);
-		memmove(in->buf, in->buf + taken, in->len - taken);
-		in->len -= taken;
-	}
-}
-
 enum vm_stop_reason vm_run(struct vm *vm)
 {
-	struct epoll_event ev, evs[4];
-	struct input_state in = { .open = false };
+	struct epoll_event evs[8];
 	uint64_t deadline = 0, counter;
-	int ep, r;
+	int r;
 
 	if (!vm->threads_started) {
 		r = vm_start_threads(vm);
@@ -347,20 +432,6 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			vm_request_stop(vm, VM_STOP_ERROR, 0, "starting vCPU threads: %s", strerror(-r));
 			return vm->stop_reason;
 		}
-	}
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0) {
-		vm_request_stop(vm, VM_STOP_ERROR, 0, "epoll_create1: %s", strerror(errno));
-		return vm->stop_reason;
-	}
-	ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = vm->event_fd };
-	epoll_ctl(ep, EPOLL_CTL_ADD, vm->event_fd, &ev);
-	ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = vm->sig_fd };
-	epoll_ctl(ep, EPOLL_CTL_ADD, vm->sig_fd, &ev);
-	if (vm->cfg.console_input && vm->cfg.console == CONSOLE_STDIO) {
-		ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = STDIN_FILENO };
-		/* regular files cannot be polled: such input is simply not offered */
-		in.open = epoll_ctl(ep, EPOLL_CTL_ADD, STDIN_FILENO, &ev) == 0;
 	}
 
 	/* a fresh run: forget the previous stop */
@@ -375,11 +446,12 @@ enum vm_stop_reason vm_run(struct vm *vm)
 	if (vm->cfg.timeout_ms)
 		deadline = mono_ms() + vm->cfg.timeout_ms;
 
+	vm->paused = false;
 	vcpus_send(vm, VCPU_MSG_RUN);
 	while (!atomic_load(&vm->stopping)) {
 		int timeout = -1, n;
 
-		if (in.len)
+		if (console_in.len)
 			timeout = 5; /* UART FIFO was full: retry soon */
 		if (deadline) {
 			uint64_t now = mono_ms();
@@ -392,29 +464,23 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			if (timeout < 0 || deadline - now < (uint64_t)timeout)
 				timeout = (int)(deadline - now);
 		}
-		n = epoll_wait(ep, evs, ARRAY_SIZE(evs), timeout);
+		n = epoll_wait(vm->ep, evs, ARRAY_SIZE(evs), timeout);
 		if (n < 0 && errno != EINTR) {
 			vm_request_stop(vm, VM_STOP_ERROR, 0, "epoll_wait: %s", strerror(errno));
 			break;
 		}
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.fd == vm->sig_fd) {
-				struct signalfd_siginfo si;
+			struct vm_watch *w = evs[i].data.ptr;
 
-				if (read(vm->sig_fd, &si, sizeof(si)) == sizeof(si))
-					vm_request_stop(vm, VM_STOP_SIGNAL, (int)si.ssi_signo,
-							"stopped by signal %u", si.ssi_signo);
-			} else if (evs[i].data.fd == STDIN_FILENO) {
-				console_input(vm, &in, ep);
-			}
+			w->cb(vm, w, evs[i].events);
 		}
-		if (in.len && !atomic_load(&vm->stopping))
-			console_input(vm, &in, ep);
+		if (console_in.len && !atomic_load(&vm->stopping))
+			console_push(vm);
 	}
 	vcpus_send(vm, VCPU_MSG_PAUSE);
+	vm->paused = true;
 	if (vm->serial)
 		serial_flush(vm->serial);
-	close(ep);
 	return vm->stop_reason;
 }
 
@@ -428,6 +494,7 @@ void vm_destroy(struct vm *vm)
 			if (vm->vcpus[i].thread_started)
 				pthread_join(vm->vcpus[i].thread, NULL);
 	}
+	api_stop(vm);
 	devices_destroy(vm);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
@@ -441,6 +508,8 @@ void vm_destroy(struct vm *vm)
 		close(vm->event_fd);
 	if (vm->sig_fd >= 0)
 		close(vm->sig_fd);
+	if (vm->ep >= 0)
+		close(vm->ep);
 	while (vm->cmd_head != vm->cmd_tail)
 		free(vm->cmds[vm->cmd_head++ % VM_MAX_GUEST_CMDS]);
 	pthread_mutex_destroy(&vm->cmd_lock);

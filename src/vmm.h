@@ -45,6 +45,7 @@ struct errbuf {
 };
 int errbuf_set(struct errbuf *eb, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+struct guest_mem;
 /* ---- timing.c --------------------------------------------------------------- */
 /*
  * Phase timestamps in microseconds since process start. "Process start" is the
@@ -58,6 +59,9 @@ void timing_mark(const char *phase);
 /* Returns the recorded time of a phase, or -1 if it has not happened. */
 int64_t timing_get(const char *phase);
 void timing_reset(void);
+/* With timings on, prints "ember-mem rss_kb=N guest_resident_kb=M" (M: Rss of the
+ * guest RAM mapping): the VMM's own overhead is the difference. */
+void timing_report_memory(const struct guest_mem *m);
 
 /* ---- kvm.c ------------------------------------------------------------------ */
 struct kvm {
@@ -75,7 +79,7 @@ int kvm_create_irqchip(struct kvm *k, struct errbuf *eb);
 void kvm_close(struct kvm *k);
 
 /* ---- mem.c ------------------------------------------------------------------ */
-#define MEM_MAX_REGIONS 2
+#define MEM_MAX_REGIONS 8 /* = SNAP_MAX_REGIONS: a snapshot's layout is used as is */
 /* The 32-bit PCI/MMIO hole: RAM above this goes to 4 GiB and up. */
 #define MEM_HOLE_START 0xc0000000ull
 #define MEM_HOLE_END   0x100000000ull
@@ -92,13 +96,28 @@ struct guest_mem {
 	uint64_t size;      /* total RAM bytes = sum of region sizes */
 	uint8_t *base;      /* one host mapping holding all regions back to back */
 	bool owned;         /* base was mapped by mem_alloc_anon / mem_map_file */
+	bool dirty_log;     /* memslots registered with KVM_MEM_LOG_DIRTY_PAGES */
+	/* Pages ember itself wrote (KVM's dirty log only sees guest writes), one bit per
+	 * page of the host mapping; only kept while dirty_log is on. */
+	uint64_t *host_dirty;
 };
 
 /* Splits ram_bytes into regions around the hole. ram_bytes must be page aligned. */
 int mem_layout(struct guest_mem *m, uint64_t ram_bytes, struct errbuf *eb);
 int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb);
+/* Maps fd (a raw memory image of m->size bytes) MAP_PRIVATE: lazy, copy-on-write,
+ * and the page cache is shared by every VM restored from the same file. */
+int mem_map_file(struct guest_mem *m, int fd, struct errbuf *eb);
+/* Sets the regions from a snapshot (validated by libsnapfmt) instead of mem_layout. */
+int mem_set_regions(struct guest_mem *m, const struct mem_region *r, unsigned n, uint64_t size,
+		    struct errbuf *eb);
 void mem_free(struct guest_mem *m);
-int mem_register(const struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb);
+int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb);
+/* Records a host-side write to guest RAM for dirty tracking (gpa_write does it). */
+void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
+/* ORs the pages written since the last call (guest and host writes) into bitmap (one
+ * bit per page of the host mapping, m->size / PAGE_SIZE bits) and restarts tracking. */
+int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct errbuf *eb);
 
 /*
  * THE bounds check: every guest physical address ember dereferences goes through
@@ -107,7 +126,7 @@ int mem_register(const struct guest_mem *m, int vm_fd, bool dirty_log, struct er
  */
 void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 int gpa_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
-int gpa_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
+int gpa_write(struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 /* Region index holding gpa, or -1. */
 int mem_region_of(const struct guest_mem *m, uint64_t gpa);
 
@@ -147,6 +166,7 @@ struct vm_config {
 	bool stop_on_sync;            /* vm_run returns VM_STOP_SYNC at each GUEST_SYNC */
 	bool timings;
 	uint64_t timeout_ms;          /* 0: none; else stop with VM_STOP_TIMEOUT */
+	bool dirty_tracking;          /* track dirty pages for diff snapshots */
 };
 
 /* Why vm_run returned. */
@@ -195,7 +215,16 @@ struct vcpu {
 	uint64_t entries;             /* KVM_RUN calls that returned */
 };
 
+struct vm;
+/* An fd the main loop watches (EPOLLIN); cb runs on the main thread. */
+struct vm_watch {
+	int fd;
+	void (*cb)(struct vm *vm, struct vm_watch *w, uint32_t events);
+	void *opaque;
+};
+
 struct device;
+struct api_server;
 struct vm {
 	struct vm_config cfg;
 	struct kvm kvm;
@@ -213,7 +242,12 @@ struct vm {
 	const char *entry_phase; /* timing phase of the first KVM_RUN: first-entry/resumed */
 	atomic_bool entered;
 	bool threads_started;
-	int sig_fd;              /* signalfd for SIGINT/SIGTERM, owned by vm_run */
+	char last_snapshot_id[33];  /* parent of the next diff snapshot; "" if none */
+	int sig_fd;              /* signalfd for SIGINT/SIGTERM */
+	int ep;                  /* the main loop's epoll */
+	struct vm_watch event_watch, sig_watch, stdin_watch;
+	struct api_server *api;
+	bool paused;             /* paused by the control socket inside vm_run */
 
 	/* guest command queue for EMBER_UCALL_WAIT */
 	pthread_mutex_t cmd_lock;
@@ -249,6 +283,51 @@ void vm_destroy(struct vm *vm);
 int vm_cmd_push(struct vm *vm, const char *cmd);
 /* Pops into buf; returns EMBER_WAIT_* status. May wait up to timeout_ms for a command. */
 int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len, int timeout_ms);
+
+/* Main-loop fds and pause/resume from within the loop (the control socket). */
+int vm_watch_add(struct vm *vm, struct vm_watch *w);
+void vm_watch_del(struct vm *vm, struct vm_watch *w);
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+
+/* Pieces of vm_create shared with vm_restore (restore.c). */
+struct vm *vm_alloc(const struct vm_config *cfg);
+int vm_create_vcpus(struct vm *vm, bool fresh, struct errbuf *eb);
+int vm_attach_devices(struct vm *vm, struct errbuf *eb);
+
+/* ---- snapshot.c / restore.c ------------------------------------------------------ */
+struct snapshot_opts {
+	bool diff;          /* only pages written since the previous snapshot */
+};
+struct snapshot_stats {
+	uint64_t us_total, us_state, us_memory, us_commit;
+	uint64_t bytes_written, pages_written, zero_pages;
+	char id[33];
+};
+/* Saves a parked VM (vm_run has returned, or the control socket paused it) into a new
+ * directory dir; on failure nothing loadable is left and the VM is untouched. */
+int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts *o,
+		     struct snapshot_stats *stats, struct errbuf *eb);
+/* Builds a VM from a snapshot directory, validating everything before touching KVM.
+ * cfg supplies console, timings, guest commands; vCPU count and RAM come from the
+ * snapshot. */
+int vm_restore(struct vm **out, const struct vm_config *cfg, const char *dir, struct errbuf *eb);
+
+/* ---- api.c: the control socket (FORMAT.md, "Control socket") ---------------- */
+#define API_MAX_FRAME 65536
+struct api_request {
+	char verb[32];
+	char dir[4096];
+	char cmd[EMBER_UCALL_DATA_MAX];
+	bool diff;
+	uint64_t id;
+	bool has_id;
+};
+/* Decodes one untrusted request body (the msgpack map after the length prefix). */
+int api_decode_request(const uint8_t *body, size_t len, struct api_request *rq,
+		       struct errbuf *eb);
+int api_start(struct vm *vm, const char *path, struct errbuf *eb);
+void api_stop(struct vm *vm);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, struct vcpu *v, unsigned id, struct errbuf *eb);

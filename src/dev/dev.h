@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "../vmm.h"
+#include "snapfmt.h"
 
 /* How a device raises an interrupt: level on a GSI (KVM_IRQ_LINE in the VMM,
  * a recording stub in unit tests). */
@@ -98,5 +99,12 @@ int abi_dev_create(struct vm *vm, struct device **out);
 int devices_create(struct vm *vm, struct errbuf *eb);
 void devices_destroy(struct vm *vm);
 struct device *devices_find(struct vm *vm, const char *name);
+
+/* ---- dev_state.c: device state <-> snapshot sections ------------------------- */
+int devices_save(struct vm *vm, struct snap_state *st, struct errbuf *eb);
+/* Every section known, of a version we read, decodable and valid; all present. Pure. */
+int devices_check_state(const struct snap_state *st, struct errbuf *eb);
+/* Call devices_check_state first: this assumes the sections are present. */
+int devices_restore(struct vm *vm, const struct snap_state *st, struct errbuf *eb);
 
 #endif

@@ -110,4 +110,67 @@ int x86_vcpu_set_entry(struct vcpu *v, uint64_t entry, struct errbuf *eb);
 /* "ember-regs vcpu=N rip=... cr3=..." per vCPU; vCPUs must be parked. */
 void x86_dump_vcpus(struct vm *vm, FILE *f);
 
+/* ---- snapshot state: cpu_state.c, vm_state.c, cpu_compat.c ------------------- */
+/*
+ * Conversions between KVM's vCPU/VM state and the snapshot format's KVM-independent
+ * structs (snapshot-format/snapfmt.h). Restore input is untrusted: every count and
+ * length is checked again here, where it sizes a KVM buffer.
+ */
+#include "snapfmt.h"
+
+/*
+ * vCPU state, taken/applied while the vCPU is parked (not in KVM_RUN), from any
+ * thread. Save allocates out's heap parts through the snapfmt helpers (free them with
+ * snap_state_free, also after a failed save). Restore expects a vCPU that has not run
+ * yet (KVM refuses a different CPUID afterwards).
+ */
+int x86_vcpu_save(struct vcpu *v, struct snap_vcpu *out, struct errbuf *eb);
+int x86_vcpu_restore(struct vcpu *v, const struct snap_vcpu *in, struct errbuf *eb);
+/* KVM_SET_TSC_KHZ: needs KVM_CAP_TSC_CONTROL; must precede the vCPU's TSC restore. */
+int x86_vcpu_set_tsc_khz(struct vcpu *v, uint32_t khz, struct errbuf *eb);
+/*
+ * The MSR filter of the save list (pure): false for MSRs that live elsewhere in the
+ * state (APIC base, EFER, FS/GS base, x2APIC registers), are read-only capability
+ * reports of the host, are write-only commands, or belong to interfaces ember does not
+ * expose (Hyper-V). Documented with the list in cpu_state.c.
+ */
+bool x86_msr_should_save(uint32_t index);
+
+/*
+ * VM-wide state: kvmclock, PIC master/slave, IOAPIC, PIT, TSC frequency (not the
+ * memory regions). Restore this before the vCPUs: it may set each vCPU's TSC
+ * frequency, which must happen before their TSC MSR is written.
+ */
+int x86_vm_save(struct vm *vm, struct snap_vm *out, struct errbuf *eb);
+int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
+/* true when two TSC frequencies differ by more than calibration noise (0.1%). */
+bool x86_tsc_khz_differs(uint32_t snapshot_khz, uint32_t host_khz);
+
+/* cpu_compat.c: may this host run a snapshot's vCPUs? */
+void x86_host_cpu_info(struct snap_cpu_info *out); /* from the CPUID instruction */
+/*
+ * Pure check of st against a table of what this host gives vCPUs (x86_host_cpuid;
+ * on a plain KVM, cpuid_get_supported's table would do): same CPU vendor, every named
+ * feature bit a vCPU's CPUID has is in the table, each vCPU's XCR0 within the table's,
+ * and its XSAVE area fits this host's KVM (x86_xsave_fits with the size the table
+ * implies).
+ */
+int x86_check_snapshot_cpu(const struct snap_state *st, const struct kvm_cpuid2 *host_supported,
+			   struct errbuf *eb);
+/*
+ * The CPUID table this host's KVM really gives a vCPU, to check snapshots against:
+ * ember's normalised supported table set on vCPU 0, read back with KVM_GET_CPUID2.
+ * Not simply KVM_GET_SUPPORTED_CPUID: some KVMs (this platform's kvm_pvm) add the
+ * host's features on KVM_SET_CPUID2 that the supported table omits, and a snapshot
+ * taken on this very host would then fail the check. Sets vCPU 0's CPUID: call it
+ * before vCPU 0 has run and before restoring the vCPUs. Free *out with free().
+ */
+int x86_host_cpuid(struct vm *vm, struct kvm_cpuid2 **out, struct errbuf *eb);
+/*
+ * An XSAVE image of len bytes fits a KVM buffer of host_len bytes when it is no
+ * longer, or when everything past host_len is zero (a bigger host's KVM pads the
+ * buffer for state components the guest never enabled).
+ */
+bool x86_xsave_fits(const uint8_t *xsave, uint32_t len, uint32_t host_len);
+
 #endif

@@ -1,0 +1,236 @@
+/*
+ * VM-wide KVM state for snapshots: kvmclock, the in-kernel PICs, IOAPIC and PIT, and
+ * the guest TSC frequency. Guest memory regions are the snapshot orchestrator's.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "x86.h"
+
+#define IOAPIC_DEFAULT_BASE 0xfec00000ull
+
+/* KVM_SET_CLOCK uses only REALTIME (api.rst; kernels before 5.16 refuse any flag, and
+ * then GET never sets it). TSC_STABLE and HOST_TSC, which GET also reports, describe
+ * the source host and mean nothing to a restore. */
+#define CLOCK_SET_FLAGS ((uint32_t)KVM_CLOCK_REALTIME)
+#define CLOCK_KNOWN_FLAGS ((uint32_t)(KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC))
+
+#define PIC_FIELDS(X) X(last_irr) X(irr) X(imr) X(isr) X(priority_add) X(irq_base) \
+	X(read_reg_select) X(poll) X(special_mask) X(init_state) X(auto_eoi) \
+	X(rotate_on_auto_eoi) X(special_fully_nested_mode) X(init4) X(elcr) X(elcr_mask)
+#define PIT_CHANNEL_FIELDS(X) X(count) X(latched_count) X(count_latched) X(status_latched) \
+	X(status) X(read_state) X(write_state) X(write_latch) X(rw_mode) X(mode) X(bcd) \
+	X(gate) X(count_load_time)
+
+#define COPY(f) d->f = s->f;
+
+static void pic_to_snap(struct snap_pic *d, const struct kvm_pic_state *s)
+{
+	PIC_FIELDS(COPY)
+}
+
+static void pic_from_snap(struct kvm_pic_state *d, const struct snap_pic *s)
+{
+	PIC_FIELDS(COPY)
+}
+
+static void pit_channel_to_snap(struct snap_pit_channel *d, const struct kvm_pit_channel_state *s)
+{
+	PIT_CHANNEL_FIELDS(COPY)
+}
+
+static void pit_channel_from_snap(struct kvm_pit_channel_state *d,
+				  const struct snap_pit_channel *s)
+{
+	PIT_CHANNEL_FIELDS(COPY)
+}
+
+_Static_assert(SNAP_IOAPIC_PINS == KVM_IOAPIC_NUM_PINS, "IOAPIC pin count");
+_Static_assert(SNAP_PIT_CHANNELS == 3, "PIT channel count");
+
+static void ioapic_to_snap(struct snap_ioapic *d, const struct kvm_ioapic_state *s)
+{
+	d->base_address = s->base_address;
+	d->ioregsel = s->ioregsel;
+	d->id = s->id;
+	d->irr = s->irr;
+	for (unsigned i = 0; i < SNAP_IOAPIC_PINS; i++)
+		d->redirtbl[i] = s->redirtbl[i].bits;
+}
+
+static void ioapic_from_snap(struct kvm_ioapic_state *d, const struct snap_ioapic *s)
+{
+	d->base_address = s->base_address;
+	d->ioregsel = s->ioregsel;
+	d->id = s->id;
+	d->irr = s->irr;
+	for (unsigned i = 0; i < SNAP_IOAPIC_PINS; i++)
+		d->redirtbl[i].bits = s->redirtbl[i];
+}
+
+#define VM_IOCTL(req, arg, what)                                                         \
+	do {                                                                             \
+		if (ioctl(vm->kvm.vm_fd, req, arg) < 0)                                  \
+			return errbuf_set(eb, -errno, "%s: %s", what, strerror(errno));  \
+	} while (0)
+
+static int get_irqchip(struct vm *vm, unsigned chip, struct kvm_irqchip *c, struct errbuf *eb)
+{
+	memset(c, 0, sizeof(*c));
+	c->chip_id = chip;
+	if (ioctl(vm->kvm.vm_fd, KVM_GET_IRQCHIP, c) < 0)
+		return errbuf_set(eb, -errno, "KVM_GET_IRQCHIP (chip %u): %s", chip, strerror(errno));
+	return 0;
+}
+
+static int set_irqchip(struct vm *vm, struct kvm_irqchip *c, struct errbuf *eb)
+{
+	if (ioctl(vm->kvm.vm_fd, KVM_SET_IRQCHIP, c) < 0)
+		return errbuf_set(eb, -errno, "KVM_SET_IRQCHIP (chip %u): %s", c->chip_id,
+				  strerror(errno));
+	return 0;
+}
+
+static int host_tsc_khz(struct vm *vm, uint32_t *khz, struct errbuf *eb)
+{
+	int r;
+
+	/* A vCPU ioctl: the frequency is per vCPU (all equal under ember). */
+	if (vm->nr_vcpus == 0)
+		return errbuf_set(eb, -EINVAL, "VM has no vCPU to ask for the TSC frequency");
+	r = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+	if (r <= 0)
+		return errbuf_set(eb, r < 0 ? -errno : -EIO, "KVM_GET_TSC_KHZ: %s",
+				  r < 0 ? strerror(errno) : "returned 0");
+	*khz = (uint32_t)r;
+	return 0;
+}
+
+int x86_vm_save(struct vm *vm, struct snap_vm *out, struct errbuf *eb)
+{
+	struct kvm_clock_data clock;
+	struct kvm_pit_state2 pit;
+	struct kvm_irqchip chip;
+	int r;
+
+	memset(&clock, 0, sizeof(clock));
+	VM_IOCTL(KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK");
+	out->clock.clock = clock.clock;
+	out->clock.flags = clock.flags & CLOCK_SET_FLAGS;
+	out->clock.realtime = clock.realtime;
+	out->clock.host_tsc = clock.host_tsc;
+
+	r = get_irqchip(vm, KVM_IRQCHIP_PIC_MASTER, &chip, eb);
+	if (r)
+		return r;
+	pic_to_snap(&out->pic_master, &chip.chip.pic);
+	r = get_irqchip(vm, KVM_IRQCHIP_PIC_SLAVE, &chip, eb);
+	if (r)
+		return r;
+	pic_to_snap(&out->pic_slave, &chip.chip.pic);
+	r = get_irqchip(vm, KVM_IRQCHIP_IOAPIC, &chip, eb);
+	if (r)
+		return r;
+	ioapic_to_snap(&out->ioapic, &chip.chip.ioapic);
+
+	memset(&pit, 0, sizeof(pit));
+	VM_IOCTL(KVM_GET_PIT2, &pit, "KVM_GET_PIT2");
+	out->pit.flags = pit.flags;
+	for (unsigned i = 0; i < SNAP_PIT_CHANNELS; i++)
+		pit_channel_to_snap(&out->pit.channels[i], &pit.channels[i]);
+
+	return host_tsc_khz(vm, &out->tsc_khz, eb);
+}
+
+bool x86_tsc_khz_differs(uint32_t snapshot_khz, uint32_t host_khz)
+{
+	uint64_t diff = snapshot_khz > host_khz ? snapshot_khz - host_khz : host_khz - snapshot_khz;
+
+	/* 0.1%: well above the few hundred ppm two calibrations of one host disagree by. */
+	return diff * 1000 > (uint64_t)host_khz;
+}
+
+/*
+ * The guest's TSC must keep the rate it had, or its TSC-derived clocks (kvmclock scale,
+ * calibrated delays) run fast or slow. Scale it when KVM can; warn when it cannot.
+ */
+static int restore_tsc_khz(struct vm *vm, uint32_t snap_khz, struct errbuf *eb)
+{
+	uint32_t host_khz;
+	int r;
+
+	if (snap_khz == 0)
+		return errbuf_set(eb, -EINVAL, "snapshot TSC frequency is 0 kHz");
+	r = host_tsc_khz(vm, &host_khz, eb);
+	if (r || !x86_tsc_khz_differs(snap_khz, host_khz))
+		return r;
+	if (ioctl(vm->kvm.vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) <= 0) {
+		pr_warn("snapshot guest TSC ran at %u kHz, this host's runs at %u kHz and KVM "
+			"cannot scale it (no KVM_CAP_TSC_CONTROL): the restored guest's TSC and "
+			"TSC-based clocks will run at the wrong rate", snap_khz, host_khz);
+		return 0;
+	}
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		r = x86_vcpu_set_tsc_khz(&vm->vcpus[i], snap_khz, eb);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/*
+ * Order: TSC frequency (before any vCPU state is restored), then PIT2, CLOCK and the
+ * three irqchips, as Firecracker does. Field values are left for KVM to validate, except
+ * where KVM would silently accept nonsense.
+ */
+int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb)
+{
+	struct kvm_clock_data clock;
+	struct kvm_pit_state2 pit;
+	struct kvm_irqchip chip;
+	int r;
+
+	if (in->clock.flags & ~CLOCK_KNOWN_FLAGS)
+		return errbuf_set(eb, -EINVAL, "vm.clock.flags 0x%x: unknown flags 0x%x", in->clock.flags,
+				  in->clock.flags & ~CLOCK_KNOWN_FLAGS);
+	/* KVM keeps the IOAPIC's MMIO window where it created it, so another base would
+	 * leave the guest with an IOAPIC it cannot reach. */
+	if (in->ioapic.base_address != IOAPIC_DEFAULT_BASE)
+		return errbuf_set(eb, -EINVAL, "vm.ioapic.base_address 0x%llx: KVM's IOAPIC is at "
+				  "0x%llx", (unsigned long long)in->ioapic.base_address,
+				  IOAPIC_DEFAULT_BASE);
+	r = restore_tsc_khz(vm, in->tsc_khz, eb);
+	if (r)
+		return r;
+
+	memset(&pit, 0, sizeof(pit));
+	pit.flags = in->pit.flags;
+	for (unsigned i = 0; i < SNAP_PIT_CHANNELS; i++)
+		pit_channel_from_snap(&pit.channels[i], &in->pit.channels[i]);
+	VM_IOCTL(KVM_SET_PIT2, &pit, "KVM_SET_PIT2");
+
+	memset(&clock, 0, sizeof(clock));
+	clock.clock = in->clock.clock;
+	clock.flags = in->clock.flags & CLOCK_SET_FLAGS;
+	clock.realtime = in->clock.realtime;
+	clock.host_tsc = in->clock.host_tsc;
+	VM_IOCTL(KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
+
+	memset(&chip, 0, sizeof(chip));
+	chip.chip_id = KVM_IRQCHIP_PIC_MASTER;
+	pic_from_snap(&chip.chip.pic, &in->pic_master);
+	r = set_irqchip(vm, &chip, eb);
+	if (r)
+		return r;
+	memset(&chip, 0, sizeof(chip));
+	chip.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+	pic_from_snap(&chip.chip.pic, &in->pic_slave);
+	r = set_irqchip(vm, &chip, eb);
+	if (r)
+		return r;
+	memset(&chip, 0, sizeof(chip));
+	chip.chip_id = KVM_IRQCHIP_IOAPIC;
+	ioapic_from_snap(&chip.chip.ioapic, &in->ioapic);
+	return set_irqchip(vm, &chip, eb);
+}

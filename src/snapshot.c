@@ -1,0 +1,187 @@
+/*
+ * Saving a snapshot of a parked VM. Order: devices, then vCPUs, then VM-wide state,
+ * then memory (Firecracker's order): device state is plain data; vCPU state must be
+ * read after the devices stopped generating interrupts and before the irqchip/clock,
+ * whose state the vCPU reads (e.g. KVM_GET_MP_STATE accepting pending APIC events) may
+ * still change; memory last because everything above is small and memory is the part
+ * that takes time and can fail (ENOSPC), at which point nothing has been published.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm.h"
+#include "arch/x86_64/x86.h"
+#include "dev/dev.h"
+#include "snapfmt.h"
+
+static int snap_fail(struct errbuf *eb, int r, const struct snap_err *se)
+{
+	return errbuf_set(eb, r, "%s", se->msg);
+}
+
+/* Turns a page bitmap into sorted, merged page ranges. */
+static int bitmap_to_ranges(const uint64_t *bm, uint64_t pages, struct snap_range **out,
+			    uint32_t *nr)
+{
+	struct snap_range *r = NULL;
+	uint32_t n = 0, cap = 0;
+
+	for (uint64_t pg = 0; pg < pages;) {
+		uint64_t start;
+
+		if (!bm[pg / 64]) {
+			pg = (pg / 64 + 1) * 64;
+			continue;
+		}
+		if (!(bm[pg / 64] & (1ull << (pg % 64)))) {
+			pg++;
+			continue;
+		}
+		start = pg;
+		while (pg < pages && (bm[pg / 64] & (1ull << (pg % 64))))
+			pg++;
+		if (n == cap) {
+			struct snap_range *nr_ = realloc(r, (cap ? cap * 2 : 64) * sizeof(*r));
+
+			if (!nr_) {
+				free(r);
+				return -ENOMEM;
+			}
+			r = nr_;
+			cap = cap ? cap * 2 : 64;
+		}
+		if (n == SNAP_MAX_RANGES) {
+			free(r);
+			return -E2BIG;
+		}
+		r[n++] = (struct snap_range){ .first = start, .count = pg - start };
+	}
+	*out = r;
+	*nr = n;
+	return 0;
+}
+
+static int save_state(struct vm *vm, struct snap_state *st, struct errbuf *eb)
+{
+	struct snap_err se;
+	int r;
+
+	x86_host_cpu_info(&st->header.cpu);
+	r = devices_save(vm, st, eb);
+	if (r)
+		return r;
+	r = snap_state_set_vcpus(st, vm->nr_vcpus, &se);
+	if (r)
+		return snap_fail(eb, r, &se);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		r = x86_vcpu_save(&vm->vcpus[i], &st->vcpus[i], eb);
+		if (r)
+			return r;
+	}
+	for (unsigned i = 0; i < vm->mem.nr_regions; i++)
+		st->vm.regions[i] = (struct snap_region){ .gpa = vm->mem.regions[i].gpa,
+							  .size = vm->mem.regions[i].size,
+							  .file_offset = vm->mem.regions[i].offset };
+	st->vm.nr_regions = vm->mem.nr_regions;
+	r = x86_vm_save(vm, &st->vm, eb);
+	if (r)
+		return r;
+	st->memory.size = vm->mem.size;
+	return 0;
+}
+
+int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts *o,
+		     struct snapshot_stats *stats, struct errbuf *eb)
+{
+	uint64_t pages = vm->mem.size / PAGE_SIZE, t0 = timing_now_us(), t1, t2;
+	uint64_t *dirty = NULL;
+	struct snap_range *ranges = NULL;
+	struct snap_writer *w = NULL;
+	struct snap_state st;
+	struct snap_err se;
+	uint32_t nr_ranges = 0;
+	int r;
+
+	memset(stats, 0, sizeof(*stats));
+	if (o->diff && !vm->mem.dirty_log)
+		return errbuf_set(eb, -EINVAL, "diff snapshot: dirty page tracking is off "
+				  "(it is on when ember runs with --api-sock)");
+	if (o->diff && !vm->last_snapshot_id[0])
+		return errbuf_set(eb, -EINVAL, "diff snapshot: no earlier snapshot of this VM to "
+				  "be relative to (take a full one first)");
+	r = snap_state_init(&st, &se);
+	if (r)
+		return snap_fail(eb, r, &se);
+	r = save_state(vm, &st, eb);
+	if (r)
+		goto out;
+
+	/* Collecting the dirty log also restarts it, so the next diff is relative to
+	 * this snapshot whatever its kind. */
+	if (vm->mem.dirty_log) {
+		dirty = calloc((pages + 63) / 64, sizeof(uint64_t));
+		if (!dirty) {
+			r = errbuf_set(eb, -ENOMEM, "out of memory for the dirty bitmap");
+			goto out;
+		}
+		r = mem_dirty_collect(&vm->mem, vm->kvm.vm_fd, dirty, eb);
+		if (r)
+			goto out;
+	}
+	if (o->diff) {
+		r = bitmap_to_ranges(dirty, pages, &ranges, &nr_ranges);
+		if (r) {
+			errbuf_set(eb, r, "diff snapshot: too many dirty ranges");
+			goto out;
+		}
+		st.memory.kind = SNAP_MEM_DIFF;
+		snprintf(st.header.parent, sizeof(st.header.parent), "%s", vm->last_snapshot_id);
+		r = snap_memory_set_ranges(&st, ranges, nr_ranges, &se);
+		if (r) {
+			snap_fail(eb, r, &se);
+			goto out;
+		}
+	}
+	t1 = timing_now_us();
+
+	r = snap_writer_begin(dir, &w, &se);
+	if (r) {
+		snap_fail(eb, r, &se);
+		goto out;
+	}
+	if (o->diff)
+		r = snap_writer_write_ranges(w, vm->mem.base, vm->mem.size, ranges, nr_ranges, &se);
+	else
+		r = snap_writer_write_sparse(w, 0, vm->mem.base, vm->mem.size, &se);
+	if (r) {
+		snap_fail(eb, r, &se);
+		snap_writer_abort(w);
+		goto out;
+	}
+	stats->bytes_written = snap_writer_stats(w)->bytes_written;
+	stats->pages_written = snap_writer_stats(w)->pages_written;
+	stats->zero_pages = snap_writer_stats(w)->zero_pages_skipped;
+	t2 = timing_now_us();
+	r = snap_writer_commit(w, &st, &se);
+	if (r) {
+		snap_fail(eb, r, &se);
+		goto out;
+	}
+	snprintf(vm->last_snapshot_id, sizeof(vm->last_snapshot_id), "%s", st.header.id);
+	snprintf(stats->id, sizeof(stats->id), "%s", st.header.id);
+	stats->us_state = t1 - t0;
+	stats->us_memory = t2 - t1;
+	stats->us_commit = timing_now_us() - t2;
+	stats->us_total = timing_now_us() - t0;
+out:
+	if (r && dirty && vm->mem.dirty_log) {
+		/* the pages we consumed from the log are still unsaved: give them back */
+		for (uint64_t wd = 0; wd < (pages + 63) / 64; wd++)
+			__atomic_or_fetch(&vm->mem.host_dirty[wd], dirty[wd], __ATOMIC_RELAXED);
+	}
+	free(ranges);
+	free(dirty);
+	snap_state_free(&st);
+	return r;
+}
