@@ -100,11 +100,21 @@ int devices_create(struct vm *vm, struct errbuf *eb);
 void devices_destroy(struct vm *vm);
 struct device *devices_find(struct vm *vm, const char *name);
 
-/* ---- dev_state.c: device state <-> snapshot sections ------------------------- */
 int devices_save(struct vm *vm, struct snap_state *st, struct errbuf *eb);
-/* Every section known, of a version we read, decodable and valid; all present. Pure. */
-int devices_check_state(const struct snap_state *st, struct errbuf *eb);
 /* Call devices_check_state first: this assumes the sections are present. */
 int devices_restore(struct vm *vm, const struct snap_state *st, struct errbuf *eb);
+
+/* ---- dev_state.c: device state <-> snapshot sections (pure) ----------------- */
+#define SERIAL_STATE_VERSION 1
+#define I8042_STATE_VERSION  1
+#define ABI_STATE_VERSION    1
+/* Every section known, of a version we read, decodable and valid; all present. */
+int devices_check_state(const struct snap_state *st, struct errbuf *eb);
+int serial_encode(const struct serial_state *s, struct snap_device *sd, struct snap_err *se);
+int serial_decode(const struct snap_device *sd, struct serial_state *s, struct errbuf *eb);
+int i8042_encode(const struct i8042_state *s, struct snap_device *sd, struct snap_err *se);
+int i8042_decode(const struct snap_device *sd, struct i8042_state *s, struct errbuf *eb);
+int abi_decode(const struct snap_device *sd, bool *ready_seen, struct errbuf *eb);
+int from_snap_err(struct errbuf *eb, int r, const struct snap_err *se);
 
 #endif

@@ -2,18 +2,15 @@
  * Device state <-> snapshot sections. Each device's plain state struct becomes one
  * section (name, version, named fields); decoding checks every field's type and
  * range and then the device's own invariants, so a section that decodes here is one
- * the device will accept. ember-snap verify runs the same checks (devices_check_state).
+ * the device will accept. Pure (no KVM, no VM): ember-snap verify links it to run the
+ * same checks (devices_check_state) as ember restore.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "dev.h"
 
-#define SERIAL_STATE_VERSION 1
-#define I8042_STATE_VERSION  1
-#define ABI_STATE_VERSION    1
-
-static int from_snap_err(struct errbuf *eb, int r, const struct snap_err *se)
+int from_snap_err(struct errbuf *eb, int r, const struct snap_err *se)
 {
 	return errbuf_set(eb, r, "%s", se->msg);
 }
@@ -23,7 +20,7 @@ static int from_snap_err(struct errbuf *eb, int r, const struct snap_err *se)
 	X(dll) X(dlm) X(thri_pending) X(rx_len)
 #define I8042_U8_FIELDS(X) X(status) X(cmd_byte) X(pending_cmd) X(out_len)
 
-static int serial_encode(const struct serial_state *s, struct snap_device *sd, struct snap_err *se)
+int serial_encode(const struct serial_state *s, struct snap_device *sd, struct snap_err *se)
 {
 	int r = 0;
 
@@ -35,7 +32,7 @@ static int serial_encode(const struct serial_state *s, struct snap_device *sd, s
 	return r;
 }
 
-static int serial_decode(const struct snap_device *sd, struct serial_state *s, struct errbuf *eb)
+int serial_decode(const struct snap_device *sd, struct serial_state *s, struct errbuf *eb)
 {
 	struct snap_err se;
 	const uint8_t *fifo;
@@ -61,7 +58,7 @@ static int serial_decode(const struct snap_device *sd, struct serial_state *s, s
 	return serial_state_validate(s, eb);
 }
 
-static int i8042_encode(const struct i8042_state *s, struct snap_device *sd, struct snap_err *se)
+int i8042_encode(const struct i8042_state *s, struct snap_device *sd, struct snap_err *se)
 {
 	int r = 0;
 
@@ -73,7 +70,7 @@ static int i8042_encode(const struct i8042_state *s, struct snap_device *sd, str
 	return r;
 }
 
-static int i8042_decode(const struct snap_device *sd, struct i8042_state *s, struct errbuf *eb)
+int i8042_decode(const struct snap_device *sd, struct i8042_state *s, struct errbuf *eb)
 {
 	struct snap_err se;
 	const uint8_t *out;
@@ -99,7 +96,7 @@ static int i8042_decode(const struct snap_device *sd, struct i8042_state *s, str
 	return i8042_state_validate(s, eb);
 }
 
-static int abi_decode(const struct snap_device *sd, bool *ready_seen, struct errbuf *eb)
+int abi_decode(const struct snap_device *sd, bool *ready_seen, struct errbuf *eb)
 {
 	struct snap_err se;
 	uint64_t v;
@@ -171,61 +168,5 @@ int devices_check_state(const struct snap_state *st, struct errbuf *eb)
 		if (r)
 			return r;
 	}
-	return 0;
-}
-
-int devices_save(struct vm *vm, struct snap_state *st, struct errbuf *eb)
-{
-	struct snap_device *sd;
-	struct snap_err se;
-	struct serial_state ss;
-	struct i8042_state ks;
-	struct device *d;
-	int r;
-
-	d = devices_find(vm, "serial");
-	serial_get_state(d, &ss);
-	r = snap_state_add_device(st, "serial", SERIAL_STATE_VERSION, &sd, &se);
-	if (!r)
-		r = serial_encode(&ss, sd, &se);
-	if (r)
-		return from_snap_err(eb, r, &se);
-
-	d = devices_find(vm, "i8042");
-	i8042_get_state(d, &ks);
-	r = snap_state_add_device(st, "i8042", I8042_STATE_VERSION, &sd, &se);
-	if (!r)
-		r = i8042_encode(&ks, sd, &se);
-	if (r)
-		return from_snap_err(eb, r, &se);
-
-	r = snap_state_add_device(st, "guest-abi", ABI_STATE_VERSION, &sd, &se);
-	if (!r)
-		r = snap_dev_put_u64(sd, "ready_seen", vm->ready_seen, &se);
-	if (r)
-		return from_snap_err(eb, r, &se);
-	return 0;
-}
-
-int devices_restore(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
-{
-	struct serial_state ss;
-	struct i8042_state ks;
-	bool ready = false;
-	int r;
-
-	/* devices_check_state ran before KVM was touched; decoding again is cheap */
-	r = serial_decode(snap_state_find_device(st, "serial"), &ss, eb);
-	if (!r)
-		r = serial_set_state(devices_find(vm, "serial"), &ss, eb);
-	if (!r)
-		r = i8042_decode(snap_state_find_device(st, "i8042"), &ks, eb);
-	if (!r)
-		r = i8042_set_state(devices_find(vm, "i8042"), &ks, eb);
-	if (!r)
-		r = abi_decode(snap_state_find_device(st, "guest-abi"), &ready, eb);
-	if (r)
-		return r;
-	vm->ready_seen = ready;
 	return 0;
 }

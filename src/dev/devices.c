@@ -94,3 +94,61 @@ void devices_destroy(struct vm *vm)
 	vm->nr_devices = 0;
 	vm->serial = NULL;
 }
+
+/* ---- snapshot sections, in table order (codecs in dev_state.c) -------------- */
+
+int devices_save(struct vm *vm, struct snap_state *st, struct errbuf *eb)
+{
+	struct snap_device *sd;
+	struct snap_err se;
+	struct serial_state ss;
+	struct i8042_state ks;
+	struct device *d;
+	int r;
+
+	d = devices_find(vm, "serial");
+	serial_get_state(d, &ss);
+	r = snap_state_add_device(st, "serial", SERIAL_STATE_VERSION, &sd, &se);
+	if (!r)
+		r = serial_encode(&ss, sd, &se);
+	if (r)
+		return from_snap_err(eb, r, &se);
+
+	d = devices_find(vm, "i8042");
+	i8042_get_state(d, &ks);
+	r = snap_state_add_device(st, "i8042", I8042_STATE_VERSION, &sd, &se);
+	if (!r)
+		r = i8042_encode(&ks, sd, &se);
+	if (r)
+		return from_snap_err(eb, r, &se);
+
+	r = snap_state_add_device(st, "guest-abi", ABI_STATE_VERSION, &sd, &se);
+	if (!r)
+		r = snap_dev_put_u64(sd, "ready_seen", vm->ready_seen, &se);
+	if (r)
+		return from_snap_err(eb, r, &se);
+	return 0;
+}
+
+int devices_restore(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
+{
+	struct serial_state ss;
+	struct i8042_state ks;
+	bool ready = false;
+	int r;
+
+	/* devices_check_state ran before KVM was touched; decoding again is cheap */
+	r = serial_decode(snap_state_find_device(st, "serial"), &ss, eb);
+	if (!r)
+		r = serial_set_state(devices_find(vm, "serial"), &ss, eb);
+	if (!r)
+		r = i8042_decode(snap_state_find_device(st, "i8042"), &ks, eb);
+	if (!r)
+		r = i8042_set_state(devices_find(vm, "i8042"), &ks, eb);
+	if (!r)
+		r = abi_decode(snap_state_find_device(st, "guest-abi"), &ready, eb);
+	if (r)
+		return r;
+	vm->ready_seen = ready;
+	return 0;
+}

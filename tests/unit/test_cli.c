@@ -163,3 +163,87 @@ Test(cli, positional_argument_rejected)
 {
 	EXPECT_ERROR("'k.elf'", "boot", "k.elf");
 }
+
+Test(cli, restore_flags)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "snap", "--mem-backend", "mmap",
+			   "--api-sock", "/tmp/s", "--guest-cmd", "verify", "--timings"),
+		     0, "%s", eb.msg);
+	cr_assert_eq(c.cmd, CLI_RESTORE);
+	cr_assert_str_eq(c.snapshot, "snap");
+	cr_assert_str_eq(c.api_sock, "/tmp/s");
+	cr_assert_eq(c.vm.nr_guest_cmds, 1);
+}
+
+Test(cli, restore_requires_snapshot)
+{
+	EXPECT_ERROR("--snapshot", "restore", "--timings");
+}
+
+Test(cli, boot_only_flags_refused_on_restore)
+{
+	EXPECT_ERROR("'--kernel' does not apply to 'ember restore'", "restore", "--snapshot", "s",
+		     "--kernel", "k");
+	EXPECT_ERROR("'--mem' does not apply", "restore", "--snapshot", "s", "--mem", "64");
+}
+
+Test(cli, restore_only_flags_refused_on_boot)
+{
+	EXPECT_ERROR("'--snapshot' does not apply to 'ember boot'", "boot", "--kernel", "k",
+		     "--snapshot", "s");
+}
+
+Test(cli, unknown_mem_backend)
+{
+	EXPECT_ERROR("'disk'", "restore", "--snapshot", "s", "--mem-backend", "disk");
+}
+
+Test(cli, snapshot_on_ready_and_exit_after)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--snapshot-on-ready", "g",
+			   "--exit-after-snapshot"), 0, "%s", eb.msg);
+	cr_assert_str_eq(c.snapshot_on_ready, "g");
+	cr_assert(c.exit_after_snapshot);
+}
+
+Test(cli, exit_after_snapshot_needs_a_snapshot)
+{
+	EXPECT_ERROR("--snapshot-on-ready", "boot", "--kernel", "k", "--exit-after-snapshot");
+}
+
+Test(cli, ctl_verb_and_args)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "ctl", "--api-sock", "/tmp/s", "snapshot", "d", "--diff"), 0,
+		     "%s", eb.msg);
+	cr_assert_eq(c.cmd, CLI_CTL);
+	cr_assert_eq(c.nr_ctl_args, 2);
+	cr_assert_str_eq(c.ctl_args[0], "snapshot");
+	cr_assert_str_eq(c.ctl_args[1], "d");
+	cr_assert(c.ctl_diff);
+}
+
+Test(cli, ctl_requires_socket_and_verb)
+{
+	EXPECT_ERROR("--api-sock", "ctl", "status");
+	EXPECT_ERROR("missing verb", "ctl", "--api-sock", "/tmp/s");
+}
+
+Test(cli, ctl_refuses_vm_flags)
+{
+	EXPECT_ERROR("'--timings' does not apply to 'ember ctl'", "ctl", "--api-sock", "s",
+		     "--timings", "status");
+}
+
+Test(cli, diff_only_on_ctl)
+{
+	EXPECT_ERROR("'--diff' does not apply", "boot", "--kernel", "k", "--diff");
+}
