@@ -1,10 +1,13 @@
 /*
- * ember-snap: inspect, verify, dump and merge ember snapshots without KVM.
+ * ember-snap: inspect, verify, dump, merge, compress and decompress ember snapshots
+ * without KVM.
  * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,15 +21,23 @@
 static const char usage_text[] =
 	"usage: ember-snap COMMAND ARGS...\n"
 	"\n"
-	"  info DIR               summary: format, ids, CPU, vCPUs, RAM layout, memory file, devices\n"
-	"  verify DIR             checksum + validation + memory file checks; prints \"ok\" (exit 0)\n"
+	"  info DIR               summary: format, ids, CPU, vCPUs, RAM layout, memory file,\n"
+	"                         lz4 chunks, working set, devices\n"
+	"  verify DIR             checksum + validation + memory file checks (lz4: every chunk\n"
+	"                         decoded and CRC-checked) + working-set file; prints \"ok\" (exit 0)\n"
 	"                         or the error (exit 1)\n"
 	"  dump DIR               the whole state as \"path = value\" lines (stable, diffable)\n"
-	"  merge BASE DIFF OUT    write a full snapshot OUT: BASE memory with DIFF's pages applied,\n"
-	"                         DIFF's state (DIFF's parent must be BASE)\n"
+	"  merge BASE DIFF OUT    write a full raw snapshot OUT: BASE memory with DIFF's pages\n"
+	"                         applied, DIFF's state (DIFF's parent must be BASE)\n"
+	"  compress [--chunk-size=BYTES] SRC DST\n"
+	"                         write SRC with lz4-compressed memory as the new snapshot DST\n"
+	"                         (same state and id; default chunk size %u KiB)\n"
+	"  decompress SRC DST     write SRC with raw memory as the new snapshot DST (same state)\n"
 	"  --help                 this text\n"
 	"\n"
 	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error.\n";
+
+#define WS_GAP 8 /* pages: info's second range count merges across gaps this small */
 
 __attribute__((format(printf, 1, 2)))
 static int usage_error(const char *fmt, ...)
@@ -51,6 +62,56 @@ static void print_size(FILE *out, uint64_t bytes)
 		fprintf(out, "%.1f KiB", (double)bytes / 1024);
 	else
 		fprintf(out, "%" PRIu64 " B", bytes);
+}
+
+static int info_lz4(const char *dir, const struct snap_state *st)
+{
+	struct snap_err err = { "" };
+	struct snap_lz4_index *ix;
+
+	printf("lz4:       ");
+	print_size(stdout, st->memory.compressed_size);
+	printf(" compressed (%.1f%% of logical), %u KiB chunks, index %s\n",
+	       100.0 * (double)st->memory.compressed_size / (double)st->memory.size,
+	       st->memory.chunk_size >> 10, st->memory.index_file);
+	if (snap_lz4_index_load(dir, st, &ix, &err)) {
+		printf("           index problem: %s\n", err.msg);
+		return -1;
+	}
+	printf("chunks:    %" PRIu64 ": %" PRIu64 " zero, %" PRIu64 " lz4, %" PRIu64 " raw (incompressible)\n",
+	       ix->nr_chunks, ix->nr_zero, ix->nr_lz4, ix->nr_raw);
+	snap_lz4_index_free(ix);
+	return 0;
+}
+
+/* The working set is optional: absent is not a problem, a damaged one is shown. */
+static void info_ws(const char *dir, const struct snap_state *st)
+{
+	struct snap_err err = { "" };
+	struct snap_range *r = NULL;
+	uint64_t *pages = NULL, n = 0, nr0 = 0, nrg = 0;
+	int ret;
+
+	ret = snap_ws_load(dir, st, &pages, &n, &err);
+	if (ret == -ENOENT) {
+		printf("ws:        none\n");
+		return;
+	}
+	if (ret) {
+		printf("ws:        problem: %s\n", err.msg);
+		return;
+	}
+	if (!snap_ws_ranges(pages, n, 0, &r, &nr0, &err)) {
+		free(r);
+		r = NULL;
+		snap_ws_ranges(pages, n, WS_GAP, &r, &nrg, &err);
+	}
+	printf("ws:        %s, %" PRIu64 " pages (", SNAP_WS_FILE, n);
+	print_size(stdout, n * SNAP_PAGE_SIZE);
+	printf("), %" PRIu64 " range%s; %" PRIu64 " when merged across gaps <= %u pages\n", nr0,
+	       nr0 == 1 ? "" : "s", nrg, WS_GAP);
+	free(r);
+	free(pages);
 }
 
 static int cmd_info(const char *dir)
@@ -90,7 +151,7 @@ static int cmd_info(const char *dir)
 		print_size(stdout, r->size);
 		printf(") at file offset 0x%" PRIx64 "\n", r->file_offset);
 	}
-	printf("memory:    %s, %s encoding, ", st.memory.file, st.memory.encoding == SNAP_ENC_RAW ? "raw" : "?");
+	printf("memory:    %s, %s encoding, ", st.memory.file, st.memory.encoding == SNAP_ENC_RAW ? "raw" : "lz4");
 	print_size(stdout, st.memory.size);
 	printf(" logical");
 	ret = snap_mem_open(dir, &st, &fd, &mi, &err);
@@ -102,6 +163,9 @@ static int cmd_info(const char *dir)
 		print_size(stdout, mi.allocated);
 		printf(" on disk\n");
 	}
+	if (!ret && st.memory.encoding == SNAP_ENC_LZ4)
+		ret = info_lz4(dir, &st);
+	info_ws(dir, &st);
 	if (st.memory.kind == SNAP_MEM_DIFF) {
 		uint64_t pages = 0;
 		for (uint32_t i = 0; i < st.memory.nr_ranges; i++)
@@ -122,11 +186,27 @@ static int cmd_verify(const char *dir)
 	struct snap_err err = { "" };
 	struct snap_dir d;
 
+	uint64_t bad, *pages = NULL, n = 0;
+	int ret;
+
 	if (snap_dir_open(dir, &d, &err)) {
 		printf("error: %s\n", err.msg);
 		return 1;
 	}
+	ret = snap_dir_verify_memory(&d, &bad, &err);
+	if (ret)
+		printf("error: snapshot %s: %s: %s\n", dir, d.state.memory.file, err.msg);
+	if (!ret) {
+		ret = snap_ws_load(dir, &d.state, &pages, &n, &err);
+		if (ret == -ENOENT)
+			ret = 0;
+		else if (ret)
+			printf("error: %s\n", err.msg);
+		free(pages);
+	}
 	snap_dir_close(&d);
+	if (ret)
+		return 1;
 	printf("ok\n");
 	return 0;
 }
@@ -164,12 +244,45 @@ static int cmd_merge(const char *base, const char *diff, const char *out)
 	return 0;
 }
 
+static int cmd_convert(bool compress, uint32_t chunk_size, const char *src, const char *dst)
+{
+	struct snap_err err = { "" };
+
+	if (compress ? snap_compress(src, dst, chunk_size, &err) : snap_decompress(src, dst, &err)) {
+		fprintf(stderr, "ember-snap: %s: %s\n", compress ? "compress" : "decompress", err.msg);
+		return 1;
+	}
+	return cmd_info(dst);
+}
+
+/* --chunk-size=BYTES (also with a K/M suffix), before compress's operands. */
+static int parse_chunk_size(const char *arg, uint32_t *out)
+{
+	const char *v = arg + strlen("--chunk-size=");
+	unsigned long long n;
+	char *end;
+
+	if (strncmp(arg, "--chunk-size=", strlen("--chunk-size=")) || !*v)
+		return -1;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (*end == 'K' || *end == 'k')
+		n <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		n <<= 20, end++;
+	if (errno || *end || n < SNAP_LZ4_CHUNK_MIN || n > SNAP_LZ4_CHUNK_MAX || (n & (n - 1)))
+		return -1;
+	*out = (uint32_t)n;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct { const char *name; int nargs; const char *args; } cmds[] = {
 		{ "info", 1, "DIR" }, { "verify", 1, "DIR" }, { "dump", 1, "DIR" },
-		{ "merge", 3, "BASE DIFF OUT" },
+		{ "merge", 3, "BASE DIFF OUT" }, { "compress", 2, "SRC DST" }, { "decompress", 2, "SRC DST" },
 	};
+	uint32_t chunk_size = 0;
 	const char *cmd;
 	unsigned i;
 
@@ -177,7 +290,7 @@ int main(int argc, char **argv)
 		return usage_error("%s", "missing COMMAND");
 	cmd = argv[1];
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-		fputs(usage_text, stdout);
+		printf(usage_text, SNAP_LZ4_CHUNK_DEFAULT >> 10);
 		return 0;
 	}
 	if (!strcmp(cmd, "--version")) {
@@ -190,6 +303,14 @@ int main(int argc, char **argv)
 			break;
 	if (i == sizeof(cmds) / sizeof(cmds[0]))
 		return usage_error("unknown command '%s'", cmd);
+	if (!strcmp(cmd, "compress") && argc > 2 && !strncmp(argv[2], "--chunk-size", 12)) {
+		if (parse_chunk_size(argv[2], &chunk_size))
+			return usage_error("%s: expected --chunk-size=BYTES, a power of two from %u to %u "
+					   "(K and M suffixes allowed)", argv[2], SNAP_LZ4_CHUNK_MIN,
+					   SNAP_LZ4_CHUNK_MAX);
+		argv++;
+		argc--;
+	}
 	for (int a = 2; a < argc; a++)
 		if (argv[a][0] == '-')
 			return usage_error("unknown option '%s'", argv[a]);
@@ -200,6 +321,7 @@ int main(int argc, char **argv)
 	case 0: return cmd_info(argv[2]);
 	case 1: return cmd_verify(argv[2]);
 	case 2: return cmd_dump(argv[2]);
-	default: return cmd_merge(argv[2], argv[3], argv[4]);
+	case 3: return cmd_merge(argv[2], argv[3], argv[4]);
+	default: return cmd_convert(i == 4, chunk_size, argv[2], argv[3]);
 	}
 }

@@ -39,7 +39,7 @@
 
 #define X SFF_HEX
 
-const char *const snap_encoding_names[] = { "raw" };
+const char *const snap_encoding_names[] = { "raw", "lz4" };
 const char *const snap_kind_names[] = { "full", "diff" };
 
 /* ---- header ---- */
@@ -259,6 +259,10 @@ static const struct sfield memory_f[] = {
 	F_ENUM(struct snap_memory, kind, snap_kind_names, SNAP_NR_KINDS),
 	F_HSTRUCTS(struct snap_memory, ranges, nr_ranges, struct snap_range, SNAP_MAX_RANGES, SFF_OPT,
 		   range_s),
+	/* 1.1, lz4 only */
+	F_U(struct snap_memory, chunk_size, SFF_OPT | SFF_OMITZ),
+	F_STR(struct snap_memory, index_file, SFF_OPT | SFF_OMITZ),
+	F_U(struct snap_memory, compressed_size, SFF_OPT | SFF_OMITZ),
 };
 SCHEMA(memory_s, memory_f);
 

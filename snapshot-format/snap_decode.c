@@ -206,7 +206,9 @@ static int walk_field(struct dctx *c, const msgpack_object *v, const struct sfie
 		p[v->via.str.size] = '\0';
 		return 0;
 	case SF_ENUM: {
-		char shown[40];
+		char shown[40], known[128] = "";
+		size_t kl = 0;
+
 		if (v->type != MSGPACK_OBJECT_STR)
 			return bad(c, "expected string, got %s", type_name(v));
 		for (uint32_t i = 0; i < f->max; i++) {
@@ -217,8 +219,9 @@ static int walk_field(struct dctx *c, const msgpack_object *v, const struct sfie
 			}
 		}
 		printable(shown, sizeof(shown), v->via.str.ptr, v->via.str.size);
-		return bad(c, "unknown value \"%s\" (this ember knows: %s%s%s)", shown, f->names[0],
-			   f->max > 1 ? ", " : "", f->max > 1 ? f->names[1] : "");
+		for (uint32_t i = 0; i < f->max && kl < sizeof(known); i++)
+			kl += (size_t)snprintf(known + kl, sizeof(known) - kl, "%s%s", i ? ", " : "", f->names[i]);
+		return bad(c, "unknown value \"%s\" (this ember knows: %s)", shown, known);
 	}
 	case SF_STRUCT:
 		return walk_struct(c, v, f->sub, p);

@@ -33,9 +33,45 @@ int snap_write_all(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int snap_read_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO; /* sizes are checked at open: the file shrank */
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+bool snap_is_zero(const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	uint64_t acc = 0, w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		acc |= w;
+		if ((i & 511) == 504 && acc)
+			return false;
+	}
+	for (; i < n; i++)
+		acc |= p[i];
+	return acc == 0;
+}
+
 /* O_NONBLOCK so a FIFO planted in a snapshot cannot hang the open; cleared once regular. */
-static int open_regular(int dirfd, const char *name, int flags, struct stat *stb,
-			const char *what, struct snap_err *err)
+int snap_open_regular(int dirfd, const char *name, int flags, struct stat *stb,
+		      const char *what, struct snap_err *err)
 {
 	int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 
@@ -69,7 +105,7 @@ int snap_read_file_at(int dirfd, const char *name, size_t max, uint8_t **buf, si
 	uint8_t *p;
 	int fd, ret = 0;
 
-	fd = open_regular(dirfd, name, O_RDONLY, &stb, "file", err);
+	fd = snap_open_regular(dirfd, name, O_RDONLY, &stb, "file", err);
 	if (fd < 0)
 		return fd;
 	if ((uint64_t)stb.st_size > max) {
@@ -102,7 +138,7 @@ out:
 	return ret;
 }
 
-static int open_dir(const char *dir, struct snap_err *err)
+int snap_open_dir(const char *dir, struct snap_err *err)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
@@ -119,7 +155,7 @@ int snap_state_load(const char *dir, struct snap_state *st, struct snap_err *err
 	int dfd, ret;
 
 	memset(st, 0, sizeof(*st));
-	dfd = open_dir(dir, err);
+	dfd = snap_open_dir(dir, err);
 	if (dfd < 0)
 		return dfd;
 	ret = snap_read_file_at(dfd, SNAP_STATE_FILE, SNAP_PREAMBLE_SIZE + (size_t)SNAP_MAX_BODY,
@@ -138,25 +174,29 @@ int snap_mem_open(const char *dir, const struct snap_state *st, int *fdp,
 		  struct snap_mem_info *info, struct snap_err *err)
 {
 	struct snap_err inner = { "" };
+	bool lz4 = st->memory.encoding == SNAP_ENC_LZ4;
 	struct stat stb;
+	uint64_t want;
 	int dfd, fd;
 
 	*fdp = -1;
 	if (!snap_plain_name_ok(st->memory.file))
 		return snap_err_set(err, -EINVAL, "snapshot %s: memory.file is not a plain file name", dir);
-	dfd = open_dir(dir, err);
+	dfd = snap_open_dir(dir, err);
 	if (dfd < 0)
 		return dfd;
-	fd = open_regular(dfd, st->memory.file, O_RDONLY, &stb, "memory file", &inner);
+	fd = snap_open_regular(dfd, st->memory.file, O_RDONLY, &stb, "memory file", &inner);
 	close(dfd);
 	if (fd < 0)
 		return snap_err_set(err, fd, "snapshot %s: %s", dir, inner.msg);
-	if ((uint64_t)stb.st_size != st->memory.size) {
+	/* raw: the image itself; lz4: the chunk payloads, whose length the state records */
+	want = lz4 ? st->memory.compressed_size : st->memory.size;
+	if ((uint64_t)stb.st_size != want) {
 		close(fd);
 		return snap_err_set(err, -EINVAL, "snapshot %s: memory file %s is %" PRIu64
-				    " bytes but memory.size is %" PRIu64 " (%s)", dir, st->memory.file,
-				    (uint64_t)stb.st_size, st->memory.size,
-				    (uint64_t)stb.st_size < st->memory.size ? "truncated" : "too long");
+				    " bytes but memory.%s is %" PRIu64 " (%s)", dir, st->memory.file,
+				    (uint64_t)stb.st_size, lz4 ? "compressed_size" : "size", want,
+				    (uint64_t)stb.st_size < want ? "truncated" : "too long");
 	}
 	if (info) {
 		info->logical = (uint64_t)stb.st_size;
@@ -175,7 +215,15 @@ int snap_dir_open(const char *dir, struct snap_dir *d, struct snap_err *err)
 	ret = snap_state_load(dir, &d->state, err);
 	if (ret)
 		return ret;
-	ret = snap_mem_open(dir, &d->state, &d->mem_fd, &d->mem, err);
+	if (d->state.memory.encoding == SNAP_ENC_LZ4) {
+		ret = snap_lz4_index_load(dir, &d->state, &d->lz4, err);
+		if (!ret) {
+			d->mem_fd = d->lz4->fd;
+			d->mem = d->lz4->mem;
+		}
+	} else {
+		ret = snap_mem_open(dir, &d->state, &d->mem_fd, &d->mem, err);
+	}
 	if (ret)
 		snap_state_free(&d->state);
 	return ret;
@@ -183,8 +231,11 @@ int snap_dir_open(const char *dir, struct snap_dir *d, struct snap_err *err)
 
 void snap_dir_close(struct snap_dir *d)
 {
-	if (d->mem_fd >= 0)
+	if (d->lz4)
+		snap_lz4_index_free(d->lz4); /* owns mem_fd */
+	else if (d->mem_fd >= 0)
 		close(d->mem_fd);
+	d->lz4 = NULL;
 	d->mem_fd = -1;
 	snap_state_free(&d->state);
 }

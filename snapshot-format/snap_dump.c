@@ -195,7 +195,11 @@ static void dump_field(struct dumper *d, const struct sfield *f, const void *bas
 static void dump_struct(struct dumper *d, const struct sschema *s, const void *base)
 {
 	for (unsigned i = 0; i < s->n; i++) {
-		size_t old = dpush(d, s->f[i].key, 0);
+		size_t old;
+
+		if (sf_omitted(&s->f[i], base))
+			continue;
+		old = dpush(d, s->f[i].key, 0);
 		dump_field(d, &s->f[i], base);
 		dpop(d, old);
 	}

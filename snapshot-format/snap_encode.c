@@ -95,10 +95,15 @@ static int pack_value(msgpack_packer *pk, const struct sfield *f, const void *ba
 
 static int pack_struct(msgpack_packer *pk, const struct sschema *s, const void *base)
 {
-	int rc = msgpack_pack_map(pk, s->n);
+	unsigned n = 0;
+	int rc;
 
 	for (unsigned i = 0; i < s->n; i++)
-		rc |= pack_cstr(pk, s->f[i].key) | pack_value(pk, &s->f[i], base);
+		n += !sf_omitted(&s->f[i], base);
+	rc = msgpack_pack_map(pk, n);
+	for (unsigned i = 0; i < s->n; i++)
+		if (!sf_omitted(&s->f[i], base))
+			rc |= pack_cstr(pk, s->f[i].key) | pack_value(pk, &s->f[i], base);
 	return rc;
 }
 

@@ -1,7 +1,8 @@
 /*
  * Diff + base -> full snapshot. The output memory is the base memory with the diff's
  * page ranges laid over it, streamed in chunks through the sparse writer; the state is
- * the diff's (it describes the later moment), turned into a full snapshot with a new id.
+ * the diff's (it describes the later moment), turned into a full raw snapshot with a
+ * new id. Either input may be raw or lz4 (read through snap_dir_map_image).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -13,25 +14,6 @@
 
 #define CHUNK (1u << 20)
 
-static int read_at(int fd, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO; /* sizes were checked at open: the file shrank */
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 static int check_compatible(const struct snap_state *b, const struct snap_state *d,
 			    const char *base, const char *diff, struct snap_err *err)
 {
@@ -42,8 +24,7 @@ static int check_compatible(const struct snap_state *b, const struct snap_state 
 	if (strcmp(d->header.parent, b->header.id))
 		return snap_err_set(err, -EINVAL, "merge: %s is a diff of %s, not of %s (id %s)", diff,
 				    d->header.parent, base, b->header.id);
-	if (b->memory.size != d->memory.size || b->memory.page_size != d->memory.page_size ||
-	    b->memory.encoding != d->memory.encoding)
+	if (b->memory.size != d->memory.size || b->memory.page_size != d->memory.page_size)
 		return snap_err_set(err, -EINVAL, "merge: memory layouts differ (size 0x%" PRIx64 " vs 0x%" PRIx64 ")",
 				    b->memory.size, d->memory.size);
 	if (b->vm.nr_regions != d->vm.nr_regions)
@@ -58,10 +39,9 @@ static int check_compatible(const struct snap_state *b, const struct snap_state 
 }
 
 /* Copies base chunk by chunk, overlays the diff ranges falling into it, writes sparse. */
-static int merge_memory(struct snap_writer *w, const struct snap_dir *b, const struct snap_dir *d,
-			struct snap_err *err)
+static int merge_memory(struct snap_writer *w, const uint8_t *base, const uint8_t *diff,
+			const struct snap_memory *m, struct snap_err *err)
 {
-	const struct snap_memory *m = &d->state.memory;
 	uint8_t *buf = malloc(CHUNK);
 	uint32_t ri = 0;
 	int ret = 0;
@@ -71,12 +51,7 @@ static int merge_memory(struct snap_writer *w, const struct snap_dir *b, const s
 	for (uint64_t off = 0; off < m->size && !ret; off += CHUNK) {
 		uint64_t end = m->size - off < CHUNK ? m->size : off + CHUNK;
 
-		ret = read_at(b->mem_fd, buf, (size_t)(end - off), off);
-		if (ret) {
-			ret = snap_err_set(err, ret, "merge: reading base memory at 0x%" PRIx64 ": %s", off,
-					   strerror(-ret));
-			break;
-		}
+		memcpy(buf, base + off, (size_t)(end - off));
 		/* ranges are sorted: skip those ending before this chunk, apply those inside */
 		while (ri < m->nr_ranges && (m->ranges[ri].first + m->ranges[ri].count) * SNAP_PAGE_SIZE <= off)
 			ri++;
@@ -87,12 +62,7 @@ static int merge_memory(struct snap_writer *w, const struct snap_dir *b, const s
 
 			if (rs >= end)
 				break;
-			ret = read_at(d->mem_fd, buf + (s - off), (size_t)(e - s), s);
-			if (ret) {
-				ret = snap_err_set(err, ret, "merge: reading diff memory at 0x%" PRIx64 ": %s", s,
-						   strerror(-ret));
-				break;
-			}
+			memcpy(buf + (s - off), diff + s, (size_t)(e - s));
 		}
 		if (!ret)
 			ret = snap_writer_write_sparse(w, off, buf, end - off, err);
@@ -104,8 +74,10 @@ static int merge_memory(struct snap_writer *w, const struct snap_dir *b, const s
 int snap_merge(const char *base, const char *diff, const char *out,
 	       struct snap_write_stats *stats, struct snap_err *err)
 {
+	const uint8_t *bimg = NULL, *dimg = NULL;
 	struct snap_dir b, d;
 	struct snap_writer *w = NULL;
+	struct snap_memory *m;
 	int ret;
 
 	ret = snap_dir_open(base, &b, err);
@@ -117,20 +89,30 @@ int snap_merge(const char *base, const char *diff, const char *out,
 	ret = check_compatible(&b.state, &d.state, base, diff, err);
 	if (ret)
 		goto out_d;
+	ret = snap_dir_map_image(&b, &bimg, err);
+	if (!ret)
+		ret = snap_dir_map_image(&d, &dimg, err);
+	if (ret)
+		goto out_d;
 	ret = snap_writer_begin(out, &w, err);
 	if (ret)
 		goto out_d;
-	ret = merge_memory(w, &b, &d, err);
+	ret = merge_memory(w, bimg, dimg, &d.state.memory, err);
 	if (ret)
 		goto out_abort;
 
-	/* the merged snapshot: the diff's state as a full snapshot with its own id */
-	d.state.memory.kind = SNAP_MEM_FULL;
+	/* the merged snapshot: the diff's state as a full raw snapshot with its own id */
+	m = &d.state.memory;
+	m->kind = SNAP_MEM_FULL;
 	d.state.header.parent[0] = '\0';
-	free(d.state.memory.ranges);
-	d.state.memory.ranges = NULL;
-	d.state.memory.nr_ranges = 0;
-	snprintf(d.state.memory.file, sizeof(d.state.memory.file), "%s", SNAP_MEMORY_FILE);
+	free(m->ranges);
+	m->ranges = NULL;
+	m->nr_ranges = 0;
+	snprintf(m->file, sizeof(m->file), "%s", SNAP_MEMORY_FILE);
+	m->encoding = SNAP_ENC_RAW;
+	m->chunk_size = 0;
+	m->index_file[0] = '\0';
+	m->compressed_size = 0;
 	ret = snap_new_id(d.state.header.id, err);
 	if (ret)
 		goto out_abort;
@@ -141,6 +123,8 @@ int snap_merge(const char *base, const char *diff, const char *out,
 out_abort:
 	snap_writer_abort(w);
 out_d:
+	snap_dir_unmap_image(&d, dimg);
+	snap_dir_unmap_image(&b, bimg);
 	snap_dir_close(&d);
 out_b:
 	snap_dir_close(&b);

@@ -65,10 +65,35 @@ static int validate_header(const struct snap_state *st, struct snap_err *err)
 	return 0;
 }
 
+/* The lz4-only keys: all present and sane for lz4, all absent for raw. */
+static int validate_encoding(const struct snap_memory *m, struct snap_err *err)
+{
+	if (!str_terminated(m->index_file, sizeof(m->index_file)))
+		return snap_err_set(err, -EINVAL, "memory.index_file: not NUL-terminated");
+	if (m->encoding == SNAP_ENC_RAW) {
+		if (m->chunk_size || m->index_file[0] || m->compressed_size)
+			return snap_err_set(err, -EINVAL, "memory: chunk_size, index_file and compressed_size "
+					    "belong to the lz4 encoding, not raw");
+		return 0;
+	}
+	if (m->chunk_size < SNAP_LZ4_CHUNK_MIN || m->chunk_size > SNAP_LZ4_CHUNK_MAX ||
+	    (m->chunk_size & (m->chunk_size - 1)))
+		return snap_err_set(err, -EINVAL, "memory.chunk_size: %u (must be a power of two, %u..%u)",
+				    m->chunk_size, SNAP_LZ4_CHUNK_MIN, SNAP_LZ4_CHUNK_MAX);
+	if (!snap_plain_name_ok(m->index_file))
+		return snap_err_set(err, -EINVAL, "memory.index_file: must be a plain file name (not empty, no '/', not . or ..)");
+	if (!strcmp(m->index_file, m->file) || !strcmp(m->index_file, SNAP_STATE_FILE) ||
+	    !strcmp(m->file, SNAP_STATE_FILE))
+		return snap_err_set(err, -EINVAL, "memory: file \"%s\", index_file \"%s\" and the state file "
+				    "must be three different files", m->file, m->index_file);
+	return 0;
+}
+
 static int validate_memory(const struct snap_state *st, struct snap_err *err)
 {
 	const struct snap_memory *m = &st->memory;
 	uint64_t pages, prev_end = 0;
+	int ret;
 
 	if (!str_terminated(m->file, sizeof(m->file)) || !snap_plain_name_ok(m->file))
 		return snap_err_set(err, -EINVAL, "memory.file: must be a plain file name (not empty, no '/', not . or ..)");
@@ -80,6 +105,9 @@ static int validate_memory(const struct snap_state *st, struct snap_err *err)
 				    m->size, SNAP_PAGE_SIZE);
 	if (m->encoding >= SNAP_NR_ENCODINGS)
 		return snap_err_set(err, -EINVAL, "memory.encoding: unknown encoding %u", m->encoding);
+	ret = validate_encoding(m, err);
+	if (ret)
+		return ret;
 	if (m->kind >= SNAP_NR_KINDS)
 		return snap_err_set(err, -EINVAL, "memory.kind: unknown kind %u", m->kind);
 	if (m->kind == SNAP_MEM_FULL) {

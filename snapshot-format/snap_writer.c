@@ -24,6 +24,15 @@ struct snap_writer {
 	int mem_fd;
 	uint64_t mem_end;   /* end of the furthest byte range written */
 	struct snap_write_stats stats;
+	/* after snap_writer_write_lz4: mem_fd is memory.lz4, described by these */
+	bool lz4;
+	uint32_t chunk_size;
+	uint64_t lz4_len, lz4_file_size, nr_chunks;
+	struct snap_lz4_chunk *chunks;
+	/* snap_writer_set_ws */
+	uint64_t *ws;
+	uint64_t nr_ws;
+	bool has_ws;
 };
 
 static void writer_free(struct snap_writer *w)
@@ -32,6 +41,8 @@ static void writer_free(struct snap_writer *w)
 		close(w->mem_fd);
 	if (w->tmp_fd >= 0)
 		close(w->tmp_fd);
+	free(w->chunks);
+	free(w->ws);
 	free(w->dir);
 	free(w->tmp);
 	free(w);
@@ -40,10 +51,13 @@ static void writer_free(struct snap_writer *w)
 /* Removes what this writer created; the directory name is the temp or the final one. */
 static void remove_snapshot_dir(int dfd, const char *path)
 {
-	if (dfd >= 0) {
-		unlinkat(dfd, SNAP_STATE_FILE, 0);
-		unlinkat(dfd, SNAP_MEMORY_FILE, 0);
-	}
+	static const char *const files[] = {
+		SNAP_STATE_FILE, SNAP_MEMORY_FILE, SNAP_LZ4_MEMORY_FILE, SNAP_LZ4_INDEX_FILE, SNAP_WS_FILE,
+	};
+
+	if (dfd >= 0)
+		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+			unlinkat(dfd, files[i], 0);
 	rmdir(path);
 }
 
@@ -134,21 +148,6 @@ const struct snap_write_stats *snap_writer_stats(const struct snap_writer *w)
 	return &w->stats;
 }
 
-static bool page_is_zero(const uint8_t *p, size_t n)
-{
-	uint64_t acc = 0, w;
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		memcpy(&w, p + i, 8);
-		acc |= w;
-		if ((i & 511) == 504 && acc)
-			return false;
-	}
-	for (; i < n; i++)
-		acc |= p[i];
-	return acc == 0;
-}
 
 int snap_writer_write_sparse(struct snap_writer *w, uint64_t file_offset, const void *buf,
 			     uint64_t len, struct snap_err *err)
@@ -156,6 +155,8 @@ int snap_writer_write_sparse(struct snap_writer *w, uint64_t file_offset, const 
 	const uint8_t *p = buf;
 	uint64_t pos = 0;
 
+	if (w->lz4)
+		return snap_err_set(err, -EINVAL, "memory write: this writer already wrote lz4 memory");
 	if (file_offset % SNAP_PAGE_SIZE)
 		return snap_err_set(err, -EINVAL, "memory write: file offset 0x%" PRIx64 " is not page aligned",
 				    file_offset);
@@ -168,14 +169,14 @@ int snap_writer_write_sparse(struct snap_writer *w, uint64_t file_offset, const 
 
 		/* skip zero pages, then gather the following run of non-zero ones */
 		n = len - pos < SNAP_PAGE_SIZE ? len - pos : SNAP_PAGE_SIZE;
-		if (page_is_zero(p + pos, n)) {
+		if (snap_is_zero(p + pos, n)) {
 			w->stats.zero_pages_skipped++;
 			pos += n;
 			continue;
 		}
 		while (pos < len) {
 			n = len - pos < SNAP_PAGE_SIZE ? len - pos : SNAP_PAGE_SIZE;
-			if (page_is_zero(p + pos, n))
+			if (snap_is_zero(p + pos, n))
 				break;
 			pos += n;
 			w->stats.pages_written++;
@@ -212,7 +213,123 @@ int snap_writer_write_ranges(struct snap_writer *w, const void *image, uint64_t 
 	return 0;
 }
 
-static int fsync_parent(const char *path, struct snap_err *err)
+int snap_writer_write_lz4(struct snap_writer *w, const void *image, uint64_t len,
+			  struct snap_err *err)
+{
+	return snap_writer_write_lz4_chunked(w, image, len, SNAP_LZ4_CHUNK_DEFAULT, err);
+}
+
+int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint64_t len,
+				  uint32_t chunk_size, struct snap_err *err)
+{
+	int ret;
+
+	if (w->lz4 || w->mem_end)
+		return snap_err_set(err, -EINVAL, "lz4 memory write: memory was already written");
+	if (chunk_size < SNAP_LZ4_CHUNK_MIN || chunk_size > SNAP_LZ4_CHUNK_MAX || (chunk_size & (chunk_size - 1)))
+		return snap_err_set(err, -EINVAL, "lz4 memory write: chunk size %u (must be a power of two, %u..%u)",
+				    chunk_size, SNAP_LZ4_CHUNK_MIN, SNAP_LZ4_CHUNK_MAX);
+	if (len == 0 || len % SNAP_PAGE_SIZE || len > SNAP_MAX_GPA)
+		return snap_err_set(err, -EINVAL, "lz4 memory write: 0x%" PRIx64 " bytes (must be a non-zero "
+				    "multiple of %u, at most 2^52)", len, SNAP_PAGE_SIZE);
+	/* the raw file made by begin is replaced by the lz4 one */
+	close(w->mem_fd);
+	unlinkat(w->tmp_fd, SNAP_MEMORY_FILE, 0);
+	w->mem_fd = openat(w->tmp_fd, SNAP_LZ4_MEMORY_FILE, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (w->mem_fd < 0)
+		return snap_err_set(err, -errno, "%s/%s: %s", w->tmp, SNAP_LZ4_MEMORY_FILE, strerror(errno));
+	w->lz4 = true;
+	ret = snap_lz4_compress_image(w->mem_fd, image, len, chunk_size, &w->chunks, &w->nr_chunks,
+				      &w->lz4_file_size, err);
+	if (ret)
+		return ret;
+	w->chunk_size = chunk_size;
+	w->lz4_len = len;
+	for (uint64_t i = 0; i < w->nr_chunks; i++) {
+		uint64_t pages = w->chunks[i].len / SNAP_PAGE_SIZE;
+
+		if (w->chunks[i].kind == SNAP_CHUNK_ZERO)
+			w->stats.zero_pages_skipped += pages;
+		else
+			w->stats.pages_written += pages;
+	}
+	w->stats.bytes_written = w->lz4_file_size;
+	return 0;
+}
+
+int snap_writer_set_ws(struct snap_writer *w, const uint64_t *pages, uint64_t n,
+		       struct snap_err *err)
+{
+	uint64_t *copy = NULL;
+
+	if (n > SNAP_WS_MAX_PAGES)
+		return snap_err_set(err, -EINVAL, "working set: %" PRIu64 " pages (at most %u)", n,
+				    SNAP_WS_MAX_PAGES);
+	if (n) {
+		copy = malloc(n * sizeof(*copy));
+		if (!copy)
+			return snap_err_set(err, -ENOMEM, "working set: out of memory");
+		memcpy(copy, pages, n * sizeof(*copy));
+	}
+	free(w->ws);
+	w->ws = copy;
+	w->nr_ws = n;
+	w->has_ws = true;
+	return 0;
+}
+
+/* lz4: the index file, written and fsync'd before the state names it. */
+static int write_index(struct snap_writer *w, const struct snap_state *st, struct snap_err *err)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int fd, ret;
+
+	ret = snap_lz4_index_encode(w->chunks, w->nr_chunks, w->chunk_size, w->lz4_len, w->lz4_file_size,
+				    st->header.id, &buf, &len, err);
+	if (ret)
+		return ret;
+	fd = openat(w->tmp_fd, SNAP_LZ4_INDEX_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+	} else {
+		ret = snap_write_all(fd, buf, len, 0);
+		if (!ret && fsync(fd) < 0)
+			ret = -errno;
+		close(fd);
+	}
+	free(buf);
+	if (ret)
+		return snap_err_set(err, ret, "%s/%s: %s", w->tmp, SNAP_LZ4_INDEX_FILE, strerror(-ret));
+	return 0;
+}
+
+/* The memory map as written: st's, with the lz4 description when the writer compressed. */
+static int described_state(const struct snap_writer *w, const struct snap_state *st,
+			   struct snap_state *out, struct snap_err *err)
+{
+	struct snap_memory *m = &out->memory;
+
+	*out = *st; /* shallow: heap parts stay st's */
+	if (!w->lz4) {
+		if (strcmp(st->memory.file, SNAP_MEMORY_FILE) || st->memory.encoding != SNAP_ENC_RAW)
+			return snap_err_set(err, -EINVAL, "memory.file: the writer writes raw \"%s\", not %s \"%s\"",
+					    SNAP_MEMORY_FILE, st->memory.encoding == SNAP_ENC_RAW ? "raw" : "lz4",
+					    st->memory.file);
+		return 0;
+	}
+	if (st->memory.size != w->lz4_len)
+		return snap_err_set(err, -EINVAL, "memory.size is 0x%" PRIx64 " but the lz4 image written is 0x%"
+				    PRIx64 " bytes", st->memory.size, w->lz4_len);
+	snprintf(m->file, sizeof(m->file), "%s", SNAP_LZ4_MEMORY_FILE);
+	snprintf(m->index_file, sizeof(m->index_file), "%s", SNAP_LZ4_INDEX_FILE);
+	m->encoding = SNAP_ENC_LZ4;
+	m->chunk_size = w->chunk_size;
+	m->compressed_size = w->lz4_file_size;
+	return 0;
+}
+
+int snap_fsync_parent(const char *path, struct snap_err *err)
 {
 	const char *slash = strrchr(path, '/');
 	char *parent;
@@ -259,15 +376,15 @@ fail:
 
 int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struct snap_err *err)
 {
+	struct snap_state desc;
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	int fd = -1, ret;
 
-	if (strcmp(st->memory.file, SNAP_MEMORY_FILE)) {
-		ret = snap_err_set(err, -EINVAL, "memory.file: the writer writes \"%s\", not \"%s\"",
-				   SNAP_MEMORY_FILE, st->memory.file);
+	ret = described_state(w, st, &desc, err);
+	if (ret)
 		goto fail;
-	}
+	st = &desc;
 	ret = snap_state_encode(st, &buf, &len, err);
 	if (ret)
 		goto fail;
@@ -276,9 +393,20 @@ int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struc
 				   w->mem_end, st->memory.size);
 		goto fail;
 	}
-	if (ftruncate(w->mem_fd, (off_t)st->memory.size) < 0 || fsync(w->mem_fd) < 0) {
-		ret = snap_err_set(err, -errno, "%s/%s: %s", w->tmp, SNAP_MEMORY_FILE, strerror(errno));
+	if ((!w->lz4 && ftruncate(w->mem_fd, (off_t)st->memory.size) < 0) || fsync(w->mem_fd) < 0) {
+		ret = snap_err_set(err, -errno, "%s/%s: %s", w->tmp, st->memory.file, strerror(errno));
 		goto fail;
+	}
+	if (w->lz4) {
+		ret = write_index(w, st, err);
+		if (ret)
+			goto fail;
+	}
+	if (w->has_ws) {
+		ret = snap_ws_write_at(w->tmp_fd, w->tmp, st->header.id, st->memory.size / SNAP_PAGE_SIZE,
+				       w->ws, w->nr_ws, err);
+		if (ret)
+			goto fail;
 	}
 	fd = openat(w->tmp_fd, SNAP_STATE_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0) {
@@ -297,7 +425,7 @@ int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struc
 	ret = install(w, err);
 	if (ret)
 		goto fail;
-	ret = fsync_parent(w->dir, err);
+	ret = snap_fsync_parent(w->dir, err);
 	if (ret) {
 		/* installed but not durable: take it back rather than leave a maybe-snapshot */
 		remove_snapshot_dir(w->tmp_fd, w->dir);

@@ -5,9 +5,11 @@
 #ifndef EMBER_SNAPFMT_INT_H
 #define EMBER_SNAPFMT_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "snapfmt.h"
 
@@ -28,6 +30,9 @@ enum sf_kind {
 
 #define SFF_OPT 1u /* may be absent (then zero / empty) */
 #define SFF_HEX 2u /* dump in hex */
+/* Optional and left out (of the file and the dump) while zero / "": keys added by a
+ * minor version for one variant only, so the other variant's files keep their shape. */
+#define SFF_OMITZ 4u
 
 struct sschema;
 struct sfield {
@@ -53,7 +58,7 @@ struct sschema {
 extern const struct sschema snap_schema_root;
 extern const char *const snap_encoding_names[];
 extern const char *const snap_kind_names[];
-#define SNAP_NR_ENCODINGS 1u
+#define SNAP_NR_ENCODINGS 2u
 #define SNAP_NR_KINDS 2u
 
 static inline uint64_t sf_get_u(const void *p, unsigned width)
@@ -99,6 +104,18 @@ static inline void *sf_get_ptr(const void *base, size_t off)
 	return p;
 }
 
+/* True for an SFF_OMITZ field holding its default (0 or ""): not written, not dumped. */
+static inline bool sf_omitted(const struct sfield *f, const void *base)
+{
+	const uint8_t *p = (const uint8_t *)base + f->off;
+
+	if (!(f->flags & SFF_OMITZ))
+		return false;
+	if (f->kind == SF_STR)
+		return p[0] == '\0';
+	return f->kind == SF_UINT && sf_get_u(p, f->width) == 0;
+}
+
 /* Little-endian helpers for the preamble. */
 static inline void snap_put_le32(uint8_t *p, uint32_t v)
 {
@@ -108,6 +125,17 @@ static inline void snap_put_le32(uint8_t *p, uint32_t v)
 static inline uint32_t snap_get_le32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void snap_put_le64(uint8_t *p, uint64_t v)
+{
+	snap_put_le32(p, (uint32_t)v);
+	snap_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint64_t snap_get_le64(const uint8_t *p)
+{
+	return (uint64_t)snap_get_le32(p) | (uint64_t)snap_get_le32(p + 4) << 32;
 }
 
 /* Device list parts shared by encode/decode/dump (snap_dev.c). */
@@ -121,5 +149,31 @@ int snap_write_all(int fd, const void *buf, size_t len, uint64_t off);
 
 /* Valid plain file name for memory.file: not empty, no '/', not "." or "..". */
 bool snap_plain_name_ok(const char *name);
+
+/* Opens name in dirfd: O_NOFOLLOW, must be a regular file (snap_dir.c). */
+int snap_open_regular(int dirfd, const char *name, int flags, struct stat *stb, const char *what,
+		      struct snap_err *err);
+int snap_open_dir(const char *dir, struct snap_err *err);
+int snap_read_all(int fd, void *buf, size_t len, uint64_t off);
+bool snap_is_zero(const void *p, size_t n);
+/* fsync of the directory containing path. */
+int snap_fsync_parent(const char *path, struct snap_err *err);
+
+/* lz4 parts (snap_lz4_index.c, snap_lz4_compress.c). */
+uint64_t snap_lz4_nr_chunks(uint64_t mem_size, uint32_t chunk_size);
+/* The whole uncompressed image of an open snapshot, read-only: raw maps the memory
+ * file; lz4 decodes (and so checks) every chunk into anonymous memory (snap_lz4_chunk.c). */
+int snap_dir_map_image(const struct snap_dir *d, const uint8_t **img, struct snap_err *err);
+void snap_dir_unmap_image(const struct snap_dir *d, const uint8_t *img);
+int snap_lz4_index_encode(const struct snap_lz4_chunk *chunks, uint64_t n, uint32_t chunk_size,
+			  uint64_t mem_size, uint64_t file_size, const char *id, uint8_t **buf,
+			  size_t *len, struct snap_err *err);
+int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t chunk_size,
+			    struct snap_lz4_chunk **chunks, uint64_t *nr, uint64_t *file_size,
+			    struct snap_err *err);
+
+/* Working-set file bytes, for the writer (snap_ws.c). */
+int snap_ws_write_at(int dirfd, const char *dir, const char *id, uint64_t mem_pages,
+		     const uint64_t *pages, uint64_t n, struct snap_err *err);
 
 #endif
