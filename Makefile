@@ -85,7 +85,8 @@ $(B)/ember: $(B)/obj/$(EMBER_MAIN:.c=.o) $(LIBEMBER) $(LIBSNAP)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/ember-snap: $(B)/obj/$(SNAP_MAIN:.c=.o) $(LIBSNAP)
+# libember only for the device validators (dev_state.o and what it needs)
+$(B)/ember-snap: $(B)/obj/$(SNAP_MAIN:.c=.o) $(LIBEMBER) $(LIBSNAP)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
 

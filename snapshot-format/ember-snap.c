@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 #include "snapfmt.h"
+/* The devices' own invariants: the tool checks sections exactly as ember restore does
+ * (these objects are pure C; the library itself stays free of ember's sources). */
+#include "dev/dev.h"
 
 #ifndef EMBER_VERSION
 #define EMBER_VERSION "0.0.0-dev"
@@ -196,6 +199,13 @@ static int cmd_verify(const char *dir)
 	ret = snap_dir_verify_memory(&d, &bad, &err);
 	if (ret)
 		printf("error: snapshot %s: %s: %s\n", dir, d.state.memory.file, err.msg);
+	if (!ret) {
+		struct errbuf eb = { "" };
+
+		ret = devices_check_state(&d.state, &eb);
+		if (ret)
+			printf("error: snapshot %s: %s\n", dir, eb.msg);
+	}
 	if (!ret) {
 		ret = snap_ws_load(dir, &d.state, &pages, &n, &err);
 		if (ret == -ENOENT)

@@ -77,12 +77,11 @@ static uint64_t sandbox_checksum(const char *cmdline)
 }
 
 /*
- * A guest that halts forever with interrupts off: stays alive without using a CPU.
- * Built with the image builder: `hlt; jmp .-1` at the entry of one PT_LOAD.
+ * Tiny guests built with the image builder: `code` at the entry of one PT_LOAD.
+ * halting_guest stays alive without using a CPU (hlt with interrupts off).
  */
-static const char *halting_guest(void)
+static const char *code_guest(const char *name, const uint8_t *code, size_t code_len)
 {
-	static const uint8_t code[] = { 0xf4, 0xeb, 0xfd };
 	struct tb_elf_seg seg = { .paddr = 0x200000, .filesz = 4096, .memsz = 4096,
 				  .flags = PF_R | PF_X };
 	size_t len;
@@ -90,12 +89,27 @@ static const char *halting_guest(void)
 	const char *path;
 
 	cr_assert_not_null(img);
-	memcpy(img + tb_elf_phdr(img, 0)->p_offset, code, sizeof(code));
+	memcpy(img + tb_elf_phdr(img, 0)->p_offset, code, code_len);
 	if (!tmpdir[0])
 		ember_test_tmpdir(tmpdir, sizeof(tmpdir));
-	path = ember_test_write_file(tmpdir, "halt.elf", img, len);
+	path = ember_test_write_file(tmpdir, name, img, len);
 	free(img);
 	return path;
+}
+
+static const char *halting_guest(void)
+{
+	static const uint8_t code[] = { 0xf4, 0xeb, 0xfd }; /* hlt; jmp .-1 */
+
+	return code_guest("halt.elf", code, sizeof(code));
+}
+
+/* ud2 with the boot IDT (limit 0): #UD -> #GP -> #DF -> triple fault, i.e. a reset. */
+static const char *triple_fault_guest(void)
+{
+	static const uint8_t code[] = { 0x0f, 0x0b };
+
+	return code_guest("ud2.elf", code, sizeof(code));
 }
 
 /* ---- hello ------------------------------------------------------------------------- */
@@ -353,6 +367,28 @@ Test(boot, sigterm_stops_a_spinning_sandbox_with_status_143)
 				       "heap=4M", "--guest-cmd", "spin", NULL),
 		      "spinning\n", 0);
 	assert_stopped_by_sigterm();
+}
+
+Test(boot, sigint_stops_a_spinning_sandbox_with_status_130)
+{
+	struct proc *p;
+
+	ember_test_require_kvm();
+	p = ember_test_start("boot", "--kernel", ember_test_guest("sandbox"), "--cmdline", "heap=4M",
+			     "--guest-cmd", "spin", NULL);
+	cr_assert(proc_wait_output(p, "spinning\n", RUN_MS), "ember never printed 'spinning'");
+	cr_assert_eq(kill(proc_pid(p), SIGINT), 0);
+	cr_assert_eq(proc_finish(p, RUN_MS, &r), 0);
+	assert_exit(128 + SIGINT);
+	cr_assert_not_null(strstr(r.err, "signal 2"), "stderr names no signal:\n%s", r.err);
+}
+
+Test(boot, triple_fault_is_a_guest_reset_with_status_0)
+{
+	ember_test_require_kvm();
+	ember_test_run(&r, RUN_MS, "boot", "--kernel", triple_fault_guest(), NULL);
+	assert_exit(0);
+	cr_assert_null(strstr(r.err, "error"), "a reset is not an error:\n%s", r.err);
 }
 
 Test(boot, timeout_stops_a_halted_guest_with_status_124)
