@@ -81,11 +81,14 @@ int api_decode_request(const uint8_t *body, size_t len, struct api_request *rq,
 			r = get_str(v, rq->dir, sizeof(rq->dir), "dir", eb);
 		} else if (key_is(k, "cmd")) {
 			r = get_str(v, rq->cmd, sizeof(rq->cmd), "cmd", eb);
-		} else if (key_is(k, "diff")) {
+		} else if (key_is(k, "diff") || key_is(k, "compress")) {
+			bool *dst = key_is(k, "diff") ? &rq->diff : &rq->compress;
+
 			if (v->type != MSGPACK_OBJECT_BOOLEAN)
-				r = errbuf_set(eb, -EINVAL, "'diff' must be a boolean");
+				r = errbuf_set(eb, -EINVAL, "'%s' must be a boolean",
+					       dst == &rq->diff ? "diff" : "compress");
 			else
-				rq->diff = v->via.boolean;
+				*dst = v->via.boolean;
 		} else if (key_is(k, "id")) {
 			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 				r = errbuf_set(eb, -EINVAL, "'id' must be an unsigned integer");
@@ -189,7 +192,7 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		if (!rq->dir[0]) {
 			r = errbuf_set(&eb, -EINVAL, "snapshot needs 'dir'");
 		} else {
-			struct snapshot_opts o = { .diff = rq->diff };
+			struct snapshot_opts o = { .diff = rq->diff, .compress = rq->compress };
 
 			was_running = !vm->paused;
 			vm_pause(vm);
@@ -218,7 +221,7 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		pack_kv_u64(&pk, "id", rq->id);
 	if (!strcmp(rq->verb, "snapshot")) {
 		pack_kv_str(&pk, "snapshot_id", ss.id);
-		pack_kv_str(&pk, "kind", rq->diff ? "diff" : "full");
+		pack_kv_str(&pk, "kind", rq->diff ? "diff" : rq->compress ? "full, lz4" : "full");
 		pack_kv_u64(&pk, "us_total", ss.us_total);
 		pack_kv_u64(&pk, "bytes_written", ss.bytes_written);
 		pack_kv_u64(&pk, "zero_pages", ss.zero_pages);

@@ -31,9 +31,15 @@ void cli_usage(FILE *f)
 		"  --vcpus N                number of vCPUs, 1..%d (default 1)\n"
 		"  --snapshot-on-ready DIR  take a snapshot into DIR when the guest signals ready\n"
 		"  --exit-after-snapshot    stop after that snapshot instead of continuing\n"
+		"  --compress               store that snapshot's memory lz4-compressed\n"
 		"restore options:\n"
 		"  --snapshot DIR           snapshot directory to restore\n"
-		"  --mem-backend KIND       mmap (default): map the memory file MAP_PRIVATE\n"
+		"  --mem-backend KIND       mmap: map the memory file MAP_PRIVATE (default for raw)\n"
+		"                           uffd: userfaultfd page server (default for lz4)\n"
+		"  --record-ws              uffd: record the pages the guest touches until its first\n"
+		"                           report, saved as the snapshot's working set (ws.bin)\n"
+		"  --prefetch ws|none       uffd: load the recorded working set in bulk (default none)\n"
+		"  --no-io-uring            uffd: read with pread instead (for measurements)\n"
 		"common options:\n"
 		"  --api-sock PATH          serve the control socket at PATH (see FORMAT.md)\n"
 		"  --console KIND           stdio (default), none, or file:PATH\n"
@@ -43,7 +49,8 @@ void cli_usage(FILE *f)
 		"  --timeout SEC            stop the VM after SEC seconds (exit 124)\n"
 		"  --dump-regs              print every vCPU's registers when the VM stops\n"
 		"ctl verbs:\n"
-		"  status | pause | resume | shutdown | snapshot DIR [--diff] | guest-cmd NAME\n"
+		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
+		"  guest-cmd NAME\n"
 		"\n"
 		"exit status: 0 guest reset/done, 1 VMM error, 2 usage error,\n"
 		"             3 guest assertion failed, 124 timeout, 128+N signal N\n",
@@ -126,8 +133,12 @@ static const struct cli_flag {
 	{ "--vcpus", true, ON_BOOT },
 	{ "--snapshot-on-ready", true, ON_BOOT },
 	{ "--exit-after-snapshot", false, ON_BOOT },
+	{ "--compress", false, ON_BOOT | ON_CTL },
 	{ "--snapshot", true, ON_RESTORE },
 	{ "--mem-backend", true, ON_RESTORE },
+	{ "--record-ws", false, ON_RESTORE },
+	{ "--prefetch", true, ON_RESTORE },
+	{ "--no-io-uring", false, ON_RESTORE },
 	{ "--api-sock", true, ON_RUN | ON_CTL },
 	{ "--console", true, ON_RUN },
 	{ "--console-input", false, ON_RUN },
@@ -186,8 +197,23 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 					  val, VM_MAX_VCPUS);
 		vc->nr_vcpus = (unsigned)n;
 	} else if (!strcmp(flag, "--mem-backend")) {
-		if (strcmp(val, "mmap"))
-			return errbuf_set(eb, -EINVAL, "--mem-backend: '%s' is not mmap", val);
+		if (!strcmp(val, "mmap"))
+			vc->mem_backend = MEM_BACKEND_MMAP;
+		else if (!strcmp(val, "uffd"))
+			vc->mem_backend = MEM_BACKEND_UFFD;
+		else
+			return errbuf_set(eb, -EINVAL, "--mem-backend: '%s' is not mmap or uffd", val);
+	} else if (!strcmp(flag, "--prefetch")) {
+		if (!strcmp(val, "ws"))
+			vc->prefetch_ws = true;
+		else if (strcmp(val, "none"))
+			return errbuf_set(eb, -EINVAL, "--prefetch: '%s' is not ws or none", val);
+	} else if (!strcmp(flag, "--record-ws")) {
+		vc->record_ws = true;
+	} else if (!strcmp(flag, "--no-io-uring")) {
+		vc->no_io_uring = true;
+	} else if (!strcmp(flag, "--compress")) {
+		c->compress = true;
 	} else if (!strcmp(flag, "--console")) {
 		return parse_console(val, vc, eb);
 	} else if (!strcmp(flag, "--console-input")) {
@@ -239,6 +265,12 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 		if (c->nr_ctl_args == 0)
 			return errbuf_set(eb, -EINVAL, "ember ctl: missing verb");
 	}
+	if (c->cmd == CLI_BOOT && c->compress && !c->snapshot_on_ready)
+		return errbuf_set(eb, -EINVAL, "--compress needs --snapshot-on-ready DIR");
+	if (c->vm.mem_backend == MEM_BACKEND_MMAP && (c->vm.record_ws || c->vm.prefetch_ws))
+		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
+	if (c->vm.no_io_uring && c->vm.mem_backend == MEM_BACKEND_MMAP)
+		return errbuf_set(eb, -EINVAL, "--no-io-uring needs --mem-backend uffd");
 	if (c->exit_after_snapshot && !c->snapshot_on_ready)
 		return errbuf_set(eb, -EINVAL, "--exit-after-snapshot needs --snapshot-on-ready DIR");
 	if (c->vm.console_input && c->vm.console != CONSOLE_STDIO)

@@ -22,6 +22,7 @@ struct cli {
 	const char *ctl_args[CLI_MAX_CTL_ARGS]; /* ctl: verb and its arguments */
 	unsigned nr_ctl_args;
 	bool ctl_diff;                   /* ctl snapshot --diff */
+	bool compress;                   /* boot --compress, ctl snapshot --compress */
 };
 
 /* Fills c from argv; on a usage error returns -EINVAL with the message in eb. */

@@ -169,14 +169,14 @@ int ctl_run(const struct cli *c)
 			verbs[i].nargs, verbs[i].nargs == 1 ? "" : "s");
 		return 2;
 	}
-	if (c->ctl_diff && strcmp(verb, "snapshot")) {
-		fprintf(stderr, "ember: ctl: --diff only applies to snapshot\n");
+	if ((c->ctl_diff || c->compress) && strcmp(verb, "snapshot")) {
+		fprintf(stderr, "ember: ctl: --diff and --compress only apply to snapshot\n");
 		return 2;
 	}
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 1 + verbs[i].nargs + (c->ctl_diff ? 1 : 0));
+	msgpack_pack_map(&pk, 1 + verbs[i].nargs + (c->ctl_diff ? 1 : 0) + (c->compress ? 1 : 0));
 	pack_str(&pk, "verb");
 	pack_str(&pk, verb);
 	if (verbs[i].nargs) {
@@ -195,6 +195,10 @@ int ctl_run(const struct cli *c)
 	}
 	if (c->ctl_diff) {
 		pack_str(&pk, "diff");
+		msgpack_pack_true(&pk);
+	}
+	if (c->compress) {
+		pack_str(&pk, "compress");
 		msgpack_pack_true(&pk);
 	}
 	r = exchange(c->api_sock, &sb, resp, sizeof(resp), &len);

@@ -27,7 +27,7 @@ static void report_stop(struct vm *vm)
  * snapshot behind and the VM running (unless it was to exit anyway). */
 static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 {
-	struct snapshot_opts o = { .diff = false };
+	struct snapshot_opts o = { .compress = c->compress };
 	struct snapshot_stats ss;
 	struct errbuf eb = { "" };
 	int r = vm_snapshot_save(vm, c->snapshot_on_ready, &o, &ss, &eb);
@@ -73,6 +73,10 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	timing_mark("exit");
 	timing_report_memory(&vm->mem);
 	report_stop(vm);
+	if (c->vm.record_ws && !atomic_load(&vm->wedged) && vm_save_working_set(vm, &eb)) {
+		pr_err("%s", eb.msg);
+		return 1;
+	}
 	if (c->dump_regs)
 		x86_dump_vcpus(vm, stderr);
 	status = vm_exit_status(vm);

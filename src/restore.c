@@ -17,6 +17,7 @@
 #include "vmm.h"
 #include "arch/x86_64/x86.h"
 #include "dev/dev.h"
+#include "paging/paging.h"
 #include "snapfmt.h"
 
 /* A fresh, non-zero generation per restore: two clones never share one. */
@@ -82,7 +83,52 @@ static int check_against_host(struct vm *vm, const struct snap_state *st, struct
 	return r;
 }
 
-static int map_memory(struct vm *vm, const struct snap_dir *d, struct errbuf *eb)
+/* The page server cannot serve a page: stop for good, and let no guest I/O out. */
+static void pager_failed(void *opaque, const char *msg)
+{
+	struct vm *vm = opaque;
+
+	atomic_store(&vm->wedged, true);
+	vm_request_stop(vm, VM_STOP_ERROR, 0, "guest memory: %s", msg);
+}
+
+static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struct errbuf *eb)
+{
+	struct pager_config pc = {
+		.mem_fd = d->mem_fd,
+		.size = d->state.memory.size,
+		.lz4 = d->lz4,
+		.record_ws = vm->cfg.record_ws,
+		.no_io_uring = vm->cfg.no_io_uring,
+		.on_error = pager_failed,
+		.opaque = vm,
+	};
+	uint64_t *ws = NULL, nr_ws = 0;
+	struct snap_err se;
+	int r;
+
+	if (vm->cfg.prefetch_ws) {
+		r = snap_ws_load(dir, &d->state, &ws, &nr_ws, &se);
+		if (r == -ENOENT)
+			return errbuf_set(eb, r, "--prefetch ws: snapshot %s has no working set (record "
+					  "one with 'ember restore --record-ws')", dir);
+		if (r)
+			return errbuf_set(eb, r, "snapshot %s: %s", dir, se.msg);
+		pc.ws_pages = ws;
+		pc.nr_ws_pages = nr_ws;
+	}
+	r = pager_create(&vm->mem, &pc, &vm->pager, eb);
+	free(ws); /* the pager keeps its own copy */
+	if (r)
+		return r;
+	/* the index must outlive the pager: the VM owns it from here */
+	vm->lz4 = d->lz4;
+	d->lz4 = NULL;
+	d->mem_fd = -1;
+	return pager_start(vm->pager, eb);
+}
+
+static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct errbuf *eb)
 {
 	struct mem_region regions[MEM_MAX_REGIONS];
 	const struct snap_state *st = &d->state;
@@ -98,10 +144,33 @@ static int map_memory(struct vm *vm, const struct snap_dir *d, struct errbuf *eb
 	r = mem_set_regions(&vm->mem, regions, st->vm.nr_regions, st->memory.size, eb);
 	if (r)
 		return r;
-	r = mem_map_file(&vm->mem, d->mem_fd, eb);
+	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
+		r = start_pager(vm, d, dir, eb);
+	else
+		r = mem_map_file(&vm->mem, d->mem_fd, eb);
 	if (r)
 		return r;
 	return mem_register(&vm->mem, vm->kvm.vm_fd, vm->cfg.dirty_tracking, eb);
+}
+
+/* auto: mmap for raw files (lazy, shared page cache), uffd for what mmap cannot map. */
+static int choose_backend(struct vm_config *cfg, const struct snap_state *st, const char *dir,
+			  struct errbuf *eb)
+{
+	bool lz4 = st->memory.encoding != SNAP_ENC_RAW;
+
+	if (cfg->mem_backend == MEM_BACKEND_AUTO)
+		cfg->mem_backend = lz4 || cfg->record_ws || cfg->prefetch_ws ? MEM_BACKEND_UFFD
+									 : MEM_BACKEND_MMAP;
+	if (cfg->mem_backend == MEM_BACKEND_MMAP && lz4)
+		return errbuf_set(eb, -EINVAL, "snapshot %s has lz4-compressed memory, which the mmap "
+				  "backend cannot map: use --mem-backend uffd", dir);
+	if (cfg->mem_backend == MEM_BACKEND_MMAP && (cfg->record_ws || cfg->prefetch_ws))
+		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
+	if (cfg->record_ws && cfg->prefetch_ws)
+		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch ws exclude each other: "
+				  "prefetched pages never fault, so they would not be recorded");
+	return 0;
 }
 
 static int restore_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
@@ -133,11 +202,9 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 			       "onto its base with 'ember-snap merge' first", dir, d.state.header.parent);
 		goto out;
 	}
-	if (d.state.memory.encoding != SNAP_ENC_RAW) {
-		r = errbuf_set(eb, -EINVAL, "snapshot %s: memory encoding %u needs another memory "
-			       "backend", dir, d.state.memory.encoding);
+	r = choose_backend(&cfg, &d.state, dir, eb);
+	if (r)
 		goto out;
-	}
 	r = devices_check_state(&d.state, eb);
 	if (r)
 		goto out;
@@ -164,7 +231,12 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	if (r)
 		goto out;
 	timing_mark("vm-created");
-	r = map_memory(vm, &d, eb);
+	vm->snapshot_dir = strdup(dir);
+	if (!vm->snapshot_dir) {
+		r = errbuf_set(eb, -ENOMEM, "out of memory");
+		goto out;
+	}
+	r = map_memory(vm, &d, dir, eb);
 	if (r)
 		goto out;
 	timing_mark("memory-mapped");
@@ -191,4 +263,25 @@ out:
 		vm_destroy(vm);
 	snap_dir_close(&d);
 	return r;
+}
+
+int vm_save_working_set(struct vm *vm, struct errbuf *eb)
+{
+	uint64_t *pages = NULL, n = 0;
+	struct snap_err se;
+	int r;
+
+	if (!vm->pager || !vm->cfg.record_ws)
+		return 0;
+	pager_record_stop(vm->pager);
+	r = pager_ws_pages(vm->pager, &pages, &n);
+	if (r)
+		return errbuf_set(eb, r, "working set: %s", strerror(-r));
+	r = snap_ws_write(vm->snapshot_dir, pages, n, &se);
+	free(pages);
+	if (r)
+		return errbuf_set(eb, r, "working set of %s: %s", vm->snapshot_dir, se.msg);
+	pr_info("recorded a working set of %llu pages in %s", (unsigned long long)n,
+		vm->snapshot_dir);
+	return 0;
 }

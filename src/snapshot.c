@@ -107,6 +107,9 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	if (o->diff && !vm->mem.dirty_log)
 		return errbuf_set(eb, -EINVAL, "diff snapshot: dirty page tracking is off "
 				  "(it is on when ember runs with --api-sock)");
+	if (o->diff && o->compress)
+		return errbuf_set(eb, -EINVAL, "a diff snapshot cannot be compressed: merge it, then "
+				  "'ember-snap compress' the result");
 	if (o->diff && !vm->last_snapshot_id[0])
 		return errbuf_set(eb, -EINVAL, "diff snapshot: no earlier snapshot of this VM to "
 				  "be relative to (take a full one first)");
@@ -152,6 +155,8 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	}
 	if (o->diff)
 		r = snap_writer_write_ranges(w, vm->mem.base, vm->mem.size, ranges, nr_ranges, &se);
+	else if (o->compress)
+		r = snap_writer_write_lz4(w, vm->mem.base, vm->mem.size, &se);
 	else
 		r = snap_writer_write_sparse(w, 0, vm->mem.base, vm->mem.size, &se);
 	if (r) {

@@ -135,6 +135,8 @@ static bool handle_exit(struct vcpu *v)
 	struct kvm_run *run = v->run;
 	char what[128];
 
+	if (atomic_load_explicit(&v->vm->wedged, memory_order_relaxed))
+		return true; /* its memory may be wrong: nothing it does leaves the VM */
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
 		handle_io(v);

@@ -19,6 +19,7 @@
 #include "vmm.h"
 #include "arch/x86_64/x86.h"
 #include "dev/dev.h"
+#include "paging/paging.h"
 
 const char *vm_stop_reason_name(enum vm_stop_reason r)
 {
@@ -477,6 +478,10 @@ enum vm_stop_reason vm_run(struct vm *vm)
 		if (console_in.len && !atomic_load(&vm->stopping))
 			console_push(vm);
 	}
+	/* A vCPU blocked on a page the pager could not serve only moves once the pager
+	 * lets go of guest RAM; the wedged flag keeps whatever it then does inside. */
+	if (atomic_load(&vm->wedged) && vm->pager)
+		pager_stop(vm->pager);
 	vcpus_send(vm, VCPU_MSG_PAUSE);
 	vm->paused = true;
 	if (vm->serial)
@@ -488,6 +493,9 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	/* vCPU threads may be blocked in a fault on uffd-backed memory: release them first */
+	if (vm->pager)
+		pager_stop(vm->pager);
 	if (vm->threads_started) {
 		vcpus_send(vm, VCPU_MSG_QUIT);
 		for (unsigned i = 0; i < vm->nr_vcpus; i++)
@@ -500,7 +508,10 @@ void vm_destroy(struct vm *vm)
 		vcpu_destroy(&vm->vcpus[i]);
 	free(vm->vcpus);
 	free(vm->supported_cpuid);
+	pager_destroy(vm->pager);
 	mem_free(&vm->mem);
+	snap_lz4_index_free(vm->lz4);
+	free(vm->snapshot_dir);
 	kvm_close(&vm->kvm);
 	if (vm->console_fd_owned)
 		close(vm->console_fd);

@@ -167,6 +167,11 @@ struct vm_config {
 	bool timings;
 	uint64_t timeout_ms;          /* 0: none; else stop with VM_STOP_TIMEOUT */
 	bool dirty_tracking;          /* track dirty pages for diff snapshots */
+	/* restore only */
+	enum mem_backend { MEM_BACKEND_AUTO, MEM_BACKEND_MMAP, MEM_BACKEND_UFFD } mem_backend;
+	bool record_ws;               /* uffd: record the first request's working set */
+	bool prefetch_ws;             /* uffd: prefetch the snapshot's working set */
+	bool no_io_uring;             /* uffd: read with pread (to measure io_uring) */
 };
 
 /* Why vm_run returned. */
@@ -225,6 +230,8 @@ struct vm_watch {
 
 struct device;
 struct api_server;
+struct pager;
+struct snap_lz4_index;
 struct vm {
 	struct vm_config cfg;
 	struct kvm kvm;
@@ -248,6 +255,11 @@ struct vm {
 	struct vm_watch event_watch, sig_watch, stdin_watch;
 	struct api_server *api;
 	bool paused;             /* paused by the control socket inside vm_run */
+	/* restore: the uffd page server and what it reads (NULL with the mmap backend) */
+	struct pager *pager;
+	struct snap_lz4_index *lz4;
+	char *snapshot_dir;          /* restored from; where --record-ws saves ws.bin */
+	atomic_bool wedged;          /* guest memory could not be served: never run again */
 
 	/* guest command queue for EMBER_UCALL_WAIT */
 	pthread_mutex_t cmd_lock;
@@ -298,6 +310,7 @@ int vm_attach_devices(struct vm *vm, struct errbuf *eb);
 /* ---- snapshot.c / restore.c ------------------------------------------------------ */
 struct snapshot_opts {
 	bool diff;          /* only pages written since the previous snapshot */
+	bool compress;      /* lz4-compressed memory (FORMAT.md section 10) */
 };
 struct snapshot_stats {
 	uint64_t us_total, us_state, us_memory, us_commit;
@@ -312,6 +325,8 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
  * cfg supplies console, timings, guest commands; vCPU count and RAM come from the
  * snapshot. */
 int vm_restore(struct vm **out, const struct vm_config *cfg, const char *dir, struct errbuf *eb);
+/* --record-ws: writes the pages recorded since restore as the snapshot's ws.bin. */
+int vm_save_working_set(struct vm *vm, struct errbuf *eb);
 
 /* ---- api.c: the control socket (FORMAT.md, "Control socket") ---------------- */
 #define API_MAX_FRAME 65536
@@ -320,6 +335,7 @@ struct api_request {
 	char dir[4096];
 	char cmd[EMBER_UCALL_DATA_MAX];
 	bool diff;
+	bool compress;
 	uint64_t id;
 	bool has_id;
 };

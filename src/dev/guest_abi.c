@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../vmm.h"
+#include "../paging/paging.h"
 #include "dev.h"
 
 /* How long a WAIT with an empty queue blocks the vCPU before answering AGAIN: long
@@ -100,7 +101,13 @@ static void handle_ucall(struct vm *vm, uint64_t gpa)
 		break;
 	case EMBER_UCALL_REPORT: {
 		char line[EMBER_UCALL_MSG_MAX + 128];
-		int n = snprintf(line, sizeof(line),
+		int n;
+
+		/* a report ends the guest's first request: that is the working set */
+		if (vm->pager)
+			pager_record_stop(vm->pager);
+		timing_mark("first-response");
+		n = snprintf(line, sizeof(line),
 				 "ember-report %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
 				 msg, uc.args[0], uc.args[1], uc.args[2], uc.args[3], timing_now_us());
 
