@@ -36,6 +36,7 @@ void cli_usage(FILE *f)
 		"  --snapshot DIR           snapshot directory to restore\n"
 		"  --mem-backend KIND       mmap: map the memory file MAP_PRIVATE (default for raw)\n"
 		"                           uffd: userfaultfd page server (default for lz4)\n"
+		"                           eager: read all of it before resuming (a reference)\n"
 		"  --record-ws              uffd: record the pages the guest touches until its first\n"
 		"                           report, saved as the snapshot's working set (ws.bin)\n"
 		"  --prefetch ws|none       uffd: load the recorded working set in bulk (default none)\n"
@@ -201,8 +202,11 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 			vc->mem_backend = MEM_BACKEND_MMAP;
 		else if (!strcmp(val, "uffd"))
 			vc->mem_backend = MEM_BACKEND_UFFD;
+		else if (!strcmp(val, "eager"))
+			vc->mem_backend = MEM_BACKEND_EAGER;
 		else
-			return errbuf_set(eb, -EINVAL, "--mem-backend: '%s' is not mmap or uffd", val);
+			return errbuf_set(eb, -EINVAL, "--mem-backend: '%s' is not mmap, uffd or eager",
+					  val);
 	} else if (!strcmp(flag, "--prefetch")) {
 		if (!strcmp(val, "ws"))
 			vc->prefetch_ws = true;
@@ -267,9 +271,11 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 	}
 	if (c->cmd == CLI_BOOT && c->compress && !c->snapshot_on_ready)
 		return errbuf_set(eb, -EINVAL, "--compress needs --snapshot-on-ready DIR");
-	if (c->vm.mem_backend == MEM_BACKEND_MMAP && (c->vm.record_ws || c->vm.prefetch_ws))
+	if ((c->vm.mem_backend == MEM_BACKEND_MMAP || c->vm.mem_backend == MEM_BACKEND_EAGER) &&
+	    (c->vm.record_ws || c->vm.prefetch_ws))
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
-	if (c->vm.no_io_uring && c->vm.mem_backend == MEM_BACKEND_MMAP)
+	if (c->vm.no_io_uring && (c->vm.mem_backend == MEM_BACKEND_MMAP ||
+				  c->vm.mem_backend == MEM_BACKEND_EAGER))
 		return errbuf_set(eb, -EINVAL, "--no-io-uring needs --mem-backend uffd");
 	if (c->exit_after_snapshot && !c->snapshot_on_ready)
 		return errbuf_set(eb, -EINVAL, "--exit-after-snapshot needs --snapshot-on-ready DIR");

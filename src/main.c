@@ -72,6 +72,8 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	}
 	timing_mark("exit");
 	timing_report_memory(&vm->mem);
+	if (c->vm.timings)
+		vm_report_paging(vm);
 	report_stop(vm);
 	if (c->vm.record_ws && !atomic_load(&vm->wedged) && vm_save_working_set(vm, &eb)) {
 		pr_err("%s", eb.msg);

@@ -9,6 +9,7 @@
  */
 #include <cpuid.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -128,6 +129,46 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
 	return pager_start(vm->pager, eb);
 }
 
+/*
+ * The reference backend: read the whole image into anonymous memory before the guest
+ * runs (what a VMM without lazy loading does). Zero pages of a raw file are read too:
+ * it is the baseline the lazy backends are measured against.
+ */
+static int load_eager(struct vm *vm, const struct snap_dir *d, struct errbuf *eb)
+{
+	const struct snap_lz4_index *ix = d->lz4;
+	struct snap_err se;
+	uint8_t *scratch = NULL;
+	int r = mem_alloc_anon(&vm->mem, eb);
+
+	if (r)
+		return r;
+	if (!ix) {
+		for (uint64_t off = 0; off < vm->mem.size;) {
+			ssize_t n = pread(d->mem_fd, vm->mem.base + off, vm->mem.size - off, (off_t)off);
+
+			if (n <= 0)
+				return errbuf_set(eb, n < 0 ? -errno : -EIO, "reading the memory file at "
+						  "offset %llu: %s", (unsigned long long)off,
+						  n < 0 ? strerror(errno) : "unexpected end of file");
+			off += (uint64_t)n;
+		}
+		return 0;
+	}
+	scratch = malloc(ix->max_stored ? ix->max_stored : 1);
+	if (!scratch)
+		return errbuf_set(eb, -ENOMEM, "out of memory");
+	for (uint64_t i = 0; i < ix->nr_chunks && !r; i++) {
+		uint64_t off = i << ix->chunk_shift;
+
+		r = snap_lz4_chunk_read(ix, i, vm->mem.base + off, scratch, &se);
+		if (r)
+			errbuf_set(eb, r, "memory chunk %llu: %s", (unsigned long long)i, se.msg);
+	}
+	free(scratch);
+	return r;
+}
+
 static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct errbuf *eb)
 {
 	struct mem_region regions[MEM_MAX_REGIONS];
@@ -146,6 +187,8 @@ static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct
 		return r;
 	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
 		r = start_pager(vm, d, dir, eb);
+	else if (vm->cfg.mem_backend == MEM_BACKEND_EAGER)
+		r = load_eager(vm, d, eb);
 	else
 		r = mem_map_file(&vm->mem, d->mem_fd, eb);
 	if (r)
@@ -165,7 +208,7 @@ static int choose_backend(struct vm_config *cfg, const struct snap_state *st, co
 	if (cfg->mem_backend == MEM_BACKEND_MMAP && lz4)
 		return errbuf_set(eb, -EINVAL, "snapshot %s has lz4-compressed memory, which the mmap "
 				  "backend cannot map: use --mem-backend uffd", dir);
-	if (cfg->mem_backend == MEM_BACKEND_MMAP && (cfg->record_ws || cfg->prefetch_ws))
+	if (cfg->mem_backend != MEM_BACKEND_UFFD && (cfg->record_ws || cfg->prefetch_ws))
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
 	if (cfg->record_ws && cfg->prefetch_ws)
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch ws exclude each other: "
@@ -263,6 +306,25 @@ out:
 		vm_destroy(vm);
 	snap_dir_close(&d);
 	return r;
+}
+
+void vm_report_paging(struct vm *vm)
+{
+	struct pager_stats ps;
+
+	if (!vm->pager)
+		return;
+	pager_stats(vm->pager, &ps);
+	fprintf(stderr,
+		"ember-pager io=%s faults=%llu pages_copied=%llu pages_zeroed=%llu "
+		"pages_prefetched=%llu bytes_read=%llu chunks_decoded=%llu prefetch_done=%d "
+		"prefetch_us=%llu fault_p50_ns=%llu fault_p99_ns=%llu\n",
+		ps.io_uring ? "io_uring" : "pread", (unsigned long long)ps.faults,
+		(unsigned long long)ps.pages_copied, (unsigned long long)ps.pages_zeroed,
+		(unsigned long long)ps.pages_prefetched, (unsigned long long)ps.bytes_read,
+		(unsigned long long)ps.chunks_decoded, ps.prefetch_done,
+		(unsigned long long)(ps.prefetch_ns / 1000), (unsigned long long)ps.lat_p50_ns,
+		(unsigned long long)ps.lat_p99_ns);
 }
 
 int vm_save_working_set(struct vm *vm, struct errbuf *eb)

@@ -168,7 +168,8 @@ struct vm_config {
 	uint64_t timeout_ms;          /* 0: none; else stop with VM_STOP_TIMEOUT */
 	bool dirty_tracking;          /* track dirty pages for diff snapshots */
 	/* restore only */
-	enum mem_backend { MEM_BACKEND_AUTO, MEM_BACKEND_MMAP, MEM_BACKEND_UFFD } mem_backend;
+	enum mem_backend { MEM_BACKEND_AUTO, MEM_BACKEND_MMAP, MEM_BACKEND_UFFD,
+			   MEM_BACKEND_EAGER } mem_backend;
 	bool record_ws;               /* uffd: record the first request's working set */
 	bool prefetch_ws;             /* uffd: prefetch the snapshot's working set */
 	bool no_io_uring;             /* uffd: read with pread (to measure io_uring) */
@@ -327,6 +328,8 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 int vm_restore(struct vm **out, const struct vm_config *cfg, const char *dir, struct errbuf *eb);
 /* --record-ws: writes the pages recorded since restore as the snapshot's ws.bin. */
 int vm_save_working_set(struct vm *vm, struct errbuf *eb);
+/* uffd backend: prints "ember-pager faults=... bytes_read=..." on stderr. */
+void vm_report_paging(struct vm *vm);
 
 /* ---- api.c: the control socket (FORMAT.md, "Control socket") ---------------- */
 #define API_MAX_FRAME 65536

@@ -247,6 +247,27 @@ static int check_xstate(const struct snap_vcpu *v, const struct kvm_cpuid2 *host
 	return 0;
 }
 
+/* The vendor the guest itself saw (CPUID leaf 0) chose its vendor-specific code paths
+ * (SYSENTER vs SYSCALL in compat mode, errata workarounds): the header's vendor is only
+ * where the snapshot was taken. */
+static int check_vcpu_vendor(const struct snap_vcpu *v, const char *host_vendor,
+			     struct errbuf *eb)
+{
+	const struct snap_cpuid_entry *e = snap_find(v, LEAF_VENDOR, 0);
+	char vendor[16];
+
+	if (!e)
+		return 0;
+	vendor_string(vendor, e->ebx, e->ecx, e->edx);
+	if (!strcmp(vendor, host_vendor))
+		return 0;
+	for (unsigned i = 0; i < 12; i++)
+		if (vendor[i] < 0x20 || vendor[i] > 0x7e)
+			vendor[i] = '?'; /* untrusted bytes: keep the message printable */
+	return errbuf_set(eb, -ENOTSUP, "snapshot vCPU %u's CPUID leaf 0 says the guest runs on a "
+			  "%s CPU, this host is %s", v->id, vendor, host_vendor);
+}
+
 int x86_check_snapshot_cpu(const struct snap_state *st, const struct kvm_cpuid2 *host_supported,
 			   struct errbuf *eb)
 {
@@ -272,7 +293,9 @@ int x86_check_snapshot_cpu(const struct snap_state *st, const struct kvm_cpuid2 
 		if (v->nr_cpuid && !v->cpuid)
 			return errbuf_set(eb, -EINVAL, "snapshot vCPU %u: %u CPUID entries missing",
 					  v->id, v->nr_cpuid);
-		r = check_features(v, host_supported, eb);
+		r = check_vcpu_vendor(v, host_vendor, eb);
+		if (!r)
+			r = check_features(v, host_supported, eb);
 		if (!r)
 			r = check_xstate(v, host_supported, eb);
 		if (r)
