@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "vmm.h"
 
@@ -42,6 +44,7 @@ int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb)
 				  (unsigned long long)(m->size / MiB), strerror(errno));
 	m->base = p;
 	m->owned = true;
+	m->anonymous = true;
 	return 0;
 }
 
@@ -196,3 +199,35 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
 	return 0;
 }
 
+
+#define PAGEMAP_PRESENT (1ull << 63)
+#define PAGEMAP_SWAPPED (1ull << 62)
+
+int mem_populated_bitmap(const struct guest_mem *m, uint64_t *bitmap, struct errbuf *eb)
+{
+	uint64_t pages = m->size / PAGE_SIZE, ent[4096];
+	uint64_t first = (uint64_t)(uintptr_t)m->base / PAGE_SIZE;
+	int fd, r = 0;
+
+	if (!m->anonymous)
+		return errbuf_set(eb, -EINVAL, "guest RAM is not anonymous memory");
+	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errbuf_set(eb, -errno, "/proc/self/pagemap: %s", strerror(errno));
+	for (uint64_t pg = 0; pg < pages;) {
+		uint64_t n = pages - pg < ARRAY_SIZE(ent) ? pages - pg : ARRAY_SIZE(ent);
+		ssize_t got = pread(fd, ent, n * sizeof(ent[0]), (off_t)((first + pg) * sizeof(ent[0])));
+
+		if (got <= 0 || got % (ssize_t)sizeof(ent[0])) {
+			r = errbuf_set(eb, got < 0 ? -errno : -EIO, "/proc/self/pagemap: short read");
+			break;
+		}
+		n = (uint64_t)got / sizeof(ent[0]);
+		for (uint64_t i = 0; i < n; i++)
+			if (ent[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))
+				bitmap[(pg + i) / 64] |= 1ull << ((pg + i) % 64);
+		pg += n;
+	}
+	close(fd);
+	return r;
+}

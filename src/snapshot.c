@@ -62,6 +62,40 @@ static int bitmap_to_ranges(const uint64_t *bm, uint64_t pages, struct snap_rang
 	return 0;
 }
 
+/*
+ * A full snapshot of anonymous guest RAM: only pages that exist are read and written;
+ * pages the guest never touched are zero and become holes without being read (reading
+ * them would fault in ~all of RAM just to find zeros).
+ */
+static int write_populated(struct vm *vm, struct snap_writer *w, struct snap_err *se)
+{
+	uint64_t pages = vm->mem.size / PAGE_SIZE;
+	uint64_t *pop = calloc((pages + 63) / 64, sizeof(uint64_t));
+	struct errbuf eb;
+	int r;
+
+	if (!pop)
+		return snap_err_set(se, -ENOMEM, "out of memory for the page bitmap");
+	r = mem_populated_bitmap(&vm->mem, pop, &eb);
+	if (r)
+		snap_err_set(se, r, "%s", eb.msg);
+	for (uint64_t pg = 0; !r && pg < pages;) {
+		uint64_t start;
+
+		if (!(pop[pg / 64] & (1ull << (pg % 64)))) {
+			pg++;
+			continue;
+		}
+		start = pg;
+		while (pg < pages && (pop[pg / 64] & (1ull << (pg % 64))))
+			pg++;
+		r = snap_writer_write_sparse(w, start * PAGE_SIZE, vm->mem.base + start * PAGE_SIZE,
+					     (pg - start) * PAGE_SIZE, se);
+	}
+	free(pop);
+	return r;
+}
+
 static int save_state(struct vm *vm, struct snap_state *st, struct errbuf *eb)
 {
 	struct snap_err se;
@@ -157,6 +191,8 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 		r = snap_writer_write_ranges(w, vm->mem.base, vm->mem.size, ranges, nr_ranges, &se);
 	else if (o->compress)
 		r = snap_writer_write_lz4(w, vm->mem.base, vm->mem.size, &se);
+	else if (vm->mem.anonymous)
+		r = write_populated(vm, w, &se);
 	else
 		r = snap_writer_write_sparse(w, 0, vm->mem.base, vm->mem.size, &se);
 	if (r) {

@@ -96,6 +96,7 @@ struct guest_mem {
 	uint64_t size;      /* total RAM bytes = sum of region sizes */
 	uint8_t *base;      /* one host mapping holding all regions back to back */
 	bool owned;         /* base was mapped by mem_alloc_anon / mem_map_file */
+	bool anonymous;     /* plain anonymous memory: a page never touched is zero */
 	bool dirty_log;     /* memslots registered with KVM_MEM_LOG_DIRTY_PAGES */
 	/* Pages ember itself wrote (KVM's dirty log only sees guest writes), one bit per
 	 * page of the host mapping; only kept while dirty_log is on. */
@@ -113,6 +114,13 @@ int mem_set_regions(struct guest_mem *m, const struct mem_region *r, unsigned n,
 		    struct errbuf *eb);
 void mem_free(struct guest_mem *m);
 int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb);
+/*
+ * For anonymous RAM: sets one bit per page of the host mapping (m->size / PAGE_SIZE
+ * bits) for every page that exists (present or swapped, /proc/self/pagemap). Pages
+ * without a bit were never touched and read as zero, so a snapshot can skip them
+ * without reading them.
+ */
+int mem_populated_bitmap(const struct guest_mem *m, uint64_t *bitmap, struct errbuf *eb);
 /* Records a host-side write to guest RAM for dirty tracking (gpa_write does it). */
 void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
 /* ORs the pages written since the last call (guest and host writes) into bitmap (one
