@@ -4,7 +4,8 @@
  * and max as a markdown table (stdout) and JSON (--json FILE).
  *
  *   harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]
- *           [--timeout SEC] [--only PREFIX] [--check METRIC<=LIMIT]...
+ *           [--timeout SEC] [--only PREFIX]... [--check METRIC<=LIMIT]...
+ *           [--tsv FILE] [--scratch PATH]
  *           -- NAME CMD ARG... [:: NAME CMD ARG...]...
  *
  * Each child gets EMBER_T0_NS = CLOCK_MONOTONIC in ns, taken immediately before
@@ -12,11 +13,17 @@
  * from the spawn. The harness also timestamps, on its own clock, the moment each such
  * line reaches it ("<phase> (seen)") and the child's exit ("exit (wall)", including VM
  * teardown). "ember-mem k=v ..." lines become metrics "mem <k>", plus "mem rss -
- * guest (kB)" when both rss_kb and guest_resident_kb are present. A run that exits
- * non-zero, is killed, or times out is counted as failed and left out of the statistics.
+ * guest (kB)" when both rss_kb and guest_resident_kb are present; the numeric values
+ * of an "ember-snapshot k=v ..." line become "snap <k>". --scratch PATH is removed
+ * before and after every run, and what a run left there is measured first ("disk
+ * allocated", "disk logical"): commands that write a snapshot to PATH start clean.
+ * --tsv FILE writes one summary line per command and metric for scripts. A run that
+ * exits non-zero, is killed, or times out is counted as failed and left out of the
+ * statistics.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
@@ -26,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +44,7 @@ extern char **environ;
 #define MAX_METRICS 48
 #define MAX_RUNS    1000
 #define MAX_CHECKS  8
+#define MAX_ONLY    4
 #define NAME_LEN    48
 
 struct metric {
@@ -61,8 +70,10 @@ struct check {
 
 struct opts {
 	unsigned runs, warmup, timeout_s;
-	const char *title, *json, *baseline;
-	const char *only; /* markdown shows only metrics with this prefix */
+	const char *title, *json, *baseline, *tsv;
+	const char *only[MAX_ONLY]; /* markdown shows only metrics with these prefixes */
+	unsigned nr_only;
+	const char *scratch; /* measured, then removed, after every run */
 	struct check checks[MAX_CHECKS];
 	unsigned nr_checks;
 };
@@ -122,7 +133,28 @@ static struct metric *metric_get(struct command *c, const char *name, const char
 	return m;
 }
 
-/* "ember-timing <phase> <us>" and "ember-mem k=v ..." lines of one child. */
+/* "ember-snapshot k=v ...": numeric values become "snap <k>" (us_* in us, *bytes* in
+ * bytes); the others (dir=, id=) are skipped. */
+static void parse_snapshot(struct run *r, const char *p)
+{
+	while (*p) {
+		char key[32], val[64], name[NAME_LEN], *end;
+		unsigned long long v;
+		int used = 0;
+
+		if (sscanf(p, " %31[^= ]=%63s%n", key, val, &used) != 2 || used == 0)
+			break;
+		p += used;
+		v = strtoull(val, &end, 10);
+		if (*end || !val[0])
+			continue;
+		snprintf(name, sizeof(name), "snap %s", key);
+		run_add(r, name, !strncmp(key, "us_", 3) ? "us" : strstr(key, "bytes") ? "B" : "n",
+			(double)v);
+	}
+}
+
+/* "ember-timing <phase> <us>", "ember-mem k=v ..." and "ember-snapshot k=v ..." lines. */
 static void parse_line(struct run *r, const char *line, uint64_t t0)
 {
 	double seen_us = (double)(mono_ns() - t0) / 1000.0;
@@ -133,6 +165,10 @@ static void parse_line(struct run *r, const char *line, uint64_t t0)
 		run_add(r, phase, "us", (double)us);
 		snprintf(name, sizeof(name), "%s (seen)", phase);
 		run_add(r, name, "us", seen_us);
+		return;
+	}
+	if (!strncmp(line, "ember-snapshot ", 15)) {
+		parse_snapshot(r, line + 15);
 		return;
 	}
 	if (strncmp(line, "ember-mem ", 10))
@@ -233,7 +269,7 @@ static int run_once(struct command *c, char **envp, char *slot, size_t slot_len,
 			}
 			line[line_len] = 0;
 			parse_line(r, line, t0);
-			if (!strncmp(line, "ember: error", 12) || !strncmp(line, "floor_boot:", 11))
+			if (!strncmp(line, "ember: error", 12) || !strncmp(line, "floor_", 6))
 				snprintf(err_line, sizeof(err_line), "%.200s", line);
 			line_len = 0;
 		}
@@ -254,6 +290,51 @@ static int run_once(struct command *c, char **envp, char *slot, size_t slot_len,
 			 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
 			 err_line[0] ? ": " : "", err_line);
 		return -ECHILD;
+	}
+	return 0;
+}
+
+/* ---- --scratch: what a run left on disk --------------------------------------------- */
+
+static uint64_t du_allocated, du_logical;
+
+static int du_visit(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	if (type == FTW_F) {
+		du_allocated += (uint64_t)sb->st_blocks * 512;
+		du_logical += (uint64_t)sb->st_size;
+	}
+	return 0;
+}
+
+static int rm_visit(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Sizes of the files under path ("disk allocated": blocks, "disk logical": st_size). */
+static void scratch_measure(const char *path, struct run *r)
+{
+	struct stat sb;
+
+	if (lstat(path, &sb) < 0)
+		return;
+	du_allocated = du_logical = 0;
+	if (nftw(path, du_visit, 16, FTW_PHYS) == 0) {
+		run_add(r, "disk allocated", "B", (double)du_allocated);
+		run_add(r, "disk logical", "B", (double)du_logical);
+	}
+}
+
+static int scratch_remove(const char *path)
+{
+	struct stat sb;
+
+	if (lstat(path, &sb) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (nftw(path, rm_visit, 16, FTW_DEPTH | FTW_PHYS) < 0) {
+		fprintf(stderr, "harness: removing %s: %s\n", path, strerror(errno));
+		return -1;
 	}
 	return 0;
 }
@@ -323,7 +404,7 @@ static unsigned metric_order(const struct command *cmds, unsigned nr, const char
 		for (unsigned c = 0; c < nr; c++)
 			for (unsigned i = 0; i < cmds[c].nr_metrics; i++) {
 				const char *name = cmds[c].metrics[i].name;
-				int kind = !strncmp(name, "mem ", 4) ? 2 :
+				int kind = !strncmp(name, "mem ", 4) || !strncmp(name, "disk ", 5) ? 2 :
 					   (strstr(name, "(seen)") || strstr(name, "(wall)")) ? 1 : 0;
 				bool dup = false;
 
@@ -350,9 +431,11 @@ static bool row_in_ms(const struct command *cmds, unsigned nr, const char *name)
 	return false;
 }
 
-static void print_value(double v, bool ms)
+static void print_value(double v, bool ms, const char *unit)
 {
-	if (ms)
+	if (!strcmp(unit, "B"))
+		printf(" %.1f MiB |", v / (1 << 20));
+	else if (ms)
 		printf(" %.1f ms |", v / 1000);
 	else
 		printf(" %.0f |", v);
@@ -366,6 +449,14 @@ static int baseline_index(const struct command *cmds, unsigned nr, const char *b
 	return -1;
 }
 
+static bool shown(const struct opts *o, const char *metric)
+{
+	for (unsigned k = 0; k < o->nr_only; k++)
+		if (!strncmp(metric, o->only[k], strlen(o->only[k])))
+			return true;
+	return o->nr_only == 0;
+}
+
 static void print_markdown(const struct opts *o, const struct command *cmds, unsigned nr)
 {
 	const char *names[MAX_METRICS * MAX_CMDS];
@@ -373,8 +464,9 @@ static void print_markdown(const struct opts *o, const struct command *cmds, uns
 	int base = baseline_index(cmds, nr, o->baseline);
 
 	printf("\n### %s\n\n", o->title ? o->title : "results");
-	printf("%u interleaved runs per command (+%u warm-up); times in us from spawn unless "
-	       "marked ms, memory in kB; median / p99 / min / max.\n\n", o->runs, o->warmup);
+	printf("%u interleaved runs per command (+%u warm-up); times in us (from spawn, except "
+	       "`snap us_*` durations) unless marked ms, memory in kB; median / p99 / min / "
+	       "max.\n\n", o->runs, o->warmup);
 	printf("| metric |");
 	for (unsigned c = 0; c < nr; c++)
 		printf(" %s median | p99 | min | max |", cmds[c].name);
@@ -391,7 +483,7 @@ static void print_markdown(const struct opts *o, const struct command *cmds, uns
 	for (unsigned i = 0; i < n; i++) {
 		bool ms = row_in_ms(cmds, nr, names[i]);
 
-		if (o->only && strncmp(names[i], o->only, strlen(o->only)))
+		if (!shown(o, names[i]))
 			continue;
 		printf("| %s |", names[i]);
 		for (unsigned c = 0; c < nr; c++) {
@@ -401,10 +493,12 @@ static void print_markdown(const struct opts *o, const struct command *cmds, uns
 				printf(" - | - | - | - |");
 				continue;
 			}
-			print_value(s.median, ms);
-			print_value(s.p99, ms);
-			print_value(s.min, ms);
-			print_value(s.max, ms);
+			const char *unit = find_metric(&cmds[c], names[i])->unit;
+
+			print_value(s.median, ms, unit);
+			print_value(s.p99, ms, unit);
+			print_value(s.min, ms, unit);
+			print_value(s.max, ms, unit);
 		}
 		for (unsigned c = 0; base >= 0 && c < nr; c++) {
 			struct stats a, b;
@@ -491,13 +585,35 @@ static int write_json(const struct opts *o, const struct command *cmds, unsigned
 	return fclose(f) ? -1 : 0;
 }
 
+/* One line per command and metric, tab-separated, for scripts (run.sh's summary):
+ * command metric unit n median p99 min max */
+static int write_tsv(const struct opts *o, const struct command *cmds, unsigned nr)
+{
+	FILE *f = fopen(o->tsv, "w");
+
+	if (!f) {
+		fprintf(stderr, "harness: %s: %s\n", o->tsv, strerror(errno));
+		return -1;
+	}
+	for (unsigned c = 0; c < nr; c++)
+		for (unsigned i = 0; i < cmds[c].nr_metrics; i++) {
+			const struct metric *m = &cmds[c].metrics[i];
+			struct stats s = stats_of(m);
+
+			fprintf(f, "%s\t%s\t%s\t%u\t%.1f\t%.1f\t%.1f\t%.1f\n", cmds[c].name, m->name,
+				m->unit, s.n, s.median, s.p99, s.min, s.max);
+		}
+	return fclose(f) ? -1 : 0;
+}
+
 /* ---- command line ------------------------------------------------------------------ */
 
 static int usage(void)
 {
 	fprintf(stderr,
 		"usage: harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]\n"
-		"               [--timeout SEC] [--only PREFIX] [--check METRIC<=LIMIT]...\n"
+		"               [--timeout SEC] [--only PREFIX]... [--check METRIC<=LIMIT]...\n"
+		"               [--tsv FILE] [--scratch PATH]\n"
 		"               -- NAME CMD ARG... [:: NAME CMD ARG...]...\n");
 	return 2;
 }
@@ -523,7 +639,7 @@ int main(int argc, char **argv)
 	unsigned nr = 0;
 	char slot[64] = "EMBER_T0_NS=0";
 	char **envp;
-	int i;
+	int i, status = 0;
 
 	memset(cmds, 0, sizeof(cmds));
 	for (i = 1; i < argc && strcmp(argv[i], "--"); i++) {
@@ -541,8 +657,15 @@ int main(int argc, char **argv)
 			o.json = v;
 		else if (!strcmp(a, "--baseline"))
 			o.baseline = v;
-		else if (!strcmp(a, "--only"))
-			o.only = v;
+		else if (!strcmp(a, "--only")) {
+			if (o.nr_only == MAX_ONLY)
+				return usage();
+			o.only[o.nr_only++] = v;
+		}
+		else if (!strcmp(a, "--tsv"))
+			o.tsv = v;
+		else if (!strcmp(a, "--scratch"))
+			o.scratch = v;
 		else if (!strcmp(a, "--timeout"))
 			o.timeout_s = (unsigned)atoi(v);
 		else if (!strcmp(a, "--check")) {
@@ -553,6 +676,10 @@ int main(int argc, char **argv)
 		i++;
 	}
 	if (i >= argc || o.runs == 0 || o.runs > MAX_RUNS || o.timeout_s == 0)
+		return usage();
+	/* it is removed after every run: refuse anything that looks like a mistake */
+	if (o.scratch && (!o.scratch[0] || !strcmp(o.scratch, "/") || !strcmp(o.scratch, ".") ||
+			  !strcmp(o.scratch, "..") || strstr(o.scratch, "..")))
 		return usage();
 	/* NAME CMD ARGS... [:: NAME CMD ARGS...]: cut argv in place at each "::" */
 	for (i++; i < argc; i++) {
@@ -577,8 +704,17 @@ int main(int argc, char **argv)
 	for (unsigned k = 0; k < o.warmup + o.runs; k++) {
 		for (unsigned c = 0; c < nr; c++) {
 			struct run r;
+			int failed;
 
-			if (run_once(&cmds[c], envp, slot, sizeof(slot), o.timeout_s, &r)) {
+			if (o.scratch && scratch_remove(o.scratch))
+				return 1; /* nothing sensible to measure */
+			failed = run_once(&cmds[c], envp, slot, sizeof(slot), o.timeout_s, &r);
+			if (o.scratch) {
+				scratch_measure(o.scratch, &r);
+				if (scratch_remove(o.scratch))
+					return 1;
+			}
+			if (failed) {
 				cmds[c].failures++;
 				continue;
 			}
@@ -589,9 +725,15 @@ int main(int argc, char **argv)
 
 	print_markdown(&o, cmds, nr);
 	if (o.json && write_json(&o, cmds, nr))
-		return 1;
-	for (unsigned c = 0; c < nr; c++)
+		status = 1;
+	if (o.tsv && write_tsv(&o, cmds, nr))
+		status = 1;
+	for (unsigned c = 0; c < nr; c++) {
 		if (cmds[c].failures == o.warmup + o.runs)
-			return 1; /* nothing measured: the command is broken */
-	return 0;
+			status = 1; /* nothing measured: the command is broken */
+		for (unsigned m = 0; m < cmds[c].nr_metrics; m++)
+			free(cmds[c].metrics[m].samples);
+	}
+	free(envp);
+	return status;
 }

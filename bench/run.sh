@@ -2,27 +2,84 @@
 # make bench: ember's start-latency suite. Prints markdown tables and writes every
 # number (with the raw samples) to bench/results/<date>.json. See bench/README.md.
 #
-#   bench/run.sh                       all sections
-#   BENCH_SECTIONS="boot" bench/run.sh only some
-#   BENCH_RUNS=30 bench/run.sh         fewer runs for the boot section (default 100)
+#   bench/run.sh                            all sections
+#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot memory restore snapshot)
+#   BENCH_RUNS=10 bench/run.sh              runs per command in every section (defaults:
+#                                           boot 100, restore 50, snapshot 10)
+#   BENCH_HEAPS="64" bench/run.sh           sandbox heap sizes in MiB (default 16 64 256)
+#   BENCH_SNAP_RUNS=5 bench/run.sh          snapshot runs only
 #
-# A section is a shell function section_NAME that runs bench/harness with
-# --json "$tmp/NAME.json"; add one and list it in SECTIONS below.
+# A section is a shell function section_NAME that writes "$tmp/NAME.json"; add one and
+# list it in SECTIONS below.
 set -eu
 B=${EMBER_BUILD:-build}
 RUNS=${BENCH_RUNS:-100}
-SECTIONS=${BENCH_SECTIONS:-"boot memory"}
+RESTORE_RUNS=${BENCH_RUNS:-50}
+SNAP_RUNS=${BENCH_SNAP_RUNS:-${BENCH_RUNS:-10}}
+[ "$SNAP_RUNS" -le 10 ] || SNAP_RUNS=10 # each one writes the snapshot 3 ways; 10 is plenty
+HEAPS=${BENCH_HEAPS:-"16 64 256"}
+SEED=1
+SECTIONS=${BENCH_SECTIONS:-"boot memory restore snapshot"}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
 RESULTS=bench/results
 
 [ -c /dev/kvm ] || { echo "bench: /dev/kvm is missing: nothing to measure" >&2; exit 1; }
-for f in "$H" "$EMBER" "$B/bench/floor_boot" "$GUESTS/hello.elf" "$GUESTS/sandbox.elf"; do
+for f in "$H" "$EMBER" "$B/bench/floor_boot" "$B/bench/floor_restore" "$B/bench/floor_snapshot" \
+	"$GUESTS/hello.elf" "$GUESTS/sandbox.elf"; do
 	[ -x "$f" ] || [ -f "$f" ] || { echo "bench: $f is not built (make bench builds it)" >&2; exit 1; }
 done
+for h in $HEAPS; do
+	case $h in
+	'' | *[!0-9]*) echo "bench: BENCH_HEAPS: '$h' is not a size in MiB" >&2; exit 2 ;;
+	esac
+done
+# Snapshots (golden and scratch) live here, on the same file system as bench/results;
+# removed on exit whatever happens.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# Guest RAM for a heap: 256 MiB as in the boot section, or twice the heap when it
+# does not fit (the sandbox's heap starts after its image and must be RAM).
+mem_for() {
+	if [ "$1" -le 192 ]; then echo 256; else echo $(($1 * 2)); fi
+}
+
+# The golden snapshot of the sandbox with heap $1 MiB, taken once per bench run; a
+# restore of it must checksum the heap exactly as the golden guest did.
+golden() {
+	g=$tmp/golden-$1M
+	[ -d "$g" ] && return 0
+	"$EMBER" boot --kernel "$GUESTS/sandbox.elf" --cmdline "heap=$1M seed=$SEED" \
+		--mem "$(mem_for "$1")" --snapshot-on-ready "$g" --exit-after-snapshot \
+		--console "file:$tmp/golden-$1M.boot" 2>"$tmp/golden-$1M.err" ||
+		{ cat "$tmp/golden-$1M.err" >&2; echo "bench: golden snapshot for heap=$1M failed" >&2; return 1; }
+	"$EMBER" restore --snapshot "$g" --guest-cmd verify --guest-cmd exit \
+		--console "file:$tmp/golden-$1M.verify" 2>"$tmp/golden-$1M.err" ||
+		{ cat "$tmp/golden-$1M.err" >&2; echo "bench: restore of heap=$1M failed" >&2; return 1; }
+	a=$(grep -o 'checksum=[0-9a-f]*' "$tmp/golden-$1M.boot" | tail -n 1)
+	b=$(grep -o 'checksum=[0-9a-f]*' "$tmp/golden-$1M.verify" | tail -n 1)
+	if [ -z "$a" ] || [ "$a" != "$b" ]; then
+		echo "bench: heap=$1M: restored guest's heap '$b' differs from the golden '$a'" >&2
+		return 1
+	fi
+	echo "$1 ${a#checksum=}" >>"$tmp/verified"
+}
+
+# Joins $tmp/$1-<heap>M.json into $tmp/$1.json as {"<heap>M": ..., ...}.
+join_heaps() {
+	{
+		printf '{'
+		sep=""
+		for h in $HEAPS; do
+			printf '%s\n"%sM": ' "$sep" "$h"
+			cat "$tmp/$1-${h}M.json"
+			sep=","
+		done
+		printf '}\n'
+	} >"$tmp/$1.json"
+}
 
 # ---- sections ------------------------------------------------------------------------
 
@@ -43,27 +100,169 @@ section_memory() {
 			--timings --console none
 }
 
+# Restore of the golden snapshot (mmap backend) against the floor (bench/floor_restore.c)
+# and a cold boot of the same guest to ready, interleaved, per heap size.
+section_restore() {
+	for h in $HEAPS; do
+		golden "$h"
+		"$H" -n "$RESTORE_RUNS" -w 3 --baseline floor --json "$tmp/restore-${h}M.json" \
+			--tsv "$tmp/restore-${h}M.tsv" \
+			--title "restore: sandbox heap=${h}M (mem $(mem_for "$h")M), spawn -> resumed / first-report; cold boot to ready" -- \
+			ember "$EMBER" restore --snapshot "$tmp/golden-${h}M" --guest-cmd exit \
+				--console none --timings :: \
+			floor "$B/bench/floor_restore" "$tmp/golden-${h}M" :: \
+			boot "$EMBER" boot --kernel "$GUESTS/sandbox.elf" --cmdline "heap=${h}M seed=$SEED" \
+				--mem "$(mem_for "$h")" --guest-cmd exit --console none --timings
+	done
+	join_heaps restore
+}
+
+# Snapshot creation (ember boot --snapshot-on-ready) against writing the same bytes
+# with write() + fsync (bench/floor_snapshot.c), and the whole RAM for reference.
+section_snapshot() {
+	for h in $HEAPS; do
+		golden "$h"
+		s=$tmp/scratch/snap
+		mkdir -p "$tmp/scratch"
+		"$H" -n "$SNAP_RUNS" -w 1 --baseline floor-data --scratch "$s" \
+			--json "$tmp/snapshot-${h}M.json" --tsv "$tmp/snapshot-${h}M.tsv" \
+			--only "snap " --only "disk " \
+			--title "snapshot: sandbox heap=${h}M (mem $(mem_for "$h")M), creation time and size" -- \
+			ember "$EMBER" boot --kernel "$GUESTS/sandbox.elf" --cmdline "heap=${h}M seed=$SEED" \
+				--mem "$(mem_for "$h")" --snapshot-on-ready "$s" --exit-after-snapshot \
+				--console none --timings :: \
+			floor-data "$B/bench/floor_snapshot" --data "$tmp/golden-${h}M" "$s" :: \
+			floor-sparse "$B/bench/floor_snapshot" --sparse "$tmp/golden-${h}M" "$s" :: \
+			floor-full "$B/bench/floor_snapshot" --full "$tmp/golden-${h}M" "$s"
+	done
+	join_heaps snapshot
+}
+
+# ---- summary against the targets (bench/README.md) --------------------------------------
+
+# Reads the per-heap TSVs (command, metric, unit, n, median, p99, min, max) and prints the
+# headline table and the target checks; writes the same numbers to $tmp/summary.json.
+summary() {
+	files=""
+	for h in $HEAPS; do
+		for s in restore snapshot; do
+			[ -f "$tmp/$s-${h}M.tsv" ] && files="$files $tmp/$s-${h}M.tsv"
+		done
+	done
+	[ -n "$files" ] || return 0
+	# shellcheck disable=SC2086 # word splitting of $files is intended
+	awk -F'\t' -v json="$tmp/summary.json" -v heaps="$HEAPS" -v verified="$tmp/verified" '
+	function v(h, cmd, metric, stat) {
+		k = h SUBSEP cmd SUBSEP metric SUBSEP stat
+		return (k in val) ? val[k] : ""
+	}
+	function ms(x) { return x == "" ? "-" : sprintf("%.2f", x / 1000) }
+	function mib(x) { return x == "" ? "-" : sprintf("%.1f", x / 1048576) }
+	function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "" : a / b }
+	function fx(r) { return r == "" ? "-" : sprintf("%.2fx", r) }
+	function jn(x) { return x == "" ? "null" : sprintf("%.1f", x) }
+	function jr(x) { return x == "" ? "null" : sprintf("%.3f", x) }
+	function check(name, ok, detail) {
+		printf "- %s: %s (%s)\n", name, ok == "" ? "not measured" : ok ? "ok" : "**MISSED**", detail
+	}
+	{
+		match(FILENAME, /-[0-9]+M\.tsv$/)
+		h = substr(FILENAME, RSTART + 1, RLENGTH - 6)
+		val[h, $1, $2, "median"] = $5; val[h, $1, $2, "p99"] = $6; val[h, $1, $2, "min"] = $7
+	}
+	END {
+		nh = split(heaps, H, " ")
+		while ((getline line < verified) > 0) { split(line, f, " "); ok_verify[f[1]] = f[2] }
+		print ""
+		print "### summary: sandbox restore and snapshot (medians unless marked; ms, MiB)"
+		print ""
+		print "| heap | restore: resumed (p99) | floor resumed | ember/floor | first-report (p99) | floor first-report | ember/floor | cold boot to ready | boot/restore | snapshot (p99) | write() floor | ember/floor | on disk alloc / logical |"
+		print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		printf "{" > json
+		for (i = 1; i <= nh; i++) {
+			h = H[i]
+			er = v(h, "ember", "resumed", "median"); fr = v(h, "floor", "resumed", "median")
+			ef = v(h, "ember", "first-report", "median"); ff = v(h, "floor", "first-report", "median")
+			br = v(h, "boot", "ready", "median")
+			es = v(h, "ember", "snap us_total", "median"); fs = v(h, "floor-data", "snap us_total", "median")
+			r_rf[h] = ratio(er, fr); r_ff[h] = ratio(ef, ff); r_br[h] = ratio(br, er); r_sn[h] = ratio(es, fs)
+			res[h] = er
+			printf "| %sM | %s (%s) | %s | %s | %s (%s) | %s | %s | %s | %s | %s (%s) | %s | %s | %s / %s |\n", h,
+				ms(er), ms(v(h, "ember", "resumed", "p99")), ms(fr), fx(r_rf[h]),
+				ms(ef), ms(v(h, "ember", "first-report", "p99")), ms(ff), fx(r_ff[h]),
+				ms(br), fx(r_br[h]), ms(es), ms(v(h, "ember", "snap us_total", "p99")), ms(fs),
+				fx(r_sn[h]), mib(v(h, "ember", "disk allocated", "median")),
+				mib(v(h, "ember", "disk logical", "median"))
+			printf "%s\n\"%sM\": {\"restore_resumed_us\": %s, \"restore_resumed_p99_us\": %s, " \
+				"\"floor_resumed_us\": %s, \"restore_first_report_us\": %s, " \
+				"\"floor_first_report_us\": %s, \"cold_boot_ready_us\": %s, " \
+				"\"snapshot_us\": %s, \"snapshot_floor_us\": %s, " \
+				"\"snapshot_allocated_bytes\": %s, \"snapshot_logical_bytes\": %s, " \
+				"\"ratio_resumed_vs_floor\": %s, \"ratio_first_report_vs_floor\": %s, " \
+				"\"ratio_boot_vs_restore\": %s, \"ratio_snapshot_vs_floor\": %s, " \
+				"\"restore_verified_checksum\": \"%s\"}", (i > 1 ? "," : ""), h, jn(er),
+				jn(v(h, "ember", "resumed", "p99")), jn(fr), jn(ef), jn(ff), jn(br), jn(es), jn(fs),
+				jn(v(h, "ember", "disk allocated", "median")), jn(v(h, "ember", "disk logical", "median")),
+				jr(r_rf[h]), jr(r_ff[h]), jr(r_br[h]), jr(r_sn[h]), ok_verify[h] >> json
+		}
+		printf "}\n" >> json
+		print ""
+		print "restore = `ember restore` spawn -> first KVM_RUN (resumed) / the guest'"'"'s first port write (first-report);"
+		print "floor = bench/floor_restore, floor_snapshot --data; cold boot = `ember boot` of the same guest to ready."
+		print ""
+		print "Targets (64 MiB sandbox unless noted):"
+		h = "64"
+		if (res[h] != "") {
+			check("restore to guest running <= 3 ms median", res[h] <= 3000, ms(res[h]) " ms")
+			check("restore <= 1.5x the floor", r_rf[h] <= 1.5, fx(r_rf[h]))
+			check("restore >= 10x faster than cold boot to ready", r_br[h] >= 10, fx(r_br[h]))
+		} else
+			print "- restore targets: heap 64 not in BENCH_HEAPS"
+		if (r_sn[h] != "")
+			check("snapshot creation <= 1.3x write() of the same bytes", r_sn[h] <= 1.3, fx(r_sn[h]))
+		for (i = 1; i <= nh; i++) {
+			h = H[i]
+			if (h == "64")
+				continue
+			if (r_rf[h] != "")
+				check("heap " h "M: restore <= 1.5x the floor", r_rf[h] <= 1.5, fx(r_rf[h]))
+			if (r_sn[h] != "")
+				check("heap " h "M: snapshot <= 1.3x the write() floor", r_sn[h] <= 1.3, fx(r_sn[h]))
+		}
+		for (i = 1; i <= nh; i++)
+			if (ok_verify[H[i]] != "")
+				printf "- heap %sM: restored heap checksum %s equals the golden guest'"'"'s\n", H[i], ok_verify[H[i]]
+	}' $files
+}
+
 # ---- run and collect ----------------------------------------------------------------------
 
 date=$(date -u +%Y-%m-%dT%H%M%SZ)
 echo "# ember bench, $date"
 echo
-echo "host: $(uname -r), $(nproc) CPUs; build: $B; sections: $SECTIONS"
+echo "host: $(uname -r), $(nproc) CPUs; build: $B; sections: $SECTIONS; heaps: $HEAPS MiB"
+echo "page cache: warm (the golden snapshot was just written; every restore after the first"
+echo "maps cached pages, the mmap backend's normal case)"
 for s in $SECTIONS; do
 	"section_$s"
 done
+summary
 
 mkdir -p "$RESULTS"
 out="$RESULTS/$date.json"
 {
-	printf '{"date": "%s", "kernel": "%s", "cpus": %s, "build": "%s", "sections": {' \
-		"$date" "$(uname -r)" "$(nproc)" "$B"
+	printf '{"date": "%s", "kernel": "%s", "cpus": %s, "build": "%s", "heaps_mib": "%s", "sections": {' \
+		"$date" "$(uname -r)" "$(nproc)" "$B" "$HEAPS"
 	sep=""
 	for s in $SECTIONS; do
 		printf '%s\n"%s": ' "$sep" "$s"
 		cat "$tmp/$s.json"
 		sep=","
 	done
+	if [ -f "$tmp/summary.json" ]; then
+		printf '%s\n"summary": ' "$sep"
+		cat "$tmp/summary.json"
+	fi
 	printf '}}\n'
 } >"$out"
 echo
