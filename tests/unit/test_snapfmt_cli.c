@@ -20,7 +20,7 @@ static void setup(void)
 		cr_skip_test("%s not built", tool);
 	tmp = fx_tmpdir();
 	snap_dir = fx_path(tmp, "snap");
-	fx_fill_state(&st);
+	fx_fill_ember_state(&st);
 	memset(mem, 0x5a, SNAP_PAGE_SIZE);
 	fx_write_snapshot(snap_dir, &st, mem);
 }

@@ -23,7 +23,7 @@ static void setup(void)
 	tmp = fx_tmpdir();
 	raw = fx_path(tmp, "raw");
 	lz = fx_path(tmp, "lz");
-	fx_fill_state(&st);
+	fx_fill_ember_state(&st);
 	/* pages 0-15 text, 16-31 random, the rest zero */
 	for (size_t i = 0; i < 16 * SNAP_PAGE_SIZE; i++)
 		mem[i] = (uint8_t)("ember snapshot "[i % 15]);
