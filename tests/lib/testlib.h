@@ -148,4 +148,114 @@ void ember_test_rmtree(const char *dir);
 const char *ember_test_write_file(const char *dir, const char *name, const void *data,
 				  size_t len);
 
+/* ---- snap_test.c: snapshots under test ---------------------------------------------- */
+
+/* Per-process deadline for the snapshot helpers' children (ember, ember-snap, ctl). */
+#define SNAPT_RUN_MS 30000
+
+/*
+ * Boots the sandbox guest with `--cmdline cmdline --mem mem_mib --snapshot-on-ready dir
+ * --exit-after-snapshot`, asserts a clean exit and that ember-snap verify accepts dir.
+ * Returns the heap checksum the boot printed.
+ */
+uint64_t snapt_golden(const char *dir, const char *cmdline, unsigned mem_mib);
+/* out (PATH_MAX bytes) = "dir/" + the formatted name; asserts it fits. */
+void snapt_join(char *out, const char *dir, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The n-th (from 0) line "checksum=<16 hex>" of text; asserts it exists. */
+uint64_t snapt_checksum(const char *text, unsigned n);
+unsigned snapt_count(const char *hay, const char *needle);
+/* Runs `$EMBER_BUILD/ember-snap ARGS... NULL`. */
+void snapt_tool(struct proc_result *r, unsigned timeout_ms, ...);
+/* ember-snap verify dir must exit 0 and print "ok". */
+void snapt_verify_ok(const char *dir);
+/* Runs `ember ctl --api-sock sock ARGS... NULL` and asserts it did not crash. */
+void snapt_ctl(struct proc_result *r, const char *sock, ...);
+/* Waits until something accepts connections on the Unix socket at path. */
+void snapt_wait_socket(const char *path, unsigned timeout_ms);
+/* Copies snapshot dir src to dst (created): the state file, and the memory file either
+ * hard-linked (share_memory: for tests that only edit the state) or copied sparsely. */
+void snapt_copy_dir(const char *src, const char *dst, bool share_memory);
+bool snapt_files_equal(const char *a, const char *b);
+
+/* ---- snapmut.c: editing a state file below libsnapfmt, for bad-snapshot tests ------- */
+
+/* The whole file at path (malloc'd); asserts. */
+uint8_t *snapt_read_file(const char *path, size_t *len);
+/* Rewrites the preamble's body length and CRC32C for file[16..len). */
+void snapt_fix_preamble(uint8_t *file, size_t len);
+
+/*
+ * A decoded state body to edit. Paths name map keys separated by dots and array
+ * elements in brackets: "vcpus[0].cpuid[3].ebx", "devices[1].state.rx_len". Every edit
+ * asserts that the path exists; snapmut_save re-encodes with a correct preamble.
+ */
+struct snapmut;
+struct msgpack_object;
+struct snapmut *snapmut_load(const char *dir);
+void snapmut_free(struct snapmut *m);
+struct msgpack_object *snapmut_get(struct snapmut *m, const char *path); /* NULL: absent */
+uint64_t snapmut_get_u64(struct snapmut *m, const char *path);
+void snapmut_set_u64(struct snapmut *m, const char *path, uint64_t v);
+void snapmut_set_str(struct snapmut *m, const char *path, const char *s);
+void snapmut_set_bin(struct snapmut *m, const char *path, const void *data, uint32_t len);
+/* Shrinks, or grows with deep copies of the last element. */
+void snapmut_resize(struct snapmut *m, const char *array_path, uint32_t n);
+void snapmut_remove(struct snapmut *m, const char *array_path, uint32_t index);
+void snapmut_remove_key(struct snapmut *m, const char *map_path, const char *key);
+/* Index of the first map in the array whose key equals value (a string, or an unsigned
+ * integer written in decimal), or -1. */
+int snapmut_find(struct snapmut *m, const char *array_path, const char *key, const char *value);
+/* The whole state file (preamble + body), malloc'd. */
+uint8_t *snapmut_encode(struct snapmut *m, size_t *len);
+/* Replaces dir/state.msgpack (unlinked first, so a hard-linked original is untouched). */
+void snapmut_save(struct snapmut *m, const char *dir);
+
+/* ---- lazy_test.c: lazy memory (uffd backend, lz4 chunks, working sets) ------------- */
+
+/* A golden snapshot of the sandbox, and what its original VM answered. */
+struct lazyt_golden {
+	char dir[4096];
+	uint64_t checksum;        /* the heap checksum the boot printed */
+	char served[128];         /* the original VM's "served ws=.. checksum=.." line */
+	uint64_t heap_at, heap, ws; /* from the sandbox's first line */
+	uint64_t mem;             /* guest RAM bytes */
+};
+/*
+ * Boots the sandbox (`--cmdline cmdline --mem mem_mib`), snapshots it at ready into dir
+ * (lz4 with compress), lets the original VM serve one request, and checks the snapshot
+ * with ember-snap verify.
+ */
+void lazyt_golden(struct lazyt_golden *g, const char *dir, const char *cmdline, unsigned mem_mib,
+		  bool compress);
+/*
+ * Runs `ember restore --snapshot dir --timings OPTS... --guest-cmd C...` where opts
+ * ("--mem-backend uffd --prefetch ws") and cmds ("verify serve exit") are space-separated
+ * lists; either may be "". lazyt_restore_start does not wait.
+ */
+void lazyt_restore(struct proc_result *r, const char *dir, const char *opts, const char *cmds);
+struct proc *lazyt_restore_start(const char *dir, const char *opts, const char *cmds);
+/* For cmds "verify serve verify ...": a clean exit, both checksums the golden one and
+ * the served line the golden VM's. what names the run in failure messages. */
+void lazyt_assert_golden_answers(const struct proc_result *r, const struct lazyt_golden *g,
+				 const char *what);
+/* A numeric field of the "ember-pager ..." line on stderr; asserts it is there. */
+uint64_t lazyt_pager_stat(const struct proc_result *r, const char *key);
+/* Copies every file of snapshot dir src into dst (created). */
+void lazyt_copy_snapshot(const char *src, const char *dst);
+/* The first chunk with stored bytes at or after memory offset from_offset (lz4 dir). */
+uint64_t lazyt_nonzero_chunk(const char *dir, uint64_t from_offset);
+/*
+ * Flips one bit of chunk's stored bytes in place: its last byte (an LZ4 block ends in
+ * literals, so it still decodes and only the chunk's CRC32C catches the change) or
+ * its middle one. The index still accepts the file.
+ */
+void lazyt_damage_chunk(const char *dir, uint64_t chunk, bool last_byte);
+/* dir/ws.bin, validated by libsnapfmt (malloc'd pages, *n of them). */
+uint64_t *lazyt_ws_load(const char *dir, uint64_t *n);
+/* lazyt_restore under a seccomp filter that makes these unavailable to ember. */
+#define LAZYT_DENY_USERFAULTFD 1u /* userfaultfd(2) and /dev/userfaultfd: EPERM */
+#define LAZYT_DENY_IO_URING    2u /* io_uring_setup(2): ENOSYS */
+void lazyt_restore_denied(struct proc_result *r, unsigned deny, const char *dir, const char *opts,
+			  const char *cmds);
+
 #endif
