@@ -114,7 +114,7 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
 			return errbuf_set(eb, r, "--prefetch ws: snapshot %s has no working set (record "
 					  "one with 'ember restore --record-ws')", dir);
 		if (r)
-			return errbuf_set(eb, r, "snapshot %s: %s", dir, se.msg);
+			return errbuf_set(eb, r, "%s", se.msg); /* names the snapshot */
 		pc.ws_pages = ws;
 		pc.nr_ws_pages = nr_ws;
 	}
