@@ -274,6 +274,9 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 	if ((c->vm.mem_backend == MEM_BACKEND_MMAP || c->vm.mem_backend == MEM_BACKEND_EAGER) &&
 	    (c->vm.record_ws || c->vm.prefetch_ws))
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
+	if (c->vm.record_ws && c->vm.prefetch_ws)
+		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch ws exclude each other: "
+				  "prefetched pages never fault, so they would not be recorded");
 	if (c->vm.no_io_uring && (c->vm.mem_backend == MEM_BACKEND_MMAP ||
 				  c->vm.mem_backend == MEM_BACKEND_EAGER))
 		return errbuf_set(eb, -EINVAL, "--no-io-uring needs --mem-backend uffd");

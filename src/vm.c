@@ -435,13 +435,16 @@ enum vm_stop_reason vm_run(struct vm *vm)
 		}
 	}
 
-	/* a fresh run: forget the previous stop */
+	/* a fresh run: forget the previous stop, unless the page server failed (it may do
+	 * so while prefetching, before the first run): a wedged VM never runs again */
 	pthread_mutex_lock(&vm->stop_lock);
-	vm->stop_reason = VM_STOP_NONE;
-	vm->stop_msg[0] = 0;
-	atomic_store(&vm->stopping, false);
-	if (read(vm->event_fd, &counter, sizeof(counter)) < 0) {
-		/* EAGAIN: nothing pending */
+	if (!atomic_load(&vm->wedged)) {
+		vm->stop_reason = VM_STOP_NONE;
+		vm->stop_msg[0] = 0;
+		atomic_store(&vm->stopping, false);
+		if (read(vm->event_fd, &counter, sizeof(counter)) < 0) {
+			/* EAGAIN: nothing pending */
+		}
 	}
 	pthread_mutex_unlock(&vm->stop_lock);
 	if (vm->cfg.timeout_ms)

@@ -214,7 +214,7 @@ void snapmut_save(struct snapmut *m, const char *dir);
 
 /* A golden snapshot of the sandbox, and what its original VM answered. */
 struct lazyt_golden {
-	char dir[4096];
+	char dir[4096];           /* PATH_MAX */
 	uint64_t checksum;        /* the heap checksum the boot printed */
 	char served[128];         /* the original VM's "served ws=.. checksum=.." line */
 	uint64_t heap_at, heap, ws; /* from the sandbox's first line */
