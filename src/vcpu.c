@@ -235,6 +235,7 @@ static void *vcpu_thread(void *arg)
 	struct vcpu *v = arg;
 	sigset_t set;
 	char name[16];
+	int r;
 
 	current_vcpu = v;
 	snprintf(name, sizeof(name), "ember-vcpu%u", v->id);
@@ -242,6 +243,10 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	/* from here on, every exit the guest causes is handled under the allowlist */
+	r = seccomp_apply_vcpu();
+	if (r)
+		vm_request_stop(v->vm, VM_STOP_ERROR, 0, "vCPU %u: seccomp: %s", v->id, strerror(-r));
 
 	pthread_mutex_lock(&v->lock);
 	for (;;) {

@@ -356,6 +356,10 @@ int api_decode_request(const uint8_t *body, size_t len, struct api_request *rq,
 int api_start(struct vm *vm, const char *path, struct errbuf *eb);
 void api_stop(struct vm *vm);
 
+/* ---- seccomp.c ---------------------------------------------------------------- */
+/* Confines the calling vCPU thread to the syscalls exit handling needs (EPERM else). */
+int seccomp_apply_vcpu(void);
+
 /* vcpu.c */
 int vcpu_create(struct vm *vm, struct vcpu *v, unsigned id, struct errbuf *eb);
 int vcpu_start_thread(struct vcpu *v);
