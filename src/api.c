@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <msgpack.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -275,13 +276,30 @@ static void client_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 	}
 }
 
+/* Clients that hung up but whose EOF the loop has not read yet still hold a slot. */
+static void reap_hung_up(struct vm *vm, struct api_server *s)
+{
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
+		struct pollfd pfd = { .fd = s->clients[i].watch.fd, .events = POLLRDHUP };
+
+		if (s->clients[i].used && poll(&pfd, 1, 0) == 1 &&
+		    (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			client_close(vm, &s->clients[i]);
+	}
+}
+
 static void listen_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 {
 	struct api_server *s = w->opaque;
 	int fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	bool full = true;
 
 	if (fd < 0)
 		return;
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
+		full = full && s->clients[i].used;
+	if (full)
+		reap_hung_up(vm, s);
 	for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
 		struct api_client *c = &s->clients[i];
 
