@@ -47,15 +47,19 @@ const struct bus_range *bus_find(const struct bus *b, uint64_t addr, uint64_t le
 	return NULL;
 }
 
-void bus_pio(struct vm *vm, uint16_t port, bool is_write, uint8_t *data, unsigned len)
+/* Both buses dispatch the same way: the handlers take an offset into the device's range. */
+static void bus_dispatch(const struct bus *b, const char *what, uint64_t addr, bool is_write,
+			 uint8_t *data, unsigned len)
 {
-	const struct bus_range *r = bus_find(&vm->pio, port, len);
+	const struct bus_range *r = bus_find(b, addr, len);
 	struct device *d;
 
 	if (!r) {
+		/* nothing there: reads float high, as on real hardware */
 		if (!is_write)
 			memset(data, 0xff, len);
-		pr_debug("unhandled port %s 0x%x len %u", is_write ? "write" : "read", port, len);
+		pr_debug("unhandled %s %s 0x%llx len %u", what, is_write ? "write" : "read",
+			 (unsigned long long)addr, len);
 		return;
 	}
 	d = r->dev;
@@ -63,13 +67,23 @@ void bus_pio(struct vm *vm, uint16_t port, bool is_write, uint8_t *data, unsigne
 		pthread_mutex_lock(&d->lock);
 	if (is_write) {
 		if (d->ops->pio_write)
-			d->ops->pio_write(d, port - r->base, data, len);
+			d->ops->pio_write(d, addr - r->base, data, len);
 	} else {
 		if (d->ops->pio_read)
-			d->ops->pio_read(d, port - r->base, data, len);
+			d->ops->pio_read(d, addr - r->base, data, len);
 		else
 			memset(data, 0xff, len);
 	}
 	if (!d->ops->self_locked)
 		pthread_mutex_unlock(&d->lock);
+}
+
+void bus_pio(struct vm *vm, uint16_t port, bool is_write, uint8_t *data, unsigned len)
+{
+	bus_dispatch(&vm->pio, "port", port, is_write, data, len);
+}
+
+void bus_mmio(struct vm *vm, uint64_t addr, bool is_write, uint8_t *data, unsigned len)
+{
+	bus_dispatch(&vm->mmio, "MMIO", addr, is_write, data, len);
 }

@@ -121,12 +121,9 @@ static void handle_io(struct vcpu *v)
 static void handle_mmio(struct vcpu *v)
 {
 	struct kvm_run *run = v->run;
+	unsigned len = run->mmio.len <= sizeof(run->mmio.data) ? run->mmio.len : sizeof(run->mmio.data);
 
-	/* no MMIO devices yet: reads float high, as on real hardware */
-	if (!run->mmio.is_write)
-		memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
-	pr_debug("vCPU %u: unhandled MMIO %s at 0x%llx", v->id, run->mmio.is_write ? "write" : "read",
-		 (unsigned long long)run->mmio.phys_addr);
+	bus_mmio(v->vm, run->mmio.phys_addr, run->mmio.is_write, run->mmio.data, len);
 }
 
 /* Returns true when the vCPU must stop running (the VM is stopping). */

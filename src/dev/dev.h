@@ -25,7 +25,7 @@ struct irq_line {
 struct device;
 struct dev_ops {
 	const char *name;
-	/* addr is the offset from the start of the device's bus range. */
+	/* off is the offset from the start of the device's range, on either bus. */
 	void (*pio_read)(struct device *d, uint64_t off, uint8_t *data, unsigned len);
 	void (*pio_write)(struct device *d, uint64_t off, const uint8_t *data, unsigned len);
 	void (*destroy)(struct device *d);
@@ -43,6 +43,7 @@ struct device {
 
 /* bus dispatch (bus.c): takes d->lock unless ops->self_locked; unknown ports read as 0xff, writes are dropped */
 void bus_pio(struct vm *vm, uint16_t port, bool is_write, uint8_t *data, unsigned len);
+void bus_mmio(struct vm *vm, uint64_t addr, bool is_write, uint8_t *data, unsigned len);
 
 /* ---- serial.c: 8250/16550A UART ------------------------------------------------ */
 #define SERIAL_COM1_BASE 0x3f8

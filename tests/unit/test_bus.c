@@ -112,3 +112,24 @@ Test(bus, pio_dispatch_passes_offset_and_unknown_ports_float_high)
 	bus_pio(&vm, 0x2f8, false, &v, 1);
 	cr_assert_eq(v, 0xff);
 }
+
+Test(bus, mmio_dispatch_uses_the_mmio_bus_only)
+{
+	static struct vm vm;
+	struct device d = { .ops = &rec_ops };
+	uint8_t v[4] = { 0x11, 0x22, 0x33, 0x44 };
+
+	pthread_mutex_init(&d.lock, NULL);
+	cr_assert_eq(bus_add(&vm.mmio, 0xd0000000, 0x1000, &d), 0);
+	bus_mmio(&vm, 0xd0000010, true, v, 4);
+	cr_assert_eq(last_off, 0x10);
+	cr_assert_eq(last_byte, 0x11);
+	bus_mmio(&vm, 0xd0000fff, false, v, 1);
+	cr_assert_eq(v[0], (uint8_t)(0x40 + 0xfff));
+	/* the same address on the port bus, or an MMIO access off the device: nothing */
+	bus_mmio(&vm, 0xd0001000, false, v, 4);
+	cr_assert_eq(v[0], 0xff);
+	cr_assert_eq(v[3], 0xff);
+	bus_pio(&vm, 0x10, false, v, 1);
+	cr_assert_eq(v[0], 0xff);
+}
