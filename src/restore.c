@@ -100,6 +100,9 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
 		.size = d->state.memory.size,
 		.lz4 = d->lz4,
 		.record_ws = vm->cfg.record_ws,
+		/* begins once the vCPUs run (vm_run): bulk UFFDIO_COPY holds mmap_lock and
+		 * would stall thread creation and state restore on the same CPUs */
+		.prefetch_deferred = true,
 		.no_io_uring = vm->cfg.no_io_uring,
 		.on_error = pager_failed,
 		.opaque = vm,

@@ -452,6 +452,8 @@ enum vm_stop_reason vm_run(struct vm *vm)
 
 	vm->paused = false;
 	vcpus_send(vm, VCPU_MSG_RUN);
+	if (vm->pager)
+		pager_prefetch_begin(vm->pager);
 	while (!atomic_load(&vm->stopping)) {
 		int timeout = -1, n;
 

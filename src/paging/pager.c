@@ -184,6 +184,8 @@ static void pager_free(struct pager *p)
 		close(p->uffd);
 	if (p->stop_fd >= 0)
 		close(p->stop_fd);
+	if (p->go_fd >= 0)
+		close(p->go_fd);
 	if (p->fd >= 0)
 		close(p->fd);
 	free(p->present_bm);
@@ -210,7 +212,7 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 		return errbuf_set(eb, -ENOMEM, "pager: out of memory");
 	pthread_mutex_init(&p->rec_lock, NULL);
 	pthread_mutex_init(&p->err_lock, NULL);
-	p->uffd = p->stop_fd = p->fd = -1;
+	p->uffd = p->stop_fd = p->go_fd = p->fd = -1;
 	p->dio.efd = -1;
 	p->cfg = *c;
 	p->cfg.ws_pages = NULL;
@@ -235,6 +237,11 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 	p->failed_bm = bm_alloc(p->npages);
 	if (!p->present_bm || !p->failed_bm) {
 		errbuf_set(eb, r, "pager: out of memory for the page bitmaps");
+		goto fail;
+	}
+	p->go_fd = eventfd(c->prefetch_deferred ? 0 : 1, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (p->go_fd < 0) {
+		r = errbuf_set(eb, -errno, "pager: eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -286,24 +293,28 @@ fail:
 static void *pager_thread(void *arg)
 {
 	struct pager *p = arg;
-	uint64_t last_fault = 0;
+	uint64_t last_fault = 0, count;
+	bool go = !p->pf;
 	sigset_t all;
 
 	/* signals are for the VMM's threads (vCPU kicks, signalfd), never this one */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	if (p->pf) {
-		pg_prefetch_setup(p);
-		pg_prefetch_step(p);
-	}
 	for (;;) {
 		struct pollfd fds[3] = {
 			{ .fd = p->uffd, .events = POLLIN },
 			{ .fd = p->stop_fd, .events = POLLIN },
-			{ .fd = pg_prefetch_poll_fd(p), .events = POLLIN },
+			{ .fd = go ? pg_prefetch_poll_fd(p) : p->go_fd, .events = POLLIN },
 		};
-		int timeout = pg_prefetch_ready(p) ? 0 : -1;
+		int timeout = go && pg_prefetch_ready(p) ? 0 : -1;
 		int n;
+
+		if (!go && read(p->go_fd, &count, sizeof(count)) == sizeof(count)) {
+			go = true;
+			pg_prefetch_setup(p);
+			pg_prefetch_step(p);
+			continue;
+		}
 
 		/* busy-poll a while after a fault: the next one is likely close behind */
 		if (timeout < 0 && p->spin_ns && pg_now_ns() - last_fault < p->spin_ns)
@@ -330,10 +341,18 @@ static void *pager_thread(void *arg)
 			pg_fail(p, "pager: userfaultfd closed");
 			break;
 		}
-		if (pg_prefetch_active(p))
+		if (go && pg_prefetch_active(p))
 			pg_prefetch_step(p);
 	}
 	return NULL;
+}
+
+void pager_prefetch_begin(struct pager *p)
+{
+	uint64_t one = 1;
+
+	if (p && write(p->go_fd, &one, sizeof(one)) != sizeof(one))
+		pr_warn("pager: cannot start the prefetch: %s", strerror(errno));
 }
 
 int pager_start(struct pager *p, struct errbuf *eb)

@@ -101,6 +101,7 @@ struct pager {
 	uint64_t size, npages;
 	int uffd;
 	int stop_fd;                /* eventfd: the thread leaves its loop */
+	int go_fd;                  /* eventfd: deferred prefetch may begin */
 	pthread_t thread;
 	bool started, stopped;
 	struct pager_config cfg;    /* ws_pages not kept: see pf */

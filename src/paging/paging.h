@@ -40,6 +40,8 @@ struct pager_config {
 	const uint64_t *ws_pages;      /* prefetch set (page indices), fault order; copied */
 	uint64_t nr_ws_pages;
 	bool record_ws;                /* log first-touch order until pager_record_stop */
+	bool prefetch_deferred;        /* prefetch waits for pager_prefetch_begin (the VMM
+					  finishes restoring state first: same CPUs) */
 	bool no_io_uring;              /* read with pread (to measure io_uring's benefit) */
 	/* Called once, from the pager thread, when a page cannot be served (short read,
 	 * I/O error, damaged chunk). The VMM should stop the VM: the faulting thread stays
@@ -66,6 +68,8 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 		 struct errbuf *eb);
 /* Starts the fault thread; it also prefetches the working set, if any. */
 int pager_start(struct pager *p, struct errbuf *eb);
+/* Lets a deferred prefetch begin. Faults are served from pager_start on regardless. */
+void pager_prefetch_begin(struct pager *p);
 /* Ends recording (the end of the first request); later faults are not logged. */
 void pager_record_stop(struct pager *p);
 /* The recorded first-touch order: a malloc'd copy in *pages (caller frees), *n entries.

@@ -77,6 +77,31 @@ Test(pager_prefetch, working_set_is_present_and_right_without_faults, .init = se
 	prefetch_without_faults(false);
 }
 
+Test(pager_prefetch, deferred_prefetch_waits_for_its_go_and_faults_are_served_meanwhile,
+     .init = setup, .fini = teardown)
+{
+	uint64_t n, *ws = scattered_ws(&n);
+	struct pager_config cfg = { .ws_pages = ws, .nr_ws_pages = n, .prefetch_deferred = true };
+	struct pager_stats s;
+	volatile uint8_t b;
+
+	px_pager_up(&v, &f, &cfg, true);
+	usleep(50 * 1000);
+	pager_stats(v.p, &s);
+	cr_assert_eq(s.pages_prefetched, 0, "prefetch began before pager_prefetch_begin");
+	cr_assert_not(s.prefetch_done);
+	/* the fault thread already serves demand faults */
+	b = v.m.base[(NPAGES - 2) * PAGE_SIZE];
+	(void)b;
+	pager_stats(v.p, &s);
+	cr_assert_eq(s.faults, 1);
+	pager_prefetch_begin(v.p);
+	px_wait_prefetch(v.p, &s);
+	cr_assert_geq(s.pages_prefetched, 400);
+	assert_ws_resident_and_right(ws, n);
+	free(ws);
+}
+
 Test(pager_prefetch, working_set_is_prefetched_with_pread_too, .init = setup, .fini = teardown)
 {
 	prefetch_without_faults(true);
