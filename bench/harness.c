@@ -5,7 +5,8 @@
  *
  *   harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]
  *           [--timeout SEC] [--only PREFIX]... [--check METRIC<=LIMIT]...
- *           [--tsv FILE] [--scratch PATH]
+ *           [--tsv FILE] [--scratch PATH] [--rusage]
+ *           [--cache NAME=warm:PATH|NAME=cold:PATH]...
  *           -- NAME CMD ARG... [:: NAME CMD ARG...]...
  *
  * Each child gets EMBER_T0_NS = CLOCK_MONOTONIC in ns, taken immediately before
@@ -17,7 +18,15 @@
  * of an "ember-snapshot k=v ..." line become "snap <k>". --scratch PATH is removed
  * before and after every run, and what a run left there is measured first ("disk
  * allocated", "disk logical"): commands that write a snapshot to PATH start clean.
- * --tsv FILE writes one summary line per command and metric for scripts. A run that
+ * --tsv FILE writes one summary line per command and metric for scripts.
+ * "ember-pager k=v ..." (the uffd backend's counters, at exit) becomes "pager <k>";
+ * with both first-report and first-response, "first-response - first-report" is the
+ * guest's request as it ran it; "ember-report <name> ... <us>" becomes "report <name>
+ * #k", and "report serve #2 - #1" is a second serve request (its pages all mapped). --rusage adds the child's major/minor faults and the
+ * bytes it read from the block device (wait4). --cache NAME=cold:PATH evicts every file
+ * under PATH from the page cache before each run of NAME (POSIX_FADV_DONTNEED, after
+ * fdatasync), NAME=warm:PATH reads them all in; either way "cache resident" records
+ * what was cached when the run started. A run that
  * exits non-zero, is killed, or times out is counted as failed and left out of the
  * statistics.
  */
@@ -33,6 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -40,11 +51,12 @@
 
 extern char **environ;
 
-#define MAX_CMDS    8
-#define MAX_METRICS 48
+#define MAX_CMDS    12
+#define MAX_METRICS 64
 #define MAX_RUNS    1000
 #define MAX_CHECKS  8
-#define MAX_ONLY    4
+#define MAX_ONLY    8
+#define MAX_CACHE   16
 #define NAME_LEN    48
 
 struct metric {
@@ -68,6 +80,13 @@ struct check {
 	double limit;
 };
 
+/* --cache NAME=warm:PATH | NAME=cold:PATH: page-cache state of PATH before each run */
+struct cache_rule {
+	const char *cmd;
+	const char *path;
+	bool warm;
+};
+
 struct opts {
 	unsigned runs, warmup, timeout_s;
 	const char *title, *json, *baseline, *tsv;
@@ -76,6 +95,9 @@ struct opts {
 	const char *scratch; /* measured, then removed, after every run */
 	struct check checks[MAX_CHECKS];
 	unsigned nr_checks;
+	struct cache_rule cache[MAX_CACHE];
+	unsigned nr_cache;
+	bool rusage; /* record the child's faults and block reads (wait4) */
 };
 
 /* One run's values before they are committed (only successful runs count). */
@@ -113,6 +135,16 @@ static void run_add(struct run *r, const char *name, const char *unit, double v)
 	r->n++;
 }
 
+static bool run_get(const struct run *r, const char *name, double *v)
+{
+	for (unsigned i = 0; i < r->n; i++)
+		if (!strcmp(r->s[i].name, name)) {
+			*v = r->s[i].v;
+			return true;
+		}
+	return false;
+}
+
 static struct metric *metric_get(struct command *c, const char *name, const char *unit,
 				 unsigned runs)
 {
@@ -133,9 +165,17 @@ static struct metric *metric_get(struct command *c, const char *name, const char
 	return m;
 }
 
-/* "ember-snapshot k=v ...": numeric values become "snap <k>" (us_* in us, *bytes* in
- * bytes); the others (dir=, id=) are skipped. */
-static void parse_snapshot(struct run *r, const char *p)
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* "ember-snapshot k=v ..." / "ember-pager k=v ...": numeric values become "<prefix>
+ * <k>" (us_* and *_us in us, *_ns in ns, *bytes* in bytes); the others (dir=, id=,
+ * io=) are skipped. */
+static void parse_kv(struct run *r, const char *p, const char *prefix)
 {
 	while (*p) {
 		char key[32], val[64], name[NAME_LEN], *end;
@@ -148,13 +188,34 @@ static void parse_snapshot(struct run *r, const char *p)
 		v = strtoull(val, &end, 10);
 		if (*end || !val[0])
 			continue;
-		snprintf(name, sizeof(name), "snap %s", key);
-		run_add(r, name, !strncmp(key, "us_", 3) ? "us" : strstr(key, "bytes") ? "B" : "n",
+		snprintf(name, sizeof(name), "%s %s", prefix, key);
+		run_add(r, name, !strncmp(key, "us_", 3) || ends_with(key, "_us") ? "us" :
+				 ends_with(key, "_ns") ? "ns" : strstr(key, "bytes") ? "B" : "n",
 			(double)v);
 	}
 }
 
-/* "ember-timing <phase> <us>", "ember-mem k=v ..." and "ember-snapshot k=v ..." lines. */
+/* "ember-report <name> <4 guest values> <us>": the guest's k-th report of that name
+ * becomes "report <name> #k" (from spawn; the first 4 of each name are kept). */
+static void parse_report(struct run *r, const char *p)
+{
+	char name[24], metric[NAME_LEN];
+	unsigned long long us;
+	double ignored;
+
+	if (sscanf(p, "%23s %*u %*u %*u %*u %llu", name, &us) != 2)
+		return;
+	for (int k = 1; k <= 4; k++) {
+		snprintf(metric, sizeof(metric), "report %s #%d", name, k);
+		if (!run_get(r, metric, &ignored)) {
+			run_add(r, metric, "us", (double)us);
+			return;
+		}
+	}
+}
+
+/* "ember-timing <phase> <us>", "ember-mem k=v ...", "ember-snapshot k=v ...",
+ * "ember-pager k=v ..." and "ember-report ..." lines. */
 static void parse_line(struct run *r, const char *line, uint64_t t0)
 {
 	double seen_us = (double)(mono_ns() - t0) / 1000.0;
@@ -168,7 +229,15 @@ static void parse_line(struct run *r, const char *line, uint64_t t0)
 		return;
 	}
 	if (!strncmp(line, "ember-snapshot ", 15)) {
-		parse_snapshot(r, line + 15);
+		parse_kv(r, line + 15, "snap");
+		return;
+	}
+	if (!strncmp(line, "ember-pager ", 12)) {
+		parse_kv(r, line + 12, "pager");
+		return;
+	}
+	if (!strncmp(line, "ember-report ", 13)) {
+		parse_report(r, line + 13);
 		return;
 	}
 	if (strncmp(line, "ember-mem ", 10))
@@ -212,11 +281,28 @@ static char **make_envp(char *slot)
 	return envp;
 }
 
+/* Per-run values computed from others: the guest's own request times. */
+static void derive(struct run *r)
+{
+	double report, response, second;
+
+	if (r->have_rss && r->have_guest)
+		run_add(r, "mem rss - guest", "kB", r->rss_kb - r->guest_kb);
+	/* first-report is the guest's WAIT for a command; first-response its REPORT at
+	 * the end of that command: the difference is the request as the guest ran it */
+	if (run_get(r, "first-report", &report) && run_get(r, "first-response", &response))
+		run_add(r, "first-response - first-report", "us", response - report);
+	/* a second identical request finds every page mapped: the guest's own work */
+	if (run_get(r, "report serve #1", &response) && run_get(r, "report serve #2", &second))
+		run_add(r, "report serve #2 - #1", "us", second - response);
+}
+
 /* Runs c once; on success fills r and returns 0, else says why in c->last_error. */
 static int run_once(struct command *c, char **envp, char *slot, size_t slot_len,
-		    unsigned timeout_s, struct run *r)
+		    unsigned timeout_s, bool want_rusage, struct run *r)
 {
 	posix_spawn_file_actions_t fa;
+	struct rusage ru;
 	char buf[4096], line[1024], err_line[256] = "";
 	size_t line_len = 0;
 	int pipefd[2], status = 0, err;
@@ -275,11 +361,17 @@ static int run_once(struct command *c, char **envp, char *slot, size_t slot_len,
 		}
 	}
 	close(pipefd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
 		;
 	run_add(r, "exit (wall)", "us", (double)(mono_ns() - t0) / 1000.0);
-	if (r->have_rss && r->have_guest)
-		run_add(r, "mem rss - guest", "kB", r->rss_kb - r->guest_kb);
+	derive(r);
+	if (want_rusage) {
+		/* the child and all its threads; ru_inblock counts 512-byte blocks read
+		 * from the device (page-cache hits are not in it) */
+		run_add(r, "ru majflt", "n", (double)ru.ru_majflt);
+		run_add(r, "ru minflt", "n", (double)ru.ru_minflt);
+		run_add(r, "ru read", "B", (double)ru.ru_inblock * 512.0);
+	}
 	if (killed) {
 		snprintf(c->last_error, sizeof(c->last_error), "timed out after %u s", timeout_s);
 		return -ETIMEDOUT;
@@ -336,6 +428,135 @@ static int scratch_remove(const char *path)
 		fprintf(stderr, "harness: removing %s: %s\n", path, strerror(errno));
 		return -1;
 	}
+	return 0;
+}
+
+/* ---- --cache: the page-cache state of a snapshot before a run ---------------------- */
+
+static bool cache_warm;           /* nftw has no user pointer: the visit's parameters */
+static uint64_t cache_resident;   /* bytes of the visited files now in the page cache */
+static char cache_error[256];
+
+/* Bytes of fd's file in the page cache: mincore over a mapping faults nothing in. */
+static int file_resident(int fd, uint64_t size, uint64_t *bytes)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uint64_t npages = (size + (uint64_t)pg - 1) / (uint64_t)pg, n = 0;
+	unsigned char *vec;
+	void *map;
+
+	*bytes = 0;
+	if (!size)
+		return 0;
+	map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	vec = malloc(npages);
+	if (!vec) {
+		munmap(map, size);
+		return -ENOMEM;
+	}
+	if (mincore(map, size, vec) < 0) {
+		int err = -errno;
+
+		free(vec);
+		munmap(map, size);
+		return err;
+	}
+	for (uint64_t i = 0; i < npages; i++)
+		n += vec[i] & 1;
+	free(vec);
+	munmap(map, size);
+	*bytes = n * (uint64_t)pg;
+	return 0;
+}
+
+/* Reads the whole file (holes included: they become cached zero pages, as after
+ * earlier restores that touched them). */
+static int file_read_all(int fd, uint64_t size)
+{
+	static char buf[1 << 20];
+
+	for (uint64_t off = 0; off < size;) {
+		ssize_t got = pread(fd, buf, sizeof(buf), (off_t)off);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			break;
+		off += (uint64_t)got;
+	}
+	return 0;
+}
+
+static int cache_visit(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	uint64_t size = (uint64_t)sb->st_size, res;
+	const char *what = "open";
+	int fd, err = 0;
+
+	if (type != FTW_F || !S_ISREG(sb->st_mode))
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	what = "mincore";
+	err = file_resident(fd, size, &res);
+	if (!err && cache_warm && res < size) {
+		what = "read";
+		err = file_read_all(fd, size);
+	} else if (!err && !cache_warm && res) {
+		/* DONTNEED skips dirty pages: write them back first */
+		what = "fdatasync";
+		if (fdatasync(fd) < 0)
+			err = -errno;
+		if (!err) {
+			what = "posix_fadvise(DONTNEED)";
+			err = -posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		}
+	}
+	if (!err) {
+		what = "mincore";
+		err = file_resident(fd, size, &res);
+	}
+	close(fd);
+	if (err)
+		goto fail;
+	cache_resident += res;
+	return 0;
+fail:
+	snprintf(cache_error, sizeof(cache_error), "%s: %s: %s", path, what, strerror(-err));
+	return -1;
+}
+
+/*
+ * Puts every file under the rules' paths for command `cmd` in the page cache (warm) or
+ * evicts them (cold: POSIX_FADV_DONTNEED, only these files, nobody else's cache);
+ * *resident gets the bytes cached afterwards, so the JSON shows what each run saw.
+ * Returns 0 (also when no rule applies: *resident < 0) or -1 with cache_error set.
+ */
+static int cache_apply(const struct opts *o, const char *cmd, double *resident)
+{
+	bool any = false;
+
+	cache_resident = 0;
+	for (unsigned i = 0; i < o->nr_cache; i++) {
+		if (strcmp(o->cache[i].cmd, cmd))
+			continue;
+		any = true;
+		cache_warm = o->cache[i].warm;
+		if (nftw(o->cache[i].path, cache_visit, 16, FTW_PHYS)) {
+			if (!cache_error[0])
+				snprintf(cache_error, sizeof(cache_error), "%s: %s", o->cache[i].path,
+					 strerror(errno));
+			return -1;
+		}
+	}
+	*resident = any ? (double)cache_resident : -1;
 	return 0;
 }
 
@@ -404,7 +625,8 @@ static unsigned metric_order(const struct command *cmds, unsigned nr, const char
 		for (unsigned c = 0; c < nr; c++)
 			for (unsigned i = 0; i < cmds[c].nr_metrics; i++) {
 				const char *name = cmds[c].metrics[i].name;
-				int kind = !strncmp(name, "mem ", 4) || !strncmp(name, "disk ", 5) ? 2 :
+				int kind = !strncmp(name, "mem ", 4) || !strncmp(name, "disk ", 5) ||
+					   !strncmp(name, "cache ", 6) || !strncmp(name, "ru ", 3) ? 2 :
 					   (strstr(name, "(seen)") || strstr(name, "(wall)")) ? 1 : 0;
 				bool dup = false;
 
@@ -613,9 +835,32 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]\n"
 		"               [--timeout SEC] [--only PREFIX]... [--check METRIC<=LIMIT]...\n"
-		"               [--tsv FILE] [--scratch PATH]\n"
+		"               [--tsv FILE] [--scratch PATH] [--rusage]\n"
+		"               [--cache NAME=warm:PATH|NAME=cold:PATH]...\n"
 		"               -- NAME CMD ARG... [:: NAME CMD ARG...]...\n");
 	return 2;
+}
+
+/* NAME=warm:PATH or NAME=cold:PATH */
+static int parse_cache(struct opts *o, char *s)
+{
+	char *eq = strchr(s, '=');
+	struct cache_rule *c;
+
+	if (!eq || eq == s || o->nr_cache == MAX_CACHE)
+		return -1;
+	*eq = 0;
+	c = &o->cache[o->nr_cache];
+	if (!strncmp(eq + 1, "warm:", 5))
+		c->warm = true;
+	else if (strncmp(eq + 1, "cold:", 5))
+		return -1;
+	c->cmd = s;
+	c->path = eq + 6;
+	if (!c->path[0])
+		return -1;
+	o->nr_cache++;
+	return 0;
 }
 
 static int parse_check(struct opts *o, const char *s)
@@ -643,8 +888,13 @@ int main(int argc, char **argv)
 
 	memset(cmds, 0, sizeof(cmds));
 	for (i = 1; i < argc && strcmp(argv[i], "--"); i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *a = argv[i];
+		char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
+		if (!strcmp(a, "--rusage")) {
+			o.rusage = true;
+			continue;
+		}
 		if (!v)
 			return usage();
 		if (!strcmp(a, "-n"))
@@ -670,6 +920,9 @@ int main(int argc, char **argv)
 			o.timeout_s = (unsigned)atoi(v);
 		else if (!strcmp(a, "--check")) {
 			if (parse_check(&o, v))
+				return usage();
+		} else if (!strcmp(a, "--cache")) {
+			if (parse_cache(&o, v))
 				return usage();
 		} else
 			return usage();
@@ -697,6 +950,16 @@ int main(int argc, char **argv)
 	}
 	if (nr == 0)
 		return usage();
+	for (unsigned k = 0; k < o.nr_cache; k++) {
+		bool known = false;
+
+		for (unsigned c = 0; c < nr; c++)
+			known |= !strcmp(cmds[c].name, o.cache[k].cmd);
+		if (!known) {
+			fprintf(stderr, "harness: --cache %s: no command of that name\n", o.cache[k].cmd);
+			return usage();
+		}
+	}
 	envp = make_envp(slot);
 	if (!envp)
 		return 1;
@@ -704,11 +967,19 @@ int main(int argc, char **argv)
 	for (unsigned k = 0; k < o.warmup + o.runs; k++) {
 		for (unsigned c = 0; c < nr; c++) {
 			struct run r;
+			double resident;
 			int failed;
 
 			if (o.scratch && scratch_remove(o.scratch))
 				return 1; /* nothing sensible to measure */
-			failed = run_once(&cmds[c], envp, slot, sizeof(slot), o.timeout_s, &r);
+			if (cache_apply(&o, cmds[c].name, &resident)) {
+				fprintf(stderr, "harness: --cache: %s\n", cache_error);
+				return 1; /* a cold run on a warm cache would be a lie */
+			}
+			failed = run_once(&cmds[c], envp, slot, sizeof(slot), o.timeout_s, o.rusage,
+					  &r);
+			if (resident >= 0)
+				run_add(&r, "cache resident", "B", resident);
 			if (o.scratch) {
 				scratch_measure(o.scratch, &r);
 				if (scratch_remove(o.scratch))

@@ -3,11 +3,13 @@
 # number (with the raw samples) to bench/results/<date>.json. See bench/README.md.
 #
 #   bench/run.sh                            all sections
-#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot memory restore snapshot)
+#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory)
 #   BENCH_RUNS=10 bench/run.sh              runs per command in every section (defaults:
-#                                           boot 100, restore 50, snapshot 10)
+#                                           boot 100, restore 50, snapshot 10, memory 20)
 #   BENCH_HEAPS="64" bench/run.sh           sandbox heap sizes in MiB (default 16 64 256)
 #   BENCH_SNAP_RUNS=5 bench/run.sh          snapshot runs only
+#   BENCH_WS="32" bench/run.sh              memory section: working sets in MiB (4 32 128)
+#   BENCH_MEM_RUNS=5 bench/run.sh           memory section runs only
 #
 # A section is a shell function section_NAME that writes "$tmp/NAME.json"; add one and
 # list it in SECTIONS below.
@@ -19,21 +21,32 @@ SNAP_RUNS=${BENCH_SNAP_RUNS:-${BENCH_RUNS:-10}}
 [ "$SNAP_RUNS" -le 10 ] || SNAP_RUNS=10 # each one writes the snapshot 3 ways; 10 is plenty
 HEAPS=${BENCH_HEAPS:-"16 64 256"}
 SEED=1
-SECTIONS=${BENCH_SECTIONS:-"boot memory restore snapshot"}
+MEM_RUNS=${BENCH_MEM_RUNS:-${BENCH_RUNS:-20}}
+MEM_WS=${BENCH_WS:-"4 32 128"}
+MEM_HEAP=${BENCH_MEM_HEAP:-256}
+MEM_TARGET_WS=32 # the issue's targets are stated at ws = 32 MiB
+SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory"}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
 RESULTS=bench/results
 
 [ -c /dev/kvm ] || { echo "bench: /dev/kvm is missing: nothing to measure" >&2; exit 1; }
-for f in "$H" "$EMBER" "$B/bench/floor_boot" "$B/bench/floor_restore" "$B/bench/floor_snapshot" \
-	"$GUESTS/hello.elf" "$GUESTS/sandbox.elf"; do
+for f in "$H" "$EMBER" "$B/ember-snap" "$B/bench/floor_boot" "$B/bench/floor_restore" \
+	"$B/bench/floor_snapshot" "$B/bench/pager_micro" "$GUESTS/hello.elf" "$GUESTS/sandbox.elf"; do
 	[ -x "$f" ] || [ -f "$f" ] || { echo "bench: $f is not built (make bench builds it)" >&2; exit 1; }
 done
-for h in $HEAPS; do
+for h in $HEAPS $MEM_WS $MEM_HEAP; do
 	case $h in
-	'' | *[!0-9]*) echo "bench: BENCH_HEAPS: '$h' is not a size in MiB" >&2; exit 2 ;;
+	'' | *[!0-9]*) echo "bench: BENCH_HEAPS/BENCH_WS/BENCH_MEM_HEAP: '$h' is not a size in MiB" >&2
+		exit 2 ;;
 	esac
+done
+for w in $MEM_WS; do
+	if [ "$w" -eq 0 ] || [ "$w" -gt "$MEM_HEAP" ]; then
+		echo "bench: BENCH_WS: ${w} MiB must be 1..BENCH_MEM_HEAP ($MEM_HEAP)" >&2
+		exit 2
+	fi
 done
 # Snapshots (golden and scratch) live here, on the same file system as bench/results;
 # removed on exit whatever happens.
@@ -92,9 +105,9 @@ section_boot() {
 }
 
 # ember's own memory: RSS minus the guest RAM it maps (target: <= 2 MiB).
-section_memory() {
-	"$H" -n 5 -w 1 --only "mem " --check "mem rss - guest<=2048" --json "$tmp/memory.json" \
-		--title "memory: ember RSS beyond guest RAM (kB), at exit" -- \
+section_rss() {
+	"$H" -n 5 -w 1 --only "mem " --check "mem rss - guest<=2048" --json "$tmp/rss.json" \
+		--title "rss: ember RSS beyond guest RAM (kB), at exit" -- \
 		hello "$EMBER" boot --kernel "$GUESTS/hello.elf" --timings --console none :: \
 		sandbox-64M "$EMBER" boot --kernel "$GUESTS/sandbox.elf" --cmdline heap=64M \
 			--timings --console none
@@ -136,6 +149,121 @@ section_snapshot() {
 			floor-full "$B/bench/floor_snapshot" --full "$tmp/golden-${h}M" "$s"
 	done
 	join_heaps snapshot
+}
+
+# ---- memory: restore backends to the first response (lazy memory) -----------------------
+
+# Stops the bench with what went wrong (the command's stderr first).
+mem_fail() {
+	cat "$1" >&2
+	echo "bench: memory: $2" >&2
+	return 1
+}
+
+# The golden sandbox snapshot for working set $1 MiB (ws= is read at boot, so it is part
+# of the snapshot): raw, its working set recorded by one restore that serves a request,
+# and an lz4 copy (ember-snap compress keeps the snapshot id, so ws.bin carries over).
+mem_golden() {
+	d=$tmp/mem-$1M
+	mkdir -p "$d"
+	"$EMBER" boot --kernel "$GUESTS/sandbox.elf" --cmdline "heap=${MEM_HEAP}M seed=$SEED ws=$1M" \
+		--mem "$(mem_for "$MEM_HEAP")" --snapshot-on-ready "$d/raw" --exit-after-snapshot \
+		--console "file:$d/boot.out" 2>"$d/err" || mem_fail "$d/err" "golden snapshot ws=$1M"
+	"$EMBER" restore --snapshot "$d/raw" --mem-backend uffd --record-ws --guest-cmd serve \
+		--guest-cmd exit --console "file:$d/record.out" 2>"$d/err" ||
+		mem_fail "$d/err" "recording the working set of ws=$1M"
+	"$B/ember-snap" compress "$d/raw" "$d/lz4" >"$d/compress.out" 2>"$d/err" ||
+		mem_fail "$d/err" "ember-snap compress of ws=$1M"
+	[ -f "$d/lz4/ws.bin" ] || mem_fail /dev/null "ws=$1M: the lz4 copy has no ws.bin"
+	grep -q "^served ws=$(($1 * 1048576)) " "$d/record.out" ||
+		mem_fail "$d/record.out" "ws=$1M: the recording restore did not serve the request"
+	printf '%s %s %s %s %s\n' "$1" "$(stat -c %s "$d/raw/memory.raw")" \
+		"$(($(stat -c '%b * %B' "$d/raw/memory.raw")))" "$(stat -c %s "$d/lz4/memory.lz4")" \
+		"$(stat -c %s "$d/lz4/memory.idx")" >>"$tmp/mem-sizes"
+}
+
+# One restore with backend flags "$@" (after the ws $1 and a name $2) must serve the same
+# request as the recording did; with $3 = full it also checksums the whole heap against
+# the golden guest's (every page through that backend).
+mem_verify() {
+	w=$1 name=$2 full=$3
+	shift 3
+	d=$tmp/mem-${w}M
+	if [ "$full" = full ]; then set -- "$@" --guest-cmd verify; fi
+	"$EMBER" restore "$@" --guest-cmd serve --guest-cmd exit --console "file:$d/$name.out" \
+		2>"$d/err" || mem_fail "$d/err" "ws=${w}M: restore with $name failed"
+	a=$(grep -o '^served ws=[0-9]* checksum=[0-9a-f]*' "$d/record.out")
+	b=$(grep -o '^served ws=[0-9]* checksum=[0-9a-f]*' "$d/$name.out" || true)
+	[ "$a" = "$b" ] || mem_fail /dev/null "ws=${w}M: $name served '$b', the recording '$a'"
+	if [ "$full" = full ]; then
+		a=$(grep -o 'checksum=[0-9a-f]*' "$d/boot.out" | tail -n 1)
+		b=$(grep '^checksum=' "$d/$name.out" | tail -n 1)
+		[ "$a" = "$b" ] || mem_fail /dev/null "ws=${w}M: $name: heap '$b', golden '$a'"
+	fi
+}
+
+# Restore -> first response (the guest's REPORT at the end of `serve`) for every memory
+# backend, with the snapshot's files in the page cache (warm) and evicted before each
+# run (cold: POSIX_FADV_DONTNEED on the snapshot's files only, by the harness), all ten
+# interleaved; then the page server on its own (bench/pager_micro.c). See bench/README.md.
+section_memory() {
+	full=full
+	for w in $MEM_WS; do
+		mem_golden "$w"
+		d=$tmp/mem-${w}M r=$tmp/mem-${w}M/raw l=$tmp/mem-${w}M/lz4
+		mem_verify "$w" mmap "$full" --snapshot "$r" --mem-backend mmap
+		mem_verify "$w" uffd "$full" --snapshot "$r" --mem-backend uffd
+		mem_verify "$w" uffd-pf "$full" --snapshot "$r" --mem-backend uffd --prefetch ws
+		mem_verify "$w" lz4-pf "$full" --snapshot "$l" --mem-backend uffd --prefetch ws
+		mem_verify "$w" eager "$full" --snapshot "$r" --mem-backend eager
+		full=served-only # every page once, at the first ws, is enough
+		# a second serve finds its pages mapped: the guest's own work, per backend
+		c="--guest-cmd serve --guest-cmd serve --guest-cmd exit --console none --timings"
+		# shellcheck disable=SC2086 # $c is split on purpose
+		"$H" -n "$MEM_RUNS" -w 1 --rusage --timeout 60 \
+			--json "$tmp/memory-${w}M.json" --tsv "$tmp/memory-${w}M.tsv" \
+			--only first-response --only "report serve #2 - #1" --only "pager faults" \
+			--only "pager bytes_read" \
+			--only "ru read" --only "cache " \
+			--cache mmap-warm=warm:"$r" --cache uffd-warm=warm:"$r" \
+			--cache uffd-pf-warm=warm:"$r" --cache lz4-pf-warm=warm:"$l" \
+			--cache eager-warm=warm:"$r" --cache mmap-cold=cold:"$r" \
+			--cache uffd-cold=cold:"$r" --cache uffd-pf-cold=cold:"$r" \
+			--cache lz4-pf-cold=cold:"$l" --cache eager-cold=cold:"$r" \
+			--title "memory: sandbox heap=${MEM_HEAP}M ws=${w}M (mem $(mem_for "$MEM_HEAP")M), restore -> first response, per backend, page cache warm / cold" -- \
+			mmap-warm "$EMBER" restore --snapshot "$r" --mem-backend mmap $c :: \
+			uffd-warm "$EMBER" restore --snapshot "$r" --mem-backend uffd $c :: \
+			uffd-pf-warm "$EMBER" restore --snapshot "$r" --mem-backend uffd --prefetch ws $c :: \
+			lz4-pf-warm "$EMBER" restore --snapshot "$l" --mem-backend uffd --prefetch ws $c :: \
+			eager-warm "$EMBER" restore --snapshot "$r" --mem-backend eager $c :: \
+			mmap-cold "$EMBER" restore --snapshot "$r" --mem-backend mmap $c :: \
+			uffd-cold "$EMBER" restore --snapshot "$r" --mem-backend uffd $c :: \
+			uffd-pf-cold "$EMBER" restore --snapshot "$r" --mem-backend uffd --prefetch ws $c :: \
+			lz4-pf-cold "$EMBER" restore --snapshot "$l" --mem-backend uffd --prefetch ws $c :: \
+			eager-cold "$EMBER" restore --snapshot "$r" --mem-backend eager $c
+	done
+	files=""
+	for w in $MEM_WS; do files="$files $tmp/memory-${w}M.tsv"; done
+	# shellcheck disable=SC2086 # word splitting of $files is intended
+	awk -F'\t' -f bench/memory_summary.awk -v json="$tmp/memory-summary.json" \
+		-v sizes="$tmp/mem-sizes" -v wslist="$MEM_WS" -v target_ws="$MEM_TARGET_WS" $files
+	# the page server alone, on the snapshot the targets are about (or the first one)
+	w=$MEM_TARGET_WS
+	[ -d "$tmp/mem-${w}M" ] || w=${MEM_WS%% *}
+	"$B/bench/pager_micro" --json "$tmp/pager-micro.json" "$tmp/mem-${w}M/raw" "$tmp/mem-${w}M/lz4"
+	{
+		printf '{"heap_mib": %s, "mem_mib": %s, "ws_mib": "%s", "runs": %s' "$MEM_HEAP" \
+			"$(mem_for "$MEM_HEAP")" "$MEM_WS" "$MEM_RUNS"
+		for w in $MEM_WS; do
+			printf ',\n"%sM": ' "$w"
+			cat "$tmp/memory-${w}M.json"
+		done
+		printf ',\n"summary": '
+		cat "$tmp/memory-summary.json"
+		printf ',\n"pager_micro": '
+		cat "$tmp/pager-micro.json"
+		printf '}\n'
+	} >"$tmp/memory.json"
 }
 
 # ---- summary against the targets (bench/README.md) --------------------------------------
@@ -240,9 +368,10 @@ summary() {
 date=$(date -u +%Y-%m-%dT%H%M%SZ)
 echo "# ember bench, $date"
 echo
-echo "host: $(uname -r), $(nproc) CPUs; build: $B; sections: $SECTIONS; heaps: $HEAPS MiB"
-echo "page cache: warm (the golden snapshot was just written; every restore after the first"
-echo "maps cached pages, the mmap backend's normal case)"
+echo "host: $(uname -r), $(nproc) CPUs; build: $B; sections: $SECTIONS; heaps: $HEAPS MiB;"
+echo "memory section: heap ${MEM_HEAP} MiB, working sets $MEM_WS MiB"
+echo "restore page cache: warm (the golden snapshot was just written; every restore after the"
+echo "first maps cached pages, the mmap backend's normal case); memory: warm and cold, per run"
 for s in $SECTIONS; do
 	"section_$s"
 done

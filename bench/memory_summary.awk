@@ -1,0 +1,150 @@
+# bench/run.sh's memory section: reads the harness TSVs (memory-<ws>M.tsv: command,
+# metric, unit, n, median, p99, min, max) and the snapshot sizes, prints one table per
+# working-set size and the target checks, and writes the same numbers as JSON.
+#
+#   awk -F'\t' -f bench/memory_summary.awk -v json=OUT -v sizes=FILE -v wslist="4 32 128" \
+#       -v target_ws=32 memory-4M.tsv memory-32M.tsv ...
+#
+# sizes: lines "ws raw_logical raw_allocated lz4_payload lz4_index" (bytes).
+# Commands: <backend>-warm / <backend>-cold for backend in mmap uffd uffd-pf lz4-pf eager.
+
+function v(w, cmd, metric, stat,    k) {
+	k = w SUBSEP cmd SUBSEP metric SUBSEP stat
+	return (k in val) ? val[k] : ""
+}
+function ms(x) { return x == "" ? "-" : sprintf("%.1f", x / 1000) }
+function mib(x) { return x == "" ? "-" : sprintf("%.1f", x / 1048576) }
+function num(x) { return x == "" ? "-" : sprintf("%.0f", x) }
+function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "" : a / b }
+function fx(r) { return r == "" ? "-" : sprintf("%.2fx", r) }
+function jn(x) { return x == "" ? "null" : sprintf("%.1f", x) }
+function jr(x) { return x == "" ? "null" : sprintf("%.3f", x) }
+function verdict(ok) { return ok == "" ? "not measured" : ok ? "ok" : "**MISSED**" }
+function check(name, r, ok, detail) {
+	printf "- %s: %s (%s)\n", name, r == "" ? "not measured" : verdict(ok), detail
+	printf "%s\n    {\"target\": \"%s\", \"ratio\": %s, \"ok\": %s}", (nchecks++ ? "," : ""),
+		name, jr(r), (r == "" ? "null" : ok ? "true" : "false") >> json
+}
+# The fastest cold backend other than mmap: sets best_name, returns its median.
+function best_cold(w,    i, m, best) {
+	best = ""; best_name = ""
+	for (i = 2; i <= nb; i++) {
+		m = v(w, BK[i] "-cold", "first-response", "median")
+		if (m != "" && (best == "" || m < best)) { best = m; best_name = BK[i] }
+	}
+	return best
+}
+
+BEGIN {
+	nb = split("mmap uffd uffd-pf lz4-pf eager", BK, " ")
+	label["mmap"] = "mmap (MAP_PRIVATE)"
+	label["uffd"] = "uffd on demand"
+	label["uffd-pf"] = "uffd + prefetch ws"
+	label["lz4-pf"] = "lz4 + prefetch ws"
+	label["eager"] = "eager full read"
+	nw = split(wslist, WS, " ")
+	while ((getline line < sizes) > 0) {
+		split(line, f, " ")
+		raw_logical[f[1]] = f[2]; raw_alloc[f[1]] = f[3]; lz4_bytes[f[1]] = f[4] + f[5]
+	}
+}
+{
+	match(FILENAME, /-[0-9]+M\.tsv$/)
+	w = substr(FILENAME, RSTART + 1, RLENGTH - 6)
+	val[w, $1, $2, "median"] = $5; val[w, $1, $2, "p99"] = $6; val[w, $1, $2, "n"] = $4
+}
+END {
+	printf "{\"per_ws\": {" > json
+	for (i = 1; i <= nw; i++) {
+		w = WS[i]
+		print ""
+		printf "### memory summary: ws=%sM, restore -> first response (medians unless marked)\n\n", w
+		print "| backend | cache | first-response ms (p99) | vs mmap, same cache | resumed ms | request ms | 2nd request ms | pager faults | pager read MiB | disk read MiB | host faults maj / min | prefetch ms |"
+		print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		printf "%s\n\"%sM\": {", (i > 1 ? "," : ""), w >> json
+		sep = ""
+		for (c = 0; c < 2; c++) {
+			cache = c ? "cold" : "warm"
+			base = v(w, "mmap-" cache, "first-response", "median")
+			for (b = 1; b <= nb; b++) {
+				cmd = BK[b] "-" cache
+				fr = v(w, cmd, "first-response", "median")
+				if (fr == "" && v(w, cmd, "exit (wall)", "median") == "")
+					continue
+				pf = v(w, cmd, "pager prefetch_us", "median")
+				maj = v(w, cmd, "ru majflt", "median"); mn = v(w, cmd, "ru minflt", "median")
+				printf "| %s | %s | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s |\n",
+					label[BK[b]], cache, ms(fr), ms(v(w, cmd, "first-response", "p99")),
+					BK[b] == "mmap" ? "1.00x" : fx(ratio(fr, base)),
+					ms(v(w, cmd, "resumed", "median")),
+					ms(v(w, cmd, "first-response - first-report", "median")),
+					ms(v(w, cmd, "report serve #2 - #1", "median")),
+					num(v(w, cmd, "pager faults", "median")),
+					mib(v(w, cmd, "pager bytes_read", "median")), mib(v(w, cmd, "ru read", "median")),
+					num(maj), num(mn), pf == "" ? "-" : ms(pf)
+				printf "%s\n  \"%s\": {\"runs\": %s, \"first_response_us\": %s, \"first_response_p99_us\": %s, " \
+					"\"guest_request_us\": %s, \"second_request_us\": %s, \"resumed_us\": %s, " \
+					"\"pager_faults\": %s, " \
+					"\"pager_bytes_read\": %s, \"disk_read_bytes\": %s, \"majflt\": %s, \"minflt\": %s, " \
+					"\"prefetch_us\": %s, \"ratio_vs_mmap_same_cache\": %s}", sep, cmd,
+					jn(v(w, cmd, "first-response", "n")), jn(fr),
+					jn(v(w, cmd, "first-response", "p99")),
+					jn(v(w, cmd, "first-response - first-report", "median")),
+					jn(v(w, cmd, "report serve #2 - #1", "median")),
+					jn(v(w, cmd, "resumed", "median")), jn(v(w, cmd, "pager faults", "median")),
+					jn(v(w, cmd, "pager bytes_read", "median")), jn(v(w, cmd, "ru read", "median")),
+					jn(maj), jn(mn), jn(pf), jr(ratio(fr, base)) >> json
+				sep = ","
+			}
+		}
+		printf "}" >> json
+	}
+	printf "},\n\"ratios\": {" >> json
+
+	print ""
+	print "### memory: ratios per working-set size (first-response medians; targets apply at ws=" target_ws "M)"
+	print ""
+	print "| ws | uffd on demand / uffd+prefetch (warm) | uffd+prefetch / mmap (warm) | mmap cold / best cold (which) | lz4+pf / raw+pf (warm) | lz4+pf / raw+pf (cold) | raw file allocated / lz4 file | raw logical / lz4 |"
+	print "|---|---:|---:|---:|---:|---:|---:|---:|"
+	for (i = 1; i <= nw; i++) {
+		w = WS[i]
+		r_od[w] = ratio(v(w, "uffd-warm", "first-response", "median"), v(w, "uffd-pf-warm", "first-response", "median"))
+		r_od_c[w] = ratio(v(w, "uffd-cold", "first-response", "median"), v(w, "uffd-pf-cold", "first-response", "median"))
+		r_mm[w] = ratio(v(w, "uffd-pf-warm", "first-response", "median"), v(w, "mmap-warm", "first-response", "median"))
+		r_cold[w] = ratio(v(w, "mmap-cold", "first-response", "median"), best_cold(w)); best[w] = best_name
+		r_lz[w] = ratio(v(w, "lz4-pf-warm", "first-response", "median"), v(w, "uffd-pf-warm", "first-response", "median"))
+		r_lz_c[w] = ratio(v(w, "lz4-pf-cold", "first-response", "median"), v(w, "uffd-pf-cold", "first-response", "median"))
+		r_sz[w] = ratio(raw_alloc[w], lz4_bytes[w]); r_szl[w] = ratio(raw_logical[w], lz4_bytes[w])
+		printf "| %sM | %s | %s | %s (%s) | %s | %s | %s | %s |\n", w, fx(r_od[w]), fx(r_mm[w]),
+			fx(r_cold[w]), best[w] == "" ? "-" : best[w], fx(r_lz[w]), fx(r_lz_c[w]), fx(r_sz[w]), fx(r_szl[w])
+		printf "%s\n\"%sM\": {\"ondemand_vs_prefetch_warm\": %s, \"ondemand_vs_prefetch_cold\": %s, " \
+			"\"prefetch_vs_mmap_warm\": %s, \"mmap_cold_vs_best_cold\": %s, \"best_cold\": \"%s\", " \
+			"\"lz4_vs_raw_prefetch_warm\": %s, \"lz4_vs_raw_prefetch_cold\": %s, " \
+			"\"raw_logical_bytes\": %s, \"raw_allocated_bytes\": %s, \"lz4_bytes\": %s, " \
+			"\"raw_allocated_vs_lz4\": %s, \"raw_logical_vs_lz4\": %s}", (i > 1 ? "," : ""), w,
+			jr(r_od[w]), jr(r_od_c[w]), jr(r_mm[w]), jr(r_cold[w]), best[w], jr(r_lz[w]), jr(r_lz_c[w]),
+			jn(raw_logical[w]), jn(raw_alloc[w]), jn(lz4_bytes[w]), jr(r_sz[w]), jr(r_szl[w]) >> json
+	}
+	printf "},\n\"targets_ws\": \"%sM\", \"targets\": [", target_ws >> json
+	# the image is the same for every ws (only the cmdline differs): any snapshot will do
+	w = (target_ws in raw_alloc) ? target_ws : WS[1]
+	print ""
+	if (raw_alloc[w] > 0 && raw_logical[w] > 0)
+		printf "lz4 ratio of the sandbox memory (ws=%sM snapshot): %s MiB compressed (payload + index) of %s MiB " \
+			"logical (%.1f%%) and %s MiB allocated by the raw file (%.1f%%)\n", w, mib(lz4_bytes[w]),
+			mib(raw_logical[w]), 100 * lz4_bytes[w] / raw_logical[w], mib(raw_alloc[w]),
+			100 * lz4_bytes[w] / raw_alloc[w]
+	w = target_ws
+	print ""
+	print "Targets (ws=" w "M, first-response medians):"
+	check("uffd + prefetch >= 3x faster than uffd on demand (warm)", r_od[w], r_od[w] >= 3,
+		fx(r_od[w]) "; cold " fx(r_od_c[w]) "; REAP reports 3.7x")
+	check("uffd + prefetch within 1.5x of mmap with a warm page cache", r_mm[w], r_mm[w] <= 1.5, fx(r_mm[w]))
+	check("cold page cache: the best backend >= 2x faster than mmap", r_cold[w], r_cold[w] >= 2,
+		fx(r_cold[w]) ", best cold: " (best[w] == "" ? "-" : best[w]))
+	check("lz4 + prefetch within 1.3x of raw + prefetch (warm)", r_lz[w], r_lz[w] <= 1.3, fx(r_lz[w]))
+	check("lz4 + prefetch within 1.3x of raw + prefetch (cold)", r_lz_c[w], r_lz_c[w] <= 1.3, fx(r_lz_c[w]))
+	check("lz4 file >= 2x smaller than the raw file (allocated bytes)", r_sz[w], r_sz[w] >= 2,
+		fx(r_sz[w]) "; vs its logical size " fx(r_szl[w]))
+	printf "\n]}\n" >> json
+}
