@@ -928,6 +928,11 @@ Test(cpu_state, smp_guest_aps_parked_in_hlt_survive_restore, .fini = fx_fini)
 	boot_guest(guest_path("smp.elf", path, sizeof(path)), "cpus=3", 3);
 	/* The guest has no sync: let it finish, restore the finished VM, compare. */
 	expect_stop(fx.vm, VM_STOP_DONE);
+	/* The BSP reports done as soon as the APs have checked in, which can be a moment
+	 * before they execute hlt: let everyone reach hlt (the BSP halts after DONE). */
+	fx.vm->cfg.timeout_ms = 100;
+	expect_stop(fx.vm, VM_STOP_TIMEOUT);
+	fx.vm->cfg.timeout_ms = 0;
 	snapshot_and_restore(20000);
 	compare_states();
 	for (unsigned i = 1; i < 3; i++)
