@@ -339,16 +339,9 @@ static void on_signal(struct vm *vm, struct vm_watch *w, uint32_t events)
 				si.ssi_signo);
 }
 
-struct input_state {
-	uint8_t buf[256];
-	unsigned len;
-	bool open;
-};
-static struct input_state console_in;
-
 static void console_push(struct vm *vm)
 {
-	struct input_state *in = &console_in;
+	struct console_input *in = &vm->console_in;
 	unsigned taken;
 
 	if (in->len && vm->serial) {
@@ -360,7 +353,7 @@ static void console_push(struct vm *vm)
 
 static void on_stdin(struct vm *vm, struct vm_watch *w, uint32_t events)
 {
-	struct input_state *in = &console_in;
+	struct console_input *in = &vm->console_in;
 
 	if (in->len == 0 && in->open) {
 		ssize_t n = read(w->fd, in->buf, sizeof(in->buf));
@@ -399,7 +392,7 @@ static int vm_start_threads(struct vm *vm)
 	if (vm->cfg.console_input && vm->cfg.console == CONSOLE_STDIO) {
 		vm->stdin_watch = (struct vm_watch){ .fd = STDIN_FILENO, .cb = on_stdin };
 		/* regular files cannot be polled: such input is simply not offered */
-		console_in.open = vm_watch_add(vm, &vm->stdin_watch) == 0;
+		vm->console_in.open = vm_watch_add(vm, &vm->stdin_watch) == 0;
 	}
 	r = vcpu_signals_init();
 	if (r)
@@ -457,7 +450,7 @@ enum vm_stop_reason vm_run(struct vm *vm)
 	while (!atomic_load(&vm->stopping)) {
 		int timeout = -1, n;
 
-		if (console_in.len)
+		if (vm->console_in.len)
 			timeout = 5; /* UART FIFO was full: retry soon */
 		if (deadline) {
 			uint64_t now = mono_ms();
@@ -480,7 +473,7 @@ enum vm_stop_reason vm_run(struct vm *vm)
 
 			w->cb(vm, w, evs[i].events);
 		}
-		if (console_in.len && !atomic_load(&vm->stopping))
+		if (vm->console_in.len && !atomic_load(&vm->stopping))
 			console_push(vm);
 	}
 	/* A vCPU blocked on a page the pager could not serve only moves once the pager

@@ -262,6 +262,11 @@ struct vm {
 	int sig_fd;              /* signalfd for SIGINT/SIGTERM */
 	int ep;                  /* the main loop's epoll */
 	struct vm_watch event_watch, sig_watch, stdin_watch;
+	struct console_input {   /* --console-input: stdin bytes the UART has not taken yet */
+		uint8_t buf[256];
+		unsigned len;
+		bool open;
+	} console_in;
 	struct api_server *api;
 	bool paused;             /* paused by the control socket inside vm_run */
 	/* restore: the uffd page server and what it reads (NULL with the mmap backend) */

@@ -321,27 +321,17 @@ static void debugregs_from_snap(struct kvm_debugregs *d, const struct snap_debug
 	DEBUGREGS_FIELDS(COPY)
 }
 
+#define CPUID_FIELDS(X) X(function) X(index) X(flags) X(eax) X(ebx) X(ecx) X(edx)
+
 static void cpuid_to_snap(struct snap_cpuid_entry *d, const struct kvm_cpuid_entry2 *s)
 {
-	d->function = s->function;
-	d->index = s->index;
-	d->flags = s->flags;
-	d->eax = s->eax;
-	d->ebx = s->ebx;
-	d->ecx = s->ecx;
-	d->edx = s->edx;
+	CPUID_FIELDS(COPY)
 }
 
 static void cpuid_from_snap(struct kvm_cpuid_entry2 *d, const struct snap_cpuid_entry *s)
 {
-	memset(d, 0, sizeof(*d));
-	d->function = s->function;
-	d->index = s->index;
-	d->flags = s->flags;
-	d->eax = s->eax;
-	d->ebx = s->ebx;
-	d->ecx = s->ecx;
-	d->edx = s->edx;
+	memset(d, 0, sizeof(*d)); /* KVM's padding must be zero */
+	CPUID_FIELDS(COPY)
 }
 
 static int snap_failed(struct errbuf *eb, int r, unsigned id, const struct snap_err *se)
