@@ -6,6 +6,7 @@
  * same checks (devices_check_state) as ember restore.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "dev.h"
@@ -15,85 +16,116 @@ int from_snap_err(struct errbuf *eb, int r, const struct snap_err *se)
 	return errbuf_set(eb, r, "%s", se->msg);
 }
 
-/* Field tables: one row per byte-sized register, so encode and decode cannot drift. */
-#define SERIAL_U8_FIELDS(X) X(ier) X(iir) X(fcr) X(lcr) X(mcr) X(lsr) X(msr) X(scr) \
-	X(dll) X(dlm) X(thri_pending) X(rx_len)
-#define I8042_U8_FIELDS(X) X(status) X(cmd_byte) X(pending_cmd) X(out_len)
+/*
+ * A device state here is byte-sized registers plus one byte queue whose length is one
+ * of the registers. A table per device names them, so encode and decode cannot drift.
+ */
+struct byte_reg {
+	const char *name;
+	size_t off;
+};
 
-int serial_encode(const struct serial_state *s, struct snap_device *sd, struct snap_err *se)
+struct byte_state_desc {
+	const char *dev;
+	const struct byte_reg *regs;
+	size_t nr_regs;
+	const char *queue, *queue_len; /* the bin field and the register holding its length */
+	size_t queue_off, queue_max;
+};
+
+#define REG(type, f) { #f, offsetof(type, f) }
+static const struct byte_reg serial_regs[] = {
+	REG(struct serial_state, ier), REG(struct serial_state, iir),
+	REG(struct serial_state, fcr), REG(struct serial_state, lcr),
+	REG(struct serial_state, mcr), REG(struct serial_state, lsr),
+	REG(struct serial_state, msr), REG(struct serial_state, scr),
+	REG(struct serial_state, dll), REG(struct serial_state, dlm),
+	REG(struct serial_state, thri_pending), REG(struct serial_state, rx_len),
+}, i8042_regs[] = {
+	REG(struct i8042_state, status), REG(struct i8042_state, cmd_byte),
+	REG(struct i8042_state, pending_cmd), REG(struct i8042_state, out_len),
+};
+#undef REG
+
+static const struct byte_state_desc serial_desc = {
+	"serial", serial_regs, ARRAY_SIZE(serial_regs), "rx_fifo", "rx_len",
+	offsetof(struct serial_state, rx_fifo), SERIAL_FIFO_SIZE,
+};
+static const struct byte_state_desc i8042_desc = {
+	"i8042", i8042_regs, ARRAY_SIZE(i8042_regs), "out", "out_len",
+	offsetof(struct i8042_state, out), sizeof(((struct i8042_state *)0)->out),
+};
+
+static uint8_t reg_of(const struct byte_state_desc *d, const void *st, const char *name)
+{
+	for (size_t i = 0; i < d->nr_regs; i++)
+		if (!strcmp(d->regs[i].name, name))
+			return ((const uint8_t *)st)[d->regs[i].off];
+	return 0;
+}
+
+static int encode_bytes(const struct byte_state_desc *d, const void *st, struct snap_device *sd,
+			struct snap_err *se)
 {
 	int r = 0;
 
-#define PUT(f) if (!r) r = snap_dev_put_u64(sd, #f, s->f, se);
-	SERIAL_U8_FIELDS(PUT)
-#undef PUT
+	for (size_t i = 0; !r && i < d->nr_regs; i++)
+		r = snap_dev_put_u64(sd, d->regs[i].name, ((const uint8_t *)st)[d->regs[i].off], se);
 	if (!r)
-		r = snap_dev_put_bin(sd, "rx_fifo", s->rx_fifo, s->rx_len, se);
+		r = snap_dev_put_bin(sd, d->queue, (const uint8_t *)st + d->queue_off,
+				     reg_of(d, st, d->queue_len), se);
 	return r;
+}
+
+/* Type and range checks only; the device's own invariants come after. */
+static int decode_bytes(const struct byte_state_desc *d, const struct snap_device *sd, void *st,
+			size_t size, struct errbuf *eb)
+{
+	struct snap_err se;
+	const uint8_t *q;
+	uint32_t qlen;
+	uint64_t v;
+	int r;
+
+	memset(st, 0, size);
+	for (size_t i = 0; i < d->nr_regs; i++) {
+		r = snap_dev_get_u64(sd, d->regs[i].name, UINT8_MAX, &v, &se);
+		if (r)
+			return from_snap_err(eb, r, &se);
+		((uint8_t *)st)[d->regs[i].off] = (uint8_t)v;
+	}
+	r = snap_dev_get_bin(sd, d->queue, (uint32_t)d->queue_max, &q, &qlen, &se);
+	if (r)
+		return from_snap_err(eb, r, &se);
+	if (qlen != reg_of(d, st, d->queue_len))
+		return errbuf_set(eb, -EINVAL, "device %s: %s holds %u bytes but %s is %u", d->dev,
+				  d->queue, qlen, d->queue_len, reg_of(d, st, d->queue_len));
+	memcpy((uint8_t *)st + d->queue_off, q, qlen);
+	return 0;
+}
+
+int serial_encode(const struct serial_state *s, struct snap_device *sd, struct snap_err *se)
+{
+	return encode_bytes(&serial_desc, s, sd, se);
 }
 
 int serial_decode(const struct snap_device *sd, struct serial_state *s, struct errbuf *eb)
 {
-	struct snap_err se;
-	const uint8_t *fifo;
-	uint32_t fifo_len;
-	uint64_t v;
-	int r;
+	int r = decode_bytes(&serial_desc, sd, s, sizeof(*s), eb);
 
-	memset(s, 0, sizeof(*s));
-#define GET(f)                                                         \
-	r = snap_dev_get_u64(sd, #f, UINT8_MAX, &v, &se);             \
-	if (r)                                                         \
-		return from_snap_err(eb, r, &se);                      \
-	s->f = (uint8_t)v;
-	SERIAL_U8_FIELDS(GET)
-#undef GET
-	r = snap_dev_get_bin(sd, "rx_fifo", SERIAL_FIFO_SIZE, &fifo, &fifo_len, &se);
-	if (r)
-		return from_snap_err(eb, r, &se);
-	if (fifo_len != s->rx_len)
-		return errbuf_set(eb, -EINVAL, "device serial: rx_fifo holds %u bytes but rx_len is %u",
-				  fifo_len, s->rx_len);
-	memcpy(s->rx_fifo, fifo, fifo_len);
-	return serial_state_validate(s, eb);
+	return r ? r : serial_state_validate(s, eb);
 }
 
 int i8042_encode(const struct i8042_state *s, struct snap_device *sd, struct snap_err *se)
 {
-	int r = 0;
-
-#define PUT(f) if (!r) r = snap_dev_put_u64(sd, #f, s->f, se);
-	I8042_U8_FIELDS(PUT)
-#undef PUT
-	if (!r)
-		r = snap_dev_put_bin(sd, "out", s->out, s->out_len, se);
-	return r;
+	return encode_bytes(&i8042_desc, s, sd, se);
 }
 
 int i8042_decode(const struct snap_device *sd, struct i8042_state *s, struct errbuf *eb)
 {
-	struct snap_err se;
-	const uint8_t *out;
-	uint32_t out_len;
-	uint64_t v;
-	int r;
+	int r = decode_bytes(&i8042_desc, sd, s, sizeof(*s), eb);
 
-	memset(s, 0, sizeof(*s));
-#define GET(f)                                                         \
-	r = snap_dev_get_u64(sd, #f, UINT8_MAX, &v, &se);             \
-	if (r)                                                         \
-		return from_snap_err(eb, r, &se);                      \
-	s->f = (uint8_t)v;
-	I8042_U8_FIELDS(GET)
-#undef GET
-	r = snap_dev_get_bin(sd, "out", sizeof(s->out), &out, &out_len, &se);
-	if (r)
-		return from_snap_err(eb, r, &se);
-	if (out_len != s->out_len)
-		return errbuf_set(eb, -EINVAL, "device i8042: out holds %u bytes but out_len is %u",
-				  out_len, s->out_len);
-	memcpy(s->out, out, out_len);
-	return i8042_state_validate(s, eb);
+	return r ? r : i8042_state_validate(s, eb);
 }
 
 int abi_decode(const struct snap_device *sd, bool *ready_seen, struct errbuf *eb)
