@@ -138,81 +138,6 @@ static void same(const char *path, uint64_t a, uint64_t b)
 }
 
 #define SAME(f) same(#f, (uint64_t)a->f, (uint64_t)b->f);
-#define SAME_SEG(sg)                                                                    \
-	SAME(sregs.sg.base) SAME(sregs.sg.limit) SAME(sregs.sg.selector) SAME(sregs.sg.type) \
-	SAME(sregs.sg.present) SAME(sregs.sg.dpl) SAME(sregs.sg.db) SAME(sregs.sg.s)        \
-	SAME(sregs.sg.l) SAME(sregs.sg.g) SAME(sregs.sg.avl) SAME(sregs.sg.unusable)
-
-static void same_bytes(const char *what, const uint8_t *a, const uint8_t *b, size_t len,
-		       size_t skip_off, size_t skip_len)
-{
-	for (size_t i = 0; i < len; i++) {
-		if (i >= skip_off && i < skip_off + skip_len)
-			continue;
-		if (a[i] != b[i]) {
-			cr_expect_fail("%s: first difference at byte 0x%zx (0x%02x saved, 0x%02x "
-				       "after restore)", what, i, a[i], b[i]);
-			return;
-		}
-	}
-}
-
-static void compare_vcpu(const struct snap_vcpu *a, const struct snap_vcpu *b)
-{
-	SAME(id) SAME(mp_state)
-	SAME(regs.rax) SAME(regs.rbx) SAME(regs.rcx) SAME(regs.rdx) SAME(regs.rsi) SAME(regs.rdi)
-	SAME(regs.rsp) SAME(regs.rbp) SAME(regs.r8) SAME(regs.r9) SAME(regs.r10) SAME(regs.r11)
-	SAME(regs.r12) SAME(regs.r13) SAME(regs.r14) SAME(regs.r15) SAME(regs.rip)
-	SAME(regs.rflags)
-	SAME_SEG(cs) SAME_SEG(ds) SAME_SEG(es) SAME_SEG(fs) SAME_SEG(gs) SAME_SEG(ss)
-	SAME_SEG(tr) SAME_SEG(ldt)
-	SAME(sregs.gdt.base) SAME(sregs.gdt.limit) SAME(sregs.idt.base) SAME(sregs.idt.limit)
-	SAME(sregs.cr0) SAME(sregs.cr2) SAME(sregs.cr3) SAME(sregs.cr4) SAME(sregs.cr8)
-	SAME(sregs.efer) SAME(sregs.apic_base)
-	SAME(sregs.interrupt_bitmap[0]) SAME(sregs.interrupt_bitmap[1])
-	SAME(sregs.interrupt_bitmap[2]) SAME(sregs.interrupt_bitmap[3])
-	SAME(xsave_len)
-	if (a->xsave_len == b->xsave_len)
-		same_bytes("xsave", a->xsave, b->xsave, a->xsave_len, 0, 0);
-	SAME(nr_xcrs)
-	for (uint32_t i = 0; i < a->nr_xcrs && i < b->nr_xcrs; i++) {
-		same("xcrs[i].xcr", a->xcrs[i].xcr, b->xcrs[i].xcr);
-		same("xcrs[i].value", a->xcrs[i].value, b->xcrs[i].value);
-	}
-	same_bytes("lapic (all but the timer current count)", a->lapic, b->lapic, SNAP_LAPIC_SIZE,
-		   LAPIC_TMCCT, 4);
-	SAME(nr_msrs)
-	for (uint32_t i = 0; i < a->nr_msrs && i < b->nr_msrs; i++) {
-		cr_expect_eq(a->msrs[i].index, b->msrs[i].index, "msrs[%u]: MSR 0x%x saved, 0x%x after "
-			     "restore", i, a->msrs[i].index, b->msrs[i].index);
-		if (a->msrs[i].index == MSR_TSC)
-			cr_expect_geq(b->msrs[i].value, a->msrs[i].value, "MSR TSC went back");
-		else
-			cr_expect_eq(a->msrs[i].value, b->msrs[i].value,
-				     "MSR 0x%x: saved 0x%llx, after restore 0x%llx", a->msrs[i].index,
-				     (unsigned long long)a->msrs[i].value,
-				     (unsigned long long)b->msrs[i].value);
-	}
-	SAME(events.exception.injected) SAME(events.exception.nr)
-	SAME(events.exception.has_error_code) SAME(events.exception.pending)
-	SAME(events.exception.error_code) SAME(events.interrupt.injected)
-	SAME(events.interrupt.nr) SAME(events.interrupt.soft) SAME(events.interrupt.shadow)
-	SAME(events.nmi.injected) SAME(events.nmi.pending) SAME(events.nmi.masked)
-	SAME(events.sipi_vector) SAME(events.flags) SAME(events.smi.smm) SAME(events.smi.pending)
-	SAME(events.smi.smm_inside_nmi) SAME(events.smi.latched_init)
-	SAME(events.triple_fault_pending) SAME(events.exception_has_payload)
-	SAME(events.exception_payload)
-	SAME(debugregs.db[0]) SAME(debugregs.db[1]) SAME(debugregs.db[2]) SAME(debugregs.db[3])
-	SAME(debugregs.dr6) SAME(debugregs.dr7) SAME(debugregs.flags)
-	SAME(nr_cpuid)
-	for (uint32_t i = 0; i < a->nr_cpuid && i < b->nr_cpuid; i++)
-		cr_expect_eq(memcmp(&a->cpuid[i], &b->cpuid[i], sizeof(a->cpuid[i])), 0,
-			     "CPUID entry %u (leaf 0x%x.%u) differs", i, a->cpuid[i].function,
-			     a->cpuid[i].index);
-	cr_expect_geq(b->tsc, a->tsc, "TSC went back across the restore: 0x%llx -> 0x%llx",
-		      (unsigned long long)a->tsc, (unsigned long long)b->tsc);
-}
-
 #define SAME_PIC(p)                                                                      \
 	SAME(p.last_irr) SAME(p.irr) SAME(p.imr) SAME(p.isr) SAME(p.priority_add)           \
 	SAME(p.irq_base) SAME(p.read_reg_select) SAME(p.poll) SAME(p.special_mask)           \
@@ -272,7 +197,7 @@ static void compare_states(const struct snap_state *a, const struct snap_state *
 {
 	cr_assert_eq(a->nr_vcpus, b->nr_vcpus);
 	for (uint32_t i = 0; i < a->nr_vcpus; i++)
-		compare_vcpu(&a->vcpus[i], &b->vcpus[i]);
+		snapt_compare_vcpu(&a->vcpus[i], &b->vcpus[i]);
 	compare_vm(&a->vm, &b->vm);
 	compare_devices(a, b);
 	cr_expect_eq(a->memory.size, b->memory.size);

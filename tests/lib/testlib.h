@@ -258,4 +258,11 @@ uint64_t *lazyt_ws_load(const char *dir, uint64_t *n);
 void lazyt_restore_denied(struct proc_result *r, unsigned deny, const char *dir, const char *opts,
 			  const char *cmds);
 
+/* ---- vcpu_compare.c: a vCPU's state across a snapshot ------------------------------ */
+
+/* Expects (cr_expect) every field of b, restored, to equal a, saved; the TSC may only
+ * move forward and the LAPIC timer's current count may differ. */
+struct snap_vcpu;
+void snapt_compare_vcpu(const struct snap_vcpu *a, const struct snap_vcpu *b);
+
 #endif
