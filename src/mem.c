@@ -122,7 +122,7 @@ int mem_region_of(const struct guest_mem *m, uint64_t gpa)
 	return -1;
 }
 
-void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+const void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
 	int i = mem_region_of(m, gpa);
 	uint64_t off;
@@ -136,9 +136,18 @@ void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 	return m->base + m->regions[i].offset + off;
 }
 
+void *gpa_map_write(struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	void *p = (void *)gpa_ptr(m, gpa, len);
+
+	if (p)
+		mem_mark_dirty(m, gpa, len);
+	return p;
+}
+
 int gpa_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
 {
-	void *p = gpa_ptr(m, gpa, len);
+	const void *p = gpa_ptr(m, gpa, len);
 
 	if (!p)
 		return -EFAULT;
@@ -148,18 +157,17 @@ int gpa_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
 
 int gpa_write(struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
 {
-	void *p = gpa_ptr(m, gpa, len);
+	void *p = gpa_map_write(m, gpa, len);
 
 	if (!p)
 		return -EFAULT;
 	memcpy(p, src, len);
-	mem_mark_dirty(m, gpa, len);
 	return 0;
 }
 
 void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
-	uint8_t *p = gpa_ptr(m, gpa, len);
+	const uint8_t *p = gpa_ptr(m, gpa, len);
 	uint64_t first, last;
 
 	if (!m->host_dirty || !p || len == 0)

@@ -121,7 +121,7 @@ int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *
  * without reading them.
  */
 int mem_populated_bitmap(const struct guest_mem *m, uint64_t *bitmap, struct errbuf *eb);
-/* Records a host-side write to guest RAM for dirty tracking (gpa_write does it). */
+/* Records a host-side write to guest RAM for dirty tracking (gpa_map_write does it). */
 void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
 /* ORs the pages written since the last call (guest and host writes) into bitmap (one
  * bit per page of the host mapping, m->size / PAGE_SIZE bits) and restarts tracking. */
@@ -130,9 +130,16 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
 /*
  * THE bounds check: every guest physical address ember dereferences goes through
  * here. Returns a host pointer to [gpa, gpa+len) or NULL when any byte of the range
- * is outside RAM or the range crosses a region boundary. Overflow-safe.
+ * is outside RAM or the range crosses a region boundary. Overflow-safe. Read-only:
+ * whatever ember writes goes through gpa_map_write or gpa_write.
  */
-void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+const void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+/*
+ * THE way ember writes guest memory (device DMA, loaders, ucall replies): gpa_ptr's
+ * check, and the range is recorded as written by the host (mem_mark_dirty) so diff
+ * snapshots and dirty-page resets see it. The caller writes right away.
+ */
+void *gpa_map_write(struct guest_mem *m, uint64_t gpa, uint64_t len);
 int gpa_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
 int gpa_write(struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 /* Region index holding gpa, or -1. */

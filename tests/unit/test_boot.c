@@ -38,7 +38,7 @@ static uint64_t q(uint64_t gpa)
 
 Test(boot, pml4_points_first_entry_at_pdpt_only)
 {
-	memset(gpa_ptr(&mem, BOOT_PML4_ADDR, 4096), 0xff, 4096);
+	memset(gpa_map_write(&mem, BOOT_PML4_ADDR, 4096), 0xff, 4096);
 	cr_assert_eq(boot_write_tables(&mem, &eb), 0, "%s", eb.msg);
 	cr_assert_eq(q(BOOT_PML4_ADDR), BOOT_PDPT_ADDR | 0x3); /* present | rw, supervisor */
 	for (unsigned i = 1; i < 512; i++)
@@ -47,7 +47,7 @@ Test(boot, pml4_points_first_entry_at_pdpt_only)
 
 Test(boot, pdpt_maps_four_gib_through_four_page_directories)
 {
-	memset(gpa_ptr(&mem, BOOT_PDPT_ADDR, 4096), 0xff, 4096);
+	memset(gpa_map_write(&mem, BOOT_PDPT_ADDR, 4096), 0xff, 4096);
 	cr_assert_eq(boot_write_tables(&mem, &eb), 0, "%s", eb.msg);
 	for (unsigned i = 0; i < 4; i++)
 		cr_assert_eq(q(BOOT_PDPT_ADDR + i * 8), (BOOT_PD_ADDR + i * 4096) | 0x3, "PDPT[%u]", i);
@@ -78,7 +78,7 @@ Test(boot, gdt_has_null_code64_data_and_busy_tss_descriptors)
 
 Test(boot, idt_is_empty)
 {
-	memset(gpa_ptr(&mem, BOOT_IDT_ADDR, 16), 0xff, 16);
+	memset(gpa_map_write(&mem, BOOT_IDT_ADDR, 16), 0xff, 16);
 	cr_assert_eq(boot_write_tables(&mem, &eb), 0, "%s", eb.msg);
 	cr_assert_eq(q(BOOT_IDT_ADDR), 0);
 	cr_assert_eq(q(BOOT_IDT_ADDR + 8), 0);

@@ -254,9 +254,9 @@ static void put_ucall(struct vm *vm, uint64_t gpa, uint32_t cmd)
 static void guest_env_init(struct vm *vm)
 {
 	struct errbuf eb = { "" };
-	uint64_t *pml4 = gpa_ptr(&vm->mem, BOOT_PML4_ADDR, PAGE_SIZE);
-	uint64_t *pdpt = gpa_ptr(&vm->mem, BOOT_PDPT_ADDR, PAGE_SIZE);
-	uint64_t *pd = gpa_ptr(&vm->mem, BOOT_PD_ADDR, BOOT_PD_PAGES * PAGE_SIZE);
+	uint64_t *pml4 = gpa_map_write(&vm->mem, BOOT_PML4_ADDR, PAGE_SIZE);
+	uint64_t *pdpt = gpa_map_write(&vm->mem, BOOT_PDPT_ADDR, PAGE_SIZE);
+	uint64_t *pd = gpa_map_write(&vm->mem, BOOT_PD_ADDR, BOOT_PD_PAGES * PAGE_SIZE);
 
 	cr_assert_eq(boot_write_tables(&vm->mem, &eb), 0, "%s", eb.msg);
 	pml4[0] |= 4;

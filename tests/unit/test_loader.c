@@ -124,7 +124,7 @@ Test(loader, zeroes_elf_bss_beyond_file_size)
 	uint8_t *img = simple_elf(&len);
 	const uint8_t *bss;
 
-	memset(gpa_ptr(&mem, 0x102000, 0x1000), 0xcc, 0x1000);
+	memset(gpa_map_write(&mem, 0x102000, 0x1000), 0xcc, 0x1000);
 	cr_assert_eq(load(img, len, NULL, 0, NULL), 0, "%s", eb.msg);
 	bss = guest(0x102000, 0x1000);
 	for (unsigned i = 0; i < 0x1000; i++)
@@ -497,7 +497,7 @@ Test(loader, copies_cmdline_with_terminator)
 	size_t len;
 	uint8_t *img = simple_elf(&len);
 
-	memset(gpa_ptr(&mem, BOOT_CMDLINE_ADDR, 64), 0xee, 64);
+	memset(gpa_map_write(&mem, BOOT_CMDLINE_ADDR, 64), 0xee, 64);
 	cr_assert_eq(load(img, len, NULL, 0, cmd), 0, "%s", eb.msg);
 	cr_assert_eq(memcmp(guest(BOOT_CMDLINE_ADDR, strlen(cmd)), cmd, strlen(cmd)), 0);
 	cr_assert_eq(guest(BOOT_CMDLINE_ADDR, 64)[strlen(cmd)], 0);
@@ -512,7 +512,7 @@ Test(loader, writes_empty_cmdline_when_none_given)
 	size_t len;
 	uint8_t *img = simple_elf(&len);
 
-	memset(gpa_ptr(&mem, BOOT_CMDLINE_ADDR, 1), 0xee, 1);
+	memset(gpa_map_write(&mem, BOOT_CMDLINE_ADDR, 1), 0xee, 1);
 	cr_assert_eq(load(img, len, NULL, 0, NULL), 0, "%s", eb.msg);
 	cr_assert_eq(guest(BOOT_CMDLINE_ADDR, 1)[0], 0);
 	cr_assert_eq(bi.cmdline_size, 1);

@@ -44,11 +44,11 @@ static uint64_t gdt_entry(uint8_t access, uint8_t flags, uint32_t base, uint32_t
 
 int boot_write_tables(struct guest_mem *m, struct errbuf *eb)
 {
-	uint64_t *pml4 = gpa_ptr(m, BOOT_PML4_ADDR, PAGE_SIZE);
-	uint64_t *pdpt = gpa_ptr(m, BOOT_PDPT_ADDR, PAGE_SIZE);
-	uint64_t *pd = gpa_ptr(m, BOOT_PD_ADDR, BOOT_PD_PAGES * PAGE_SIZE);
-	uint64_t *gdt = gpa_ptr(m, BOOT_GDT_ADDR, GDT_ENTRIES * 8);
-	uint64_t *idt = gpa_ptr(m, BOOT_IDT_ADDR, 16);
+	uint64_t *pml4 = gpa_map_write(m, BOOT_PML4_ADDR, PAGE_SIZE);
+	uint64_t *pdpt = gpa_map_write(m, BOOT_PDPT_ADDR, PAGE_SIZE);
+	uint64_t *pd = gpa_map_write(m, BOOT_PD_ADDR, BOOT_PD_PAGES * PAGE_SIZE);
+	uint64_t *gdt = gpa_map_write(m, BOOT_GDT_ADDR, GDT_ENTRIES * 8);
+	uint64_t *idt = gpa_map_write(m, BOOT_IDT_ADDR, 16);
 
 	if (!pml4 || !pdpt || !pd || !gdt || !idt)
 		return errbuf_set(eb, -ENOMEM, "guest RAM does not cover the boot tables at 0x500-0x%llx",

@@ -210,7 +210,7 @@ int loader_load_elf(struct guest_mem *m, const uint8_t *img, size_t len, const c
 	k->end = 0;
 	for (unsigned j = 0; j < nload; j++) {
 		const Elf64_Phdr *ph = &loads[j];
-		uint8_t *dst = gpa_ptr(m, ph->p_paddr, ph->p_memsz); /* checked above */
+		uint8_t *dst = gpa_map_write(m, ph->p_paddr, ph->p_memsz); /* checked above */
 
 		if (!dst)
 			return errbuf_set(eb, -EFAULT, "%s: PT_LOAD %u vanished from RAM", what, idx[j]);
@@ -245,7 +245,7 @@ static int write_cmdline(struct guest_mem *m, const char *cmdline, const struct 
 				  "kernel command line is %zu bytes, the limit is %llu (kernel cmdline_size %u, ember maximum %llu)",
 				  strlen(cmdline), (unsigned long long)limit, hdr->cmdline_size,
 				  (unsigned long long)(BOOT_CMDLINE_MAX - 1));
-	dst = gpa_ptr(m, BOOT_CMDLINE_ADDR, len + 1);
+	dst = gpa_map_write(m, BOOT_CMDLINE_ADDR, len + 1);
 	if (!dst)
 		return errbuf_set(eb, -EFAULT, "command line area at 0x%llx is outside guest RAM",
 				  (unsigned long long)BOOT_CMDLINE_ADDR);
@@ -286,7 +286,7 @@ static int place_initrd(struct guest_mem *m, const struct load_args *a,
 					  (unsigned long long)k->start, (unsigned long long)k->end);
 		addr = (k->start - a->initrd_len) & ~(PAGE_SIZE - 1);
 	}
-	if (addr < HIGH_MEM_START || !(dst = gpa_ptr(m, addr, a->initrd_len)))
+	if (addr < HIGH_MEM_START || !(dst = gpa_map_write(m, addr, a->initrd_len)))
 		return errbuf_set(eb, -ENOMEM, "initrd of %zu bytes does not fit in guest RAM at 0x%llx",
 				  a->initrd_len, (unsigned long long)addr);
 	memcpy(dst, a->initrd, a->initrd_len);

@@ -268,7 +268,7 @@ static int bz_load_plain(struct guest_mem *m, const struct bz_layout *l, struct 
 					  h->init_size, (unsigned long long)h->pref_address,
 					  (unsigned long long)addr);
 	}
-	dst = gpa_ptr(m, addr, size);
+	dst = gpa_map_write(m, addr, size);
 	if (!dst)
 		return errbuf_set(eb, -EFAULT, "bzImage: load range vanished from RAM");
 	memcpy(dst, l->pm, l->pm_len);
