@@ -30,13 +30,20 @@
  *
  * Linux guests: ioperm(EMBER_PORT_BASE, EMBER_PORT_COUNT, 1), then
  * outb(0, EMBER_PORT_READY) when the function runtime is initialised.
+ *
+ * virtio devices: ember's virtio-mmio devices (virtio 1.x, version-2 registers) sit at
+ * fixed guest-physical addresses, one EMBER_VIRTIO_MMIO_SIZE window each, and ember
+ * appends one "virtio_mmio.device=4K@0x<base>:<irq>" per device present to the kernel
+ * command line, as Linux's virtio_mmio driver reads it (Firecracker does the same).
+ * The windows are in the 32-bit hole, never RAM. A guest finds its devices there, or
+ * probes each window for the magic value "virt".
  */
 #ifndef EMBER_ABI_H
 #define EMBER_ABI_H
 
 #include <stdint.h>
 
-#define EMBER_ABI_VERSION 1u
+#define EMBER_ABI_VERSION 2u /* 2: EMBER_UCALL_PARK, blocking WAIT, EMBER_WAIT_F_POLL */
 
 #define EMBER_PORT_BASE   0x5e0u
 #define EMBER_PORT_UCALL  0x5e0u
@@ -46,6 +53,13 @@
 #define EMBER_PORT_ABI    0x5f0u
 #define EMBER_PORT_COUNT  0x14u
 
+#define EMBER_VIRTIO_MMIO_BASE 0xd0000000u /* first window; device k at BASE + k * SIZE */
+#define EMBER_VIRTIO_MMIO_SIZE 0x1000u
+#define EMBER_VIRTIO_IRQ_BASE  5u          /* device k raises IRQ (GSI) BASE + k */
+#define EMBER_VIRTIO_RNG_SLOT   0u         /* virtio-rng: always present */
+#define EMBER_VIRTIO_VSOCK_SLOT 1u         /* virtio-vsock: with --vsock-cid */
+#define EMBER_VSOCK_HOST_CID 2u            /* the host's CID, as in every vsock */
+
 /* ucall numbers (struct ember_ucall.cmd) */
 enum ember_ucall_cmd {
 	EMBER_UCALL_NONE = 0,
@@ -54,9 +68,32 @@ enum ember_ucall_cmd {
 	EMBER_UCALL_DONE = 2,   /* the test finished successfully; the VM stops, exit 0 */
 	EMBER_UCALL_ASSERT = 3, /* IN file, line, msg, args[0..1]; the VM stops, exit 3 */
 	EMBER_UCALL_PRINT = 4,  /* IN msg (NUL-terminated); written to the console */
-	EMBER_UCALL_WAIT = 5,   /* OUT status, data: next host command (see below) */
+	EMBER_UCALL_WAIT = 5,   /* IN args[0] = flags (EMBER_WAIT_F_*); OUT status, data: the
+				 * next host command (see below). With an empty queue that a
+				 * control socket may still fill, the vCPU sleeps in the host
+				 * until a command arrives or the VM is paused or stops, then
+				 * answers AGAIN; with EMBER_WAIT_F_POLL it answers at once. */
 	EMBER_UCALL_REPORT = 6, /* IN args[0..3], msg: a result record; the host logs it
 				 * as "ember-report <msg> <args...>" on stderr */
+	EMBER_UCALL_PARK = 7,   /* IN args[0] = timeout in microseconds (0: none); OUT status
+				 * (enum ember_park_status). Parks the vCPU in the host until
+				 * something may have changed for the guest: a virtio device
+				 * used a buffer or raised an interrupt, a host command was
+				 * queued, the VM is being paused or stopped, or the timeout.
+				 * An event since this vCPU's previous PARK returned makes it
+				 * return at once, so "check the queues, then PARK" never
+				 * sleeps through work. Spurious returns are allowed. For
+				 * guests that poll instead of taking interrupts (a Linux guest
+				 * uses hlt with interrupts on instead). */
+};
+
+/* struct ember_ucall.args[0] flags for EMBER_UCALL_WAIT */
+#define EMBER_WAIT_F_POLL 1u /* never sleep: AGAIN at once when the queue is empty */
+
+/* struct ember_ucall.status values written by the host for EMBER_UCALL_PARK */
+enum ember_park_status {
+	EMBER_PARK_EVENT = 0,   /* woken (or something happened before it slept) */
+	EMBER_PARK_TIMEOUT = 1, /* args[0] microseconds passed without an event */
 };
 
 /* struct ember_ucall.status values written by the host for EMBER_UCALL_WAIT */
@@ -81,7 +118,8 @@ struct ember_ucall {
 	uint64_t args[4];                     /* IN  command-specific */
 	char file[EMBER_UCALL_FILE_MAX];      /* IN  source file (ASSERT) */
 	char msg[EMBER_UCALL_MSG_MAX];        /* IN  text (ASSERT, PRINT, REPORT) */
-	uint32_t status;                      /* OUT enum ember_wait_status (WAIT) */
+	uint32_t status;                      /* OUT enum ember_wait_status (WAIT),
+					       *     enum ember_park_status (PARK) */
 	uint32_t data_len;                    /* OUT length of data without NUL (WAIT) */
 	char data[EMBER_UCALL_DATA_MAX];      /* OUT command text (WAIT) */
 };

@@ -1,4 +1,5 @@
-/* Port I/O dispatch: a sorted table of non-overlapping ranges, looked up by bisection. */
+/* Port I/O and MMIO dispatch: sorted tables of non-overlapping ranges, looked up by
+ * bisection. */
 #include <errno.h>
 #include <string.h>
 
@@ -65,15 +66,10 @@ static void bus_dispatch(const struct bus *b, const char *what, uint64_t addr, b
 	d = r->dev;
 	if (!d->ops->self_locked)
 		pthread_mutex_lock(&d->lock);
-	if (is_write) {
-		if (d->ops->pio_write)
-			d->ops->pio_write(d, addr - r->base, data, len);
-	} else {
-		if (d->ops->pio_read)
-			d->ops->pio_read(d, addr - r->base, data, len);
-		else
-			memset(data, 0xff, len);
-	}
+	if (is_write)
+		d->ops->write(d, addr - r->base, data, len);
+	else
+		d->ops->read(d, addr - r->base, data, len);
 	if (!d->ops->self_locked)
 		pthread_mutex_unlock(&d->lock);
 }

@@ -335,7 +335,7 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	r = vm_create_vcpus(vm, false, eb);
 	if (r)
 		goto out;
-	r = vm_attach_devices(vm, eb);
+	r = vm_attach_devices(vm, &d.state, eb);
 	if (r)
 		goto out;
 	r = cpu_check_join(&check, eb);
@@ -344,6 +344,7 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	r = restore_state(vm, &d.state, eb);
 	if (r)
 		goto out;
+	devices_post_restore(vm);
 	snprintf(vm->last_snapshot_id, sizeof(vm->last_snapshot_id), "%s", d.state.header.id);
 	vm->entry_phase = "resumed";
 	atomic_store(&vm->first_report_pending, true);

@@ -150,6 +150,8 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	r = snap_state_init(&st, &se);
 	if (r)
 		return snap_fail(eb, r, &se);
+	/* device threads leave guest memory and queues alone until the memory is written */
+	devices_quiesce(vm);
 	r = save_state(vm, &st, eb);
 	if (r)
 		goto out;
@@ -216,6 +218,7 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	stats->us_commit = timing_now_us() - t2;
 	stats->us_total = timing_now_us() - t0;
 out:
+	devices_unquiesce(vm);
 	if (r && dirty && vm->mem.dirty_log) {
 		/* the pages we consumed from the log are still unsaved: give them back */
 		for (uint64_t wd = 0; wd < (pages + 63) / 64; wd++)

@@ -1,9 +1,10 @@
 /*
  * vCPU threads. Each vCPU runs KVM_RUN on its own thread and is driven by messages
- * (run, pause, call, quit), never by locks taken inside a signal handler: the sender
+ * (run, pause, quit), never by locks taken inside a signal handler: the sender
  * stores the message, then kicks the thread with VCPU_KICK_SIGNAL whose handler only
  * sets kvm_run->immediate_exit, so KVM_RUN returns EINTR whether the signal lands
- * before or during the ioctl.
+ * before or during the ioctl, and wakes the VM's parked vCPUs (vm_wake), so one
+ * sleeping in a PARK or WAIT ucall returns too.
  */
 #include <errno.h>
 #include <signal.h>
@@ -81,7 +82,12 @@ void vcpu_destroy(struct vcpu *v)
 	pthread_cond_destroy(&v->cond);
 }
 
-static bool msg_pending(struct vcpu *v)
+struct vcpu *vcpu_current(void)
+{
+	return current_vcpu;
+}
+
+bool vcpu_msg_pending(struct vcpu *v)
 {
 	return __atomic_load_n(&v->msg, __ATOMIC_ACQUIRE) != VCPU_MSG_NONE;
 }
@@ -181,7 +187,7 @@ static void vcpu_run_loop(struct vcpu *v)
 	unsigned again_sleep_us = 20;
 
 	for (;;) {
-		if (msg_pending(v) || atomic_load(&vm->stopping))
+		if (vcpu_msg_pending(v) || atomic_load(&vm->stopping))
 			return;
 		if (!atomic_load_explicit(&vm->entered, memory_order_relaxed) &&
 		    !atomic_exchange(&vm->entered, true))
@@ -266,11 +272,6 @@ static void *vcpu_thread(void *arg)
 		case VCPU_MSG_RUN:
 			v->state = VCPU_RUNNING;
 			break;
-		case VCPU_MSG_CALL:
-			pthread_mutex_unlock(&v->lock);
-			v->call_ret = v->call_fn(v, v->call_arg);
-			pthread_mutex_lock(&v->lock);
-			break;
 		case VCPU_MSG_QUIT:
 			v->state = VCPU_EXITED;
 			v->acked = seq;
@@ -289,7 +290,7 @@ static void *vcpu_thread(void *arg)
 			pthread_mutex_unlock(&v->lock);
 			vcpu_run_loop(v);
 			pthread_mutex_lock(&v->lock);
-			if (!msg_pending(v)) {
+			if (!vcpu_msg_pending(v)) {
 				/* the VM is stopping: finish the last exit and park */
 				pthread_mutex_unlock(&v->lock);
 				vcpu_complete_io(v);
@@ -328,6 +329,7 @@ static unsigned vcpu_post(struct vcpu *v, enum vcpu_msg msg)
 	if (v->state == VCPU_RUNNING)
 		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
 	pthread_mutex_unlock(&v->lock);
+	vm_wake(v->vm);
 	return seq;
 }
 
@@ -351,41 +353,4 @@ int vcpus_send(struct vm *vm, enum vcpu_msg msg)
 		if (vm->vcpus[i].thread_started)
 			vcpu_wait_ack(&vm->vcpus[i], seqs[i]);
 	return 0;
-}
-
-int vcpus_call(struct vm *vm, int (*fn)(struct vcpu *, void *), void *arg)
-{
-	int r = 0;
-
-	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-		struct vcpu *v = &vm->vcpus[i];
-
-		if (!v->thread_started) {
-			/* no thread yet (before the first run): call inline */
-			int ri = fn(v, arg);
-
-			if (ri && !r)
-				r = ri;
-			continue;
-		}
-		pthread_mutex_lock(&v->lock);
-		v->call_fn = fn;
-		v->call_arg = arg;
-		pthread_mutex_unlock(&v->lock);
-	}
-	{
-		unsigned seqs[VM_MAX_VCPUS];
-
-		for (unsigned i = 0; i < vm->nr_vcpus; i++)
-			if (vm->vcpus[i].thread_started)
-				seqs[i] = vcpu_post(&vm->vcpus[i], VCPU_MSG_CALL);
-		for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-			if (!vm->vcpus[i].thread_started)
-				continue;
-			vcpu_wait_ack(&vm->vcpus[i], seqs[i]);
-			if (vm->vcpus[i].call_ret && !r)
-				r = vm->vcpus[i].call_ret;
-		}
-	}
-	return r;
 }

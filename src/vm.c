@@ -13,6 +13,9 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,7 +74,6 @@ struct vm *vm_alloc(const struct vm_config *cfg)
 	vm->ep = -1;
 	vm->entry_phase = "first-entry";
 	pthread_mutex_init(&vm->cmd_lock, NULL);
-	pthread_cond_init(&vm->cmd_cond, NULL);
 	pthread_mutex_init(&vm->stop_lock, NULL);
 	vm->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -109,13 +111,13 @@ int vm_create_vcpus(struct vm *vm, bool fresh, struct errbuf *eb)
 	return 0;
 }
 
-int vm_attach_devices(struct vm *vm, struct errbuf *eb)
+int vm_attach_devices(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 {
 	int r = console_open(vm, eb);
 
 	if (r)
 		return r;
-	return devices_create(vm, eb);
+	return devices_create(vm, st, eb);
 }
 
 int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
@@ -160,7 +162,7 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
 	r = vm_create_vcpus(vm, true, eb);
 	if (r)
 		goto fail;
-	r = vm_attach_devices(vm, eb);
+	r = vm_attach_devices(vm, NULL, eb);
 	if (r)
 		goto fail;
 	timing_mark("kvm-ready");
@@ -173,11 +175,24 @@ fail:
 
 int vm_boot_load(struct vm *vm, struct errbuf *eb)
 {
+	const char *base = vm->cfg.cmdline ? vm->cfg.cmdline : "console=ttyS0 reboot=k panic=1";
+	size_t len = strlen(base) + 64 * (vm->nr_devices + 1);
 	struct boot_info bi;
-	const char *cmdline = vm->cfg.cmdline ? vm->cfg.cmdline : "console=ttyS0 reboot=k panic=1";
+	char *cmdline;
 	int r;
 
-	r = loader_load_files(&vm->mem, vm->cfg.kernel, vm->cfg.initrd, cmdline, &bi, eb);
+	/* the guest learns its virtio devices as Linux's virtio_mmio driver does; the
+	 * loader then checks the whole line against the kernel's limit */
+	cmdline = malloc(len);
+	if (!cmdline)
+		return errbuf_set(eb, -ENOMEM, "out of memory");
+	snprintf(cmdline, len, "%s", base);
+	r = devices_cmdline(vm, cmdline, len);
+	if (!r)
+		r = loader_load_files(&vm->mem, vm->cfg.kernel, vm->cfg.initrd, cmdline, &bi, eb);
+	else
+		errbuf_set(eb, r, "kernel command line: no room for the virtio_mmio.device entries");
+	free(cmdline);
 	if (r)
 		return r;
 	r = mptable_write(&vm->mem, vm->nr_vcpus, eb);
@@ -208,10 +223,8 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int code, const 
 		}
 	}
 	pthread_mutex_unlock(&vm->stop_lock);
-	/* a vCPU parked in a WAIT poll must notice too */
-	pthread_mutex_lock(&vm->cmd_lock);
-	pthread_cond_broadcast(&vm->cmd_cond);
-	pthread_mutex_unlock(&vm->cmd_lock);
+	/* a vCPU parked in a WAIT or PARK ucall must notice too */
+	vm_wake(vm);
 }
 
 int vm_exit_status(const struct vm *vm)
@@ -248,28 +261,28 @@ int vm_cmd_push(struct vm *vm, const char *cmd)
 		free(c);
 	} else {
 		vm->cmds[vm->cmd_tail++ % VM_MAX_GUEST_CMDS] = c;
-		pthread_cond_broadcast(&vm->cmd_cond);
 	}
 	pthread_mutex_unlock(&vm->cmd_lock);
+	if (!r)
+		vm_wake(vm);
 	return r;
 }
 
-int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len, int timeout_ms)
+bool vm_cmd_pending(struct vm *vm)
 {
-	struct timespec dl;
-	int status;
-
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_nsec += (long)timeout_ms * 1000000L;
-	dl.tv_sec += dl.tv_nsec / 1000000000L;
-	dl.tv_nsec %= 1000000000L;
+	bool pending;
 
 	pthread_mutex_lock(&vm->cmd_lock);
-	while (vm->cmd_head == vm->cmd_tail && vm->cmd_may_arrive && timeout_ms > 0 &&
-	       !atomic_load(&vm->stopping)) {
-		if (pthread_cond_timedwait(&vm->cmd_cond, &vm->cmd_lock, &dl) == ETIMEDOUT)
-			break;
-	}
+	pending = vm->cmd_head != vm->cmd_tail;
+	pthread_mutex_unlock(&vm->cmd_lock);
+	return pending;
+}
+
+int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len)
+{
+	int status;
+
+	pthread_mutex_lock(&vm->cmd_lock);
 	if (vm->cmd_head != vm->cmd_tail) {
 		char *c = vm->cmds[vm->cmd_head++ % VM_MAX_GUEST_CMDS];
 
@@ -284,6 +297,58 @@ int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len, int time
 	}
 	pthread_mutex_unlock(&vm->cmd_lock);
 	return status;
+}
+
+/* ---- parking vCPUs: an event count on a futex ------------------------------------- */
+
+static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+{
+	return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+void vm_wake(struct vm *vm)
+{
+	/* seq_cst on both sides: either the sleeper sees the new seq, or we see it asleep */
+	__atomic_add_fetch(&vm->wake_seq, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&vm->wake_sleepers, __ATOMIC_SEQ_CST))
+		futex(&vm->wake_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+static bool park_should_return(struct vm *vm, struct vcpu *v, uint32_t seen)
+{
+	return __atomic_load_n(&vm->wake_seq, __ATOMIC_SEQ_CST) != seen ||
+	       (v && vcpu_msg_pending(v)) || atomic_load(&vm->stopping);
+}
+
+bool vm_park(struct vm *vm, struct vcpu *v, uint64_t timeout_us)
+{
+	uint32_t seen = v ? v->wake_seen : __atomic_load_n(&vm->wake_seq, __ATOMIC_SEQ_CST);
+	uint64_t deadline = timeout_us ? timing_now_us() + timeout_us : 0;
+	bool woken = true;
+
+	while (!park_should_return(vm, v, seen)) {
+		struct timespec ts, *tsp = NULL;
+
+		if (deadline) {
+			uint64_t now = timing_now_us();
+
+			if (now >= deadline) {
+				woken = false;
+				break;
+			}
+			ts.tv_sec = (time_t)((deadline - now) / 1000000);
+			ts.tv_nsec = (long)((deadline - now) % 1000000) * 1000;
+			tsp = &ts;
+		}
+		__atomic_add_fetch(&vm->wake_sleepers, 1, __ATOMIC_SEQ_CST);
+		/* returns at once if wake_seq moved since we looked; EINTR on a kick */
+		if (!park_should_return(vm, v, seen))
+			futex(&vm->wake_seq, FUTEX_WAIT_PRIVATE, seen, tsp);
+		__atomic_sub_fetch(&vm->wake_sleepers, 1, __ATOMIC_SEQ_CST);
+	}
+	if (v)
+		v->wake_seen = __atomic_load_n(&vm->wake_seq, __ATOMIC_SEQ_CST);
+	return woken;
 }
 
 /* ---- the main loop ------------------------------------------------------------ */
@@ -371,6 +436,7 @@ static void on_stdin(struct vm *vm, struct vm_watch *w, uint32_t events)
 
 static int vm_start_threads(struct vm *vm)
 {
+	struct errbuf eb = { "" };
 	sigset_t set;
 	int r;
 
@@ -397,6 +463,11 @@ static int vm_start_threads(struct vm *vm)
 	r = vcpu_signals_init();
 	if (r)
 		return r;
+	r = devices_start(vm, &eb);
+	if (r) {
+		pr_err("%s", eb.msg);
+		return r;
+	}
 	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
 		r = vcpu_start_thread(&vm->vcpus[i]);
 		if (r)
@@ -522,7 +593,6 @@ void vm_destroy(struct vm *vm)
 	while (vm->cmd_head != vm->cmd_tail)
 		free(vm->cmds[vm->cmd_head++ % VM_MAX_GUEST_CMDS]);
 	pthread_mutex_destroy(&vm->cmd_lock);
-	pthread_cond_destroy(&vm->cmd_cond);
 	pthread_mutex_destroy(&vm->stop_lock);
 	free(vm);
 }

@@ -182,6 +182,10 @@ struct vm_config {
 	bool timings;
 	uint64_t timeout_ms;          /* 0: none; else stop with VM_STOP_TIMEOUT */
 	bool dirty_tracking;          /* track dirty pages for diff snapshots */
+	/* virtio-vsock (--vsock-cid, --vsock-uds): boot creates the device when vsock_cid
+	 * is set; restore takes the CID from the snapshot (vsock_cid, when set, must match) */
+	uint64_t vsock_cid;           /* 0: none (valid CIDs are 3..0xfffffffe) */
+	const char *vsock_uds;        /* host side of the hybrid scheme (INVOCATION.md) */
 	/* restore only */
 	enum mem_backend { MEM_BACKEND_AUTO, MEM_BACKEND_MMAP, MEM_BACKEND_UFFD,
 			   MEM_BACKEND_EAGER } mem_backend;
@@ -209,7 +213,6 @@ enum vcpu_msg {
 	VCPU_MSG_NONE = 0,
 	VCPU_MSG_RUN,    /* enter/continue KVM_RUN */
 	VCPU_MSG_PAUSE,  /* leave KVM_RUN (completing pending I/O) and park */
-	VCPU_MSG_CALL,   /* run vcpu->call_fn(vcpu, call_arg) on the vCPU thread, then park */
 	VCPU_MSG_QUIT,   /* leave the thread */
 };
 
@@ -230,10 +233,8 @@ struct vcpu {
 	enum vcpu_run_state state;    /* under lock */
 	unsigned acked;               /* message sequence number acknowledged */
 	unsigned seq;                 /* message sequence number sent */
-	int (*call_fn)(struct vcpu *v, void *arg);
-	void *call_arg;
-	int call_ret;
 	uint64_t entries;             /* KVM_RUN calls that returned */
+	uint32_t wake_seen;           /* vm->wake_seq when its last PARK/WAIT returned */
 };
 
 struct vm;
@@ -284,7 +285,6 @@ struct vm {
 
 	/* guest command queue for EMBER_UCALL_WAIT */
 	pthread_mutex_t cmd_lock;
-	pthread_cond_t cmd_cond;
 	char *cmds[VM_MAX_GUEST_CMDS];
 	unsigned cmd_head, cmd_tail;
 	bool cmd_may_arrive;     /* a control socket can queue more */
@@ -300,6 +300,11 @@ struct vm {
 	int event_fd;            /* vCPU -> main loop wake-up */
 	atomic_bool stopping;
 	atomic_bool first_report_pending; /* restore: mark "first-report" on next guest report */
+
+	/* vCPUs parked in a PARK or WAIT ucall sleep on wake_seq (a futex): vm_wake bumps
+	 * it; wake_sleepers spares the wake-up syscall when nobody sleeps */
+	uint32_t wake_seq;
+	uint32_t wake_sleepers;
 };
 
 /* vm.c: lifecycle. */
@@ -314,8 +319,16 @@ int vm_exit_status(const struct vm *vm);
 void vm_destroy(struct vm *vm);
 /* Guest command queue. */
 int vm_cmd_push(struct vm *vm, const char *cmd);
-/* Pops into buf; returns EMBER_WAIT_* status. May wait up to timeout_ms for a command. */
-int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len, int timeout_ms);
+bool vm_cmd_pending(struct vm *vm);
+/* Pops into buf; returns EMBER_WAIT_* status, never waits. */
+int vm_cmd_pop(struct vm *vm, char *buf, size_t len, uint32_t *out_len);
+/* Something may have changed for the guest (a device used a buffer, a command was
+ * queued, a vCPU got a message): parked vCPUs return from vm_park. Any thread. */
+void vm_wake(struct vm *vm);
+/* On a vCPU thread (v NULL: unit tests without one): sleeps until vm_wake happened
+ * after this vCPU's previous park returned, a message for v, a stop, or timeout_us
+ * (0: none). true when woken, false on timeout. */
+bool vm_park(struct vm *vm, struct vcpu *v, uint64_t timeout_us);
 
 /* Main-loop fds and pause/resume from within the loop (the control socket). */
 int vm_watch_add(struct vm *vm, struct vm_watch *w);
@@ -326,7 +339,9 @@ void vm_resume(struct vm *vm);
 /* Pieces of vm_create shared with vm_restore (restore.c). */
 struct vm *vm_alloc(const struct vm_config *cfg);
 int vm_create_vcpus(struct vm *vm, bool fresh, struct errbuf *eb);
-int vm_attach_devices(struct vm *vm, struct errbuf *eb);
+/* Console and devices: those the config asks for (st NULL) or the snapshot holds. */
+struct snap_state;
+int vm_attach_devices(struct vm *vm, const struct snap_state *st, struct errbuf *eb);
 
 /* ---- snapshot.c / restore.c ------------------------------------------------------ */
 struct snapshot_opts {
@@ -377,10 +392,12 @@ int vcpu_create(struct vm *vm, struct vcpu *v, unsigned id, struct errbuf *eb);
 int vcpu_start_thread(struct vcpu *v);
 /* Sends a message to every vCPU and waits until all have acted on it. */
 int vcpus_send(struct vm *vm, enum vcpu_msg msg);
-/* Runs fn on each vCPU's own thread (KVM wants vCPU ioctls there), in parallel. */
-int vcpus_call(struct vm *vm, int (*fn)(struct vcpu *, void *), void *arg);
 void vcpu_destroy(struct vcpu *v);
 /* Installs the kick signal handler; call once per process before starting threads. */
 int vcpu_signals_init(void);
+/* The vCPU whose thread this is, or NULL. */
+struct vcpu *vcpu_current(void);
+/* A message for v is waiting (it must leave KVM_RUN or a park). */
+bool vcpu_msg_pending(struct vcpu *v);
 
 #endif

@@ -15,10 +15,9 @@
 #include "../paging/paging.h"
 #include "dev.h"
 
-/* How long a WAIT with an empty queue blocks the vCPU before answering AGAIN: long
- * enough not to spin, short enough that a pause/snapshot request is never delayed
- * by more than this. */
-#define WAIT_POLL_MS 2
+/* A PARK longer than this is cut short (the guest parks again): keeps the host's
+ * deadline arithmetic far from overflow. */
+#define PARK_MAX_US (3600ull * 1000000)
 
 /* Copies a guest string into dst as printable ASCII, always NUL-terminated. */
 static void sanitize(char *dst, const char *src, size_t n)
@@ -49,20 +48,41 @@ static void console_write(struct vm *vm, const char *s, size_t len)
 	}
 }
 
-static void ucall_wait(struct vm *vm, uint64_t gpa)
+static void reply(struct vm *vm, uint64_t gpa, const void *out, size_t len, const char *what)
+{
+	if (gpa_write(&vm->mem, gpa + offsetof(struct ember_ucall, status), out, len))
+		vm_request_stop(vm, VM_STOP_ERROR, 0, "guest ucall %s: block at 0x%" PRIx64
+				" left guest RAM", what, gpa);
+}
+
+/*
+ * With nothing queued but a control socket that may queue more, the vCPU sleeps until
+ * something happens (a command, a pause, a stop) instead of answering AGAIN at once:
+ * a guest asking again every few milliseconds costs a host CPU per ~60 idle clones.
+ */
+static void ucall_wait(struct vm *vm, uint64_t gpa, uint64_t flags)
 {
 	struct {
 		uint32_t status, data_len;
 		char data[EMBER_UCALL_DATA_MAX];
 	} out = { 0 };
-	int timeout = vm->cmd_may_arrive ? WAIT_POLL_MS : 0;
 
-	out.status = (uint32_t)vm_cmd_pop(vm, out.data, sizeof(out.data), &out.data_len, timeout);
+	if (!(flags & EMBER_WAIT_F_POLL) && !vm_cmd_pending(vm) && vm->cmd_may_arrive)
+		vm_park(vm, vcpu_current(), 0);
+	out.status = (uint32_t)vm_cmd_pop(vm, out.data, sizeof(out.data), &out.data_len);
 	_Static_assert(sizeof(out) == EMBER_UCALL_SIZE - offsetof(struct ember_ucall, status),
 		       "WAIT reply covers the OUT fields exactly");
-	if (gpa_write(&vm->mem, gpa + offsetof(struct ember_ucall, status), &out, sizeof(out)))
-		vm_request_stop(vm, VM_STOP_ERROR, 0, "guest ucall WAIT: block at 0x%" PRIx64
-				" left guest RAM", gpa);
+	reply(vm, gpa, &out, sizeof(out), "WAIT");
+}
+
+static void ucall_park(struct vm *vm, uint64_t gpa, uint64_t timeout_us)
+{
+	uint32_t status;
+
+	if (timeout_us > PARK_MAX_US)
+		timeout_us = PARK_MAX_US;
+	status = vm_park(vm, vcpu_current(), timeout_us) ? EMBER_PARK_EVENT : EMBER_PARK_TIMEOUT;
+	reply(vm, gpa, &status, sizeof(status), "PARK");
 }
 
 static void handle_ucall(struct vm *vm, uint64_t gpa)
@@ -97,7 +117,10 @@ static void handle_ucall(struct vm *vm, uint64_t gpa)
 		console_write(vm, msg, strlen(msg));
 		break;
 	case EMBER_UCALL_WAIT:
-		ucall_wait(vm, gpa);
+		ucall_wait(vm, gpa, uc.args[0]);
+		break;
+	case EMBER_UCALL_PARK:
+		ucall_park(vm, gpa, uc.args[0]);
 		break;
 	case EMBER_UCALL_REPORT: {
 		char line[EMBER_UCALL_MSG_MAX + 128];
@@ -121,7 +144,7 @@ static void handle_ucall(struct vm *vm, uint64_t gpa)
 	}
 }
 
-static void abi_pio_write(struct device *d, uint64_t off, const uint8_t *data, unsigned len)
+static void abi_write(struct device *d, uint64_t off, const uint8_t *data, unsigned len)
 {
 	struct vm *vm = d->vm;
 	uint32_t v = 0;
@@ -150,7 +173,7 @@ static void abi_pio_write(struct device *d, uint64_t off, const uint8_t *data, u
 	}
 }
 
-static void abi_pio_read(struct device *d, uint64_t off, uint8_t *data, unsigned len)
+static void abi_read(struct device *d, uint64_t off, uint8_t *data, unsigned len)
 {
 	struct vm *vm = d->vm;
 	uint32_t v = 0xffffffff;
@@ -170,29 +193,52 @@ static void abi_pio_read(struct device *d, uint64_t off, uint8_t *data, unsigned
 	memcpy(data, &v, len > 4 ? 4 : len);
 }
 
-static void abi_destroy(struct device *d)
+static int abi_init(struct device *d, struct errbuf *eb)
 {
-	pthread_mutex_destroy(&d->lock);
-	free(d);
-}
-
-static const struct dev_ops abi_ops = {
-	.name = "guest-abi",
-	.pio_read = abi_pio_read,
-	.pio_write = abi_pio_write,
-	.destroy = abi_destroy,
-	.self_locked = true,
-};
-
-int abi_dev_create(struct vm *vm, struct device **out)
-{
-	struct device *d = calloc(1, sizeof(*d));
-
-	if (!d)
-		return -ENOMEM;
-	d->ops = &abi_ops;
-	d->vm = vm;
-	pthread_mutex_init(&d->lock, NULL);
-	*out = d;
 	return 0;
 }
+
+/* ---- snapshot section: whether the guest already signalled ready ------------------ */
+
+static int abi_decode(const struct snap_device *sd, bool *ready_seen, struct errbuf *eb)
+{
+	uint64_t v = 0;
+	int r = dev_get_u64(sd, "ready_seen", 1, &v, eb);
+
+	*ready_seen = v;
+	return r;
+}
+
+static int abi_save(struct device *d, struct snap_device *sd, struct snap_err *se)
+{
+	return snap_dev_put_u64(sd, "ready_seen", d->vm->ready_seen, se);
+}
+
+static int abi_restore(struct device *d, const struct snap_device *sd, struct errbuf *eb)
+{
+	bool ready;
+	int r = abi_decode(sd, &ready, eb);
+
+	if (!r)
+		d->vm->ready_seen = ready;
+	return r;
+}
+
+static int abi_check(const struct snap_device *sd, struct errbuf *eb)
+{
+	bool ready;
+
+	return abi_decode(sd, &ready, eb);
+}
+
+const struct dev_ops guest_abi_ops = {
+	.name = "guest-abi",
+	.version = ABI_STATE_VERSION,
+	.self_locked = true,
+	.init = abi_init,
+	.read = abi_read,
+	.write = abi_write,
+	.save = abi_save,
+	.restore = abi_restore,
+	.check = abi_check,
+};

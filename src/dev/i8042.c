@@ -14,6 +14,7 @@
  * status port; offsets 1-3 (0x61-0x63, not ours) read 0xff and ignore writes.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,7 +62,7 @@
 
 struct i8042 {
 	struct i8042_state s;
-	struct i8042_config cfg;
+	struct device *dev;
 };
 
 static struct i8042 *to_i8042(struct device *d)
@@ -100,8 +101,7 @@ static void set_cmd_byte(struct i8042_state *s, uint8_t v)
 
 static void pulse_reset(struct i8042 *k)
 {
-	if (k->cfg.reset)
-		k->cfg.reset(k->cfg.opaque);
+	dev_request_reset(k->dev, "guest reset (i8042)");
 }
 
 static void write_command(struct i8042 *k, uint8_t cmd)
@@ -187,62 +187,88 @@ static void reg_write(struct i8042 *k, uint64_t off, uint8_t v)
 		write_command(k, v);
 }
 
-static void i8042_pio_read(struct device *d, uint64_t off, uint8_t *data, unsigned len)
+static void i8042_read(struct device *d, uint64_t off, uint8_t *data, unsigned len)
 {
 	for (unsigned i = 0; i < len; i++)
 		data[i] = reg_read(to_i8042(d), off + i);
 }
 
-static void i8042_pio_write(struct device *d, uint64_t off, const uint8_t *data, unsigned len)
+static void i8042_write(struct device *d, uint64_t off, const uint8_t *data, unsigned len)
 {
 	for (unsigned i = 0; i < len; i++)
 		reg_write(to_i8042(d), off + i, data[i]);
 }
 
-static void i8042_destroy(struct device *d)
+static int i8042_init(struct device *d, struct errbuf *eb)
 {
-	pthread_mutex_destroy(&d->lock);
-	free(d->priv);
-	free(d);
-}
+	struct i8042 *k = to_i8042(d);
 
-static const struct dev_ops i8042_ops = {
-	.name = "i8042",
-	.pio_read = i8042_pio_read,
-	.pio_write = i8042_pio_write,
-	.destroy = i8042_destroy,
-};
-
-int i8042_create(const struct i8042_config *cfg, struct device **out)
-{
-	struct device *d;
-	struct i8042 *k;
-	int r;
-
-	if (!cfg || !out)
-		return -EINVAL;
-	d = calloc(1, sizeof(*d));
-	k = calloc(1, sizeof(*k));
-	if (!d || !k) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	r = -pthread_mutex_init(&d->lock, NULL);
-	if (r)
-		goto fail;
-	k->cfg = *cfg;
+	k->dev = d;
 	/* as a BIOS leaves it after POST: keyboard interrupt, translation, POST passed */
 	k->s.status = STS_UNLOCKED;
 	set_cmd_byte(&k->s, CTR_KBDINT | CTR_SYS | CTR_XLATE);
-	d->ops = &i8042_ops;
-	d->priv = k;
-	*out = d;
 	return 0;
-fail:
-	free(k);
-	free(d);
-	return r;
 }
+
+/* ---- snapshot section ------------------------------------------------------------- */
+
+#define REG(f) { #f, offsetof(struct i8042_state, f) }
+static const struct byte_reg i8042_regs[] = {
+	REG(status), REG(cmd_byte), REG(pending_cmd), REG(out_len),
+};
+#undef REG
+
+static const struct byte_state_desc i8042_desc = {
+	"i8042", i8042_regs, ARRAY_SIZE(i8042_regs), "out", "out_len",
+	offsetof(struct i8042_state, out), OUT_MAX,
+};
+
+int i8042_encode(const struct i8042_state *s, struct snap_device *sd, struct snap_err *se)
+{
+	return dev_bytes_encode(&i8042_desc, s, sd, se);
+}
+
+int i8042_decode(const struct snap_device *sd, struct i8042_state *s, struct errbuf *eb)
+{
+	int r = dev_bytes_decode(&i8042_desc, sd, s, sizeof(*s), eb);
+
+	return r ? r : i8042_state_validate(s, eb);
+}
+
+static int i8042_save(struct device *d, struct snap_device *sd, struct snap_err *se)
+{
+	struct i8042_state s;
+
+	i8042_get_state(d, &s);
+	return i8042_encode(&s, sd, se);
+}
+
+static int i8042_restore(struct device *d, const struct snap_device *sd, struct errbuf *eb)
+{
+	struct i8042_state s;
+	int r = i8042_decode(sd, &s, eb);
+
+	return r ? r : i8042_set_state(d, &s, eb);
+}
+
+static int i8042_check(const struct snap_device *sd, struct errbuf *eb)
+{
+	struct i8042_state s;
+
+	return i8042_decode(sd, &s, eb);
+}
+
+const struct dev_ops i8042_ops = {
+	.name = "i8042",
+	.version = I8042_STATE_VERSION,
+	.priv_size = sizeof(struct i8042),
+	.init = i8042_init,
+	.read = i8042_read,
+	.write = i8042_write,
+	.save = i8042_save,
+	.restore = i8042_restore,
+	.check = i8042_check,
+};
 
 void i8042_get_state(struct device *d, struct i8042_state *s)
 {

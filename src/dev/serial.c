@@ -10,6 +10,7 @@
  * host plumbing (output buffer, last IRQ level) and is never saved.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,7 +88,8 @@ enum {
 
 struct serial {
 	struct serial_state s;
-	struct serial_config cfg;
+	int out_fd;         /* the VM's console, -1: discard output */
+	struct irq_line *irq;
 	int irq_level;      /* level last driven on the line; -1 after a failed set_level */
 	bool irq_warned;
 	bool out_broken;    /* out_fd failed hard: output is discarded from then on */
@@ -155,14 +157,14 @@ static void update_irq(struct serial *u, bool force)
 	level = !(s->iir & IIR_NO_INT);
 	if (!force && level == u->irq_level)
 		return;
-	if (!u->cfg.irq.set_level) {
+	if (!u->irq->set_level) {
 		u->irq_level = level;
 		return;
 	}
-	r = u->cfg.irq.set_level(u->cfg.irq.opaque, u->cfg.irq.gsi, level);
+	r = u->irq->set_level(u->irq->opaque, u->irq->gsi, level);
 	if (r) {
 		if (!u->irq_warned)
-			pr_warn("serial: setting IRQ %u to %d failed: %s", u->cfg.irq.gsi, level,
+			pr_warn("serial: setting IRQ %u to %d failed: %s", u->irq->gsi, level,
 				strerror(-r));
 		u->irq_warned = true;
 		u->irq_level = -1; /* unknown: retry on the next change */
@@ -177,12 +179,12 @@ static void tx_flush(struct serial *u)
 {
 	unsigned done = 0;
 
-	if (u->cfg.out_fd < 0 || u->out_broken) {
+	if (u->out_fd < 0 || u->out_broken) {
 		u->tx_len = 0;
 		return;
 	}
 	while (done < u->tx_len) {
-		ssize_t n = write(u->cfg.out_fd, u->tx_buf + done, u->tx_len - done);
+		ssize_t n = write(u->out_fd, u->tx_buf + done, u->tx_len - done);
 
 		if (n > 0) {
 			done += (unsigned)n;
@@ -205,7 +207,7 @@ static void tx_flush(struct serial *u)
 
 static void tx_put(struct serial *u, uint8_t byte)
 {
-	if (u->cfg.out_fd < 0 || u->out_broken)
+	if (u->out_fd < 0 || u->out_broken)
 		return;
 	if (u->tx_len == TX_BUF_SIZE) {
 		tx_flush(u);
@@ -392,56 +394,25 @@ static void reg_write(struct serial *u, unsigned off, uint8_t v)
 }
 
 /* An ISA bus splits a wider access to a byte-wide device into consecutive bytes. */
-static void serial_pio_read(struct device *d, uint64_t off, uint8_t *data, unsigned len)
+static void serial_read(struct device *d, uint64_t off, uint8_t *data, unsigned len)
 {
 	for (unsigned i = 0; i < len; i++)
 		data[i] = off + i < NR_REGS ? reg_read(to_serial(d), (unsigned)(off + i)) : 0xff;
 }
 
-static void serial_pio_write(struct device *d, uint64_t off, const uint8_t *data, unsigned len)
+static void serial_write(struct device *d, uint64_t off, const uint8_t *data, unsigned len)
 {
 	for (unsigned i = 0; i < len; i++)
 		if (off + i < NR_REGS)
 			reg_write(to_serial(d), (unsigned)(off + i), data[i]);
 }
 
-static void serial_destroy(struct device *d)
+static int serial_init(struct device *d, struct errbuf *eb)
 {
 	struct serial *u = to_serial(d);
 
-	tx_flush(u);
-	pthread_mutex_destroy(&d->lock);
-	free(u);
-	free(d);
-}
-
-static const struct dev_ops serial_ops = {
-	.name = "serial",
-	.pio_read = serial_pio_read,
-	.pio_write = serial_pio_write,
-	.destroy = serial_destroy,
-};
-
-/* ---- public API ------------------------------------------------------------------ */
-
-int serial_create(const struct serial_config *cfg, struct device **out)
-{
-	struct device *d;
-	struct serial *u;
-	int r;
-
-	if (!cfg || !out)
-		return -EINVAL;
-	d = calloc(1, sizeof(*d));
-	u = calloc(1, sizeof(*u));
-	if (!d || !u) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	r = -pthread_mutex_init(&d->lock, NULL);
-	if (r)
-		goto fail;
-	u->cfg = *cfg;
+	u->out_fd = d->vm ? d->vm->console_fd : -1;
+	u->irq = &d->irq;
 	/* power-on values; the divisor is 9600 baud, OUT2 as QEMU and Firecracker leave it */
 	u->s.dll = 0x0c;
 	u->s.mcr = MCR_OUT2;
@@ -449,15 +420,77 @@ int serial_create(const struct serial_config *cfg, struct device **out)
 	u->s.msr = MSR_HOST_LINES;
 	u->s.iir = compute_iir(&u->s);
 	u->irq_level = 0; /* a new line starts low */
-	d->ops = &serial_ops;
-	d->priv = u;
-	*out = d;
 	return 0;
-fail:
-	free(u);
-	free(d);
-	return r;
 }
+
+static void serial_fini(struct device *d)
+{
+	tx_flush(to_serial(d));
+}
+
+/* ---- snapshot section ------------------------------------------------------------- */
+
+#define REG(f) { #f, offsetof(struct serial_state, f) }
+static const struct byte_reg serial_regs[] = {
+	REG(ier), REG(iir), REG(fcr), REG(lcr), REG(mcr), REG(lsr), REG(msr), REG(scr),
+	REG(dll), REG(dlm), REG(thri_pending), REG(rx_len),
+};
+#undef REG
+
+static const struct byte_state_desc serial_desc = {
+	"serial", serial_regs, ARRAY_SIZE(serial_regs), "rx_fifo", "rx_len",
+	offsetof(struct serial_state, rx_fifo), SERIAL_FIFO_SIZE,
+};
+
+int serial_encode(const struct serial_state *s, struct snap_device *sd, struct snap_err *se)
+{
+	return dev_bytes_encode(&serial_desc, s, sd, se);
+}
+
+int serial_decode(const struct snap_device *sd, struct serial_state *s, struct errbuf *eb)
+{
+	int r = dev_bytes_decode(&serial_desc, sd, s, sizeof(*s), eb);
+
+	return r ? r : serial_state_validate(s, eb);
+}
+
+static int serial_save(struct device *d, struct snap_device *sd, struct snap_err *se)
+{
+	struct serial_state s;
+
+	serial_get_state(d, &s);
+	return serial_encode(&s, sd, se);
+}
+
+static int serial_restore(struct device *d, const struct snap_device *sd, struct errbuf *eb)
+{
+	struct serial_state s;
+	int r = serial_decode(sd, &s, eb);
+
+	return r ? r : serial_set_state(d, &s, eb);
+}
+
+static int serial_check(const struct snap_device *sd, struct errbuf *eb)
+{
+	struct serial_state s;
+
+	return serial_decode(sd, &s, eb);
+}
+
+const struct dev_ops serial_ops = {
+	.name = "serial",
+	.version = SERIAL_STATE_VERSION,
+	.priv_size = sizeof(struct serial),
+	.init = serial_init,
+	.fini = serial_fini,
+	.read = serial_read,
+	.write = serial_write,
+	.save = serial_save,
+	.restore = serial_restore,
+	.check = serial_check,
+};
+
+/* ---- public API ------------------------------------------------------------------ */
 
 unsigned serial_input(struct device *d, const uint8_t *buf, unsigned len)
 {

@@ -258,6 +258,17 @@ uint64_t *lazyt_ws_load(const char *dir, uint64_t *n);
 void lazyt_restore_denied(struct proc_result *r, unsigned deny, const char *dir, const char *opts,
 			  const char *cmds);
 
+/* ---- dev_test.c: devices under unit test, outside a running VM --------------------- */
+
+/* A VM shell (vm_alloc: no KVM, no vCPUs) for devices to hang on; its console is
+ * console_fd (-1: none). Free with devt_vm_free after destroying its devices. */
+struct vm *devt_vm(int console_fd);
+void devt_vm_free(struct vm *vm);
+/* The table's device `name`, powered on, on vm (asserts). Destroy with dev_destroy. */
+struct device *devt_create(struct vm *vm, const char *name);
+/* Whether a device asked the VM to reset (i8042) since the last call; clears it. */
+bool devt_take_reset(struct vm *vm);
+
 /* ---- vcpu_compare.c: a vCPU's state across a snapshot ------------------------------ */
 
 /* Expects (cr_expect) every field of b, restored, to equal a, saved; the TSC may only

@@ -94,7 +94,7 @@ static void rec_read(struct device *d, uint64_t off, uint8_t *data, unsigned len
 {
 	memset(data, (int)(0x40 + off), len);
 }
-static const struct dev_ops rec_ops = { .name = "rec", .pio_read = rec_read, .pio_write = rec_write };
+static const struct dev_ops rec_ops = { .name = "rec", .read = rec_read, .write = rec_write };
 
 Test(bus, pio_dispatch_passes_offset_and_unknown_ports_float_high)
 {

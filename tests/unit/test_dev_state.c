@@ -3,45 +3,30 @@
 #include <errno.h>
 #include <string.h>
 
-#include "vmm.h"
+#include "testlib.h"
 #include "dev/dev.h"
 
-static int irq_stub(void *opaque, unsigned gsi, int level)
-{
-	return 0;
-}
-
-static void i8042_reset_stub(void *opaque)
-{
-}
-
-/* A VM shell holding only what the device table needs. */
+/* A VM shell with the devices a boot would give it, from the real table. */
 static struct vm *fake_vm(void)
 {
-	struct vm *vm = calloc(1, sizeof(*vm));
-	struct serial_config sc = { .out_fd = -1, .irq = { .set_level = irq_stub, .gsi = 4 } };
-	struct i8042_config kc = { .reset = i8042_reset_stub };
+	struct vm *vm = devt_vm(-1);
+	struct errbuf eb = { "" };
 
-	vm->devices = calloc(4, sizeof(*vm->devices));
-	cr_assert_eq(serial_create(&sc, &vm->devices[0]), 0);
-	cr_assert_eq(i8042_create(&kc, &vm->devices[1]), 0);
-	cr_assert_eq(abi_dev_create(vm, &vm->devices[2]), 0);
-	vm->nr_devices = 3;
-	vm->serial = vm->devices[0];
+	cr_assert_eq(devices_create(vm, NULL, &eb), 0, "%s", eb.msg);
+	for (unsigned i = 0; i < vm->nr_devices; i++)
+		vm->devices[i]->irq.set_level = NULL; /* no KVM here */
 	return vm;
 }
 
 static void free_vm(struct vm *vm)
 {
-	for (unsigned i = 0; i < vm->nr_devices; i++)
-		vm->devices[i]->ops->destroy(vm->devices[i]);
-	free(vm->devices);
-	free(vm);
+	devices_destroy(vm);
+	devt_vm_free(vm);
 }
 
 static void out8(struct device *d, uint64_t off, uint8_t v)
 {
-	d->ops->pio_write(d, off, &v, 1);
+	d->ops->write(d, off, &v, 1);
 }
 
 static struct snap_state saved_from_busy_vm(struct vm **vmp)

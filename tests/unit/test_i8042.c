@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "vmm.h"
+#include "testlib.h"
 #include "dev/dev.h"
 
 enum { DATA = 0, CMD = 4 };
@@ -14,24 +14,27 @@ enum { DATA = 0, CMD = 4 };
 #define STS_A2  0x08
 
 static unsigned resets;
+static struct vm *vm;
 static struct device *dev;
 
-static void count_reset(void *opaque)
+/* Counts the resets the controller requested of the VM so far. */
+static void count_resets(void)
 {
-	(*(unsigned *)opaque)++;
+	if (devt_take_reset(vm))
+		resets++;
 }
 
 static void setup(void)
 {
-	struct i8042_config cfg = { .reset = count_reset, .opaque = &resets };
-
 	resets = 0;
-	cr_assert_eq(i8042_create(&cfg, &dev), 0);
+	vm = devt_vm(-1);
+	dev = devt_create(vm, "i8042");
 }
 
 static void teardown(void)
 {
-	dev->ops->destroy(dev);
+	dev_destroy(dev);
+	devt_vm_free(vm);
 }
 
 TestSuite(i8042, .init = setup, .fini = teardown);
@@ -40,13 +43,14 @@ static uint8_t rd(unsigned off)
 {
 	uint8_t v = 0xaa;
 
-	dev->ops->pio_read(dev, off, &v, 1);
+	dev->ops->read(dev, off, &v, 1);
 	return v;
 }
 
 static void wr(unsigned off, uint8_t v)
 {
-	dev->ops->pio_write(dev, off, &v, 1);
+	dev->ops->write(dev, off, &v, 1);
+	count_resets();
 }
 
 /* i8042_command() as Linux does it: command, parameter bytes, then poll for answers. */
@@ -186,15 +190,13 @@ Test(i8042, new_command_abandons_pending_data_command)
 	cr_assert_eq(command_answer(0x20), ctr & ~0x10);
 }
 
-Test(i8042, reset_without_callback_is_harmless)
+Test(i8042, reset_without_a_vm_is_harmless)
 {
-	struct i8042_config cfg = { .reset = NULL };
-	struct device *d;
+	struct device *d = devt_create(NULL, "i8042");
 	uint8_t v = 0xfe;
 
-	cr_assert_eq(i8042_create(&cfg, &d), 0);
-	d->ops->pio_write(d, CMD, &v, 1);
-	d->ops->destroy(d);
+	d->ops->write(d, CMD, &v, 1);
+	dev_destroy(d);
 }
 
 Test(i8042, unanswered_results_queue_and_drain_in_order)
@@ -227,7 +229,6 @@ Test(i8042, ports_between_data_and_command_are_not_decoded)
 
 Test(i8042, state_round_trip_into_fresh_device_behaves_identically)
 {
-	struct i8042_config cfg = { .reset = count_reset, .opaque = &resets };
 	struct i8042_state st, st2;
 	struct errbuf eb = { .msg = "" };
 	struct device *fresh;
@@ -238,23 +239,24 @@ Test(i8042, state_round_trip_into_fresh_device_behaves_identically)
 	wr(CMD, 0x20);
 	wr(CMD, 0xd1);            /* pending: the next data byte is the output port */
 	i8042_get_state(dev, &st);
-	cr_assert_eq(i8042_create(&cfg, &fresh), 0);
+	fresh = devt_create(vm, "i8042");
 	cr_assert_eq(i8042_set_state(fresh, &st, &eb), 0, "%s", eb.msg);
 	i8042_get_state(fresh, &st2);
 	cr_assert_eq(memcmp(&st, &st2, sizeof(st)), 0);
 	for (int i = 0; i < 3; i++) {
 		uint8_t a = 0, b = 0;
 
-		dev->ops->pio_read(dev, CMD, &a, 1);
-		fresh->ops->pio_read(fresh, CMD, &b, 1);
+		dev->ops->read(dev, CMD, &a, 1);
+		fresh->ops->read(fresh, CMD, &b, 1);
 		cr_assert_eq(a, b, "status differs at step %d", i);
-		dev->ops->pio_read(dev, DATA, &a, 1);
-		fresh->ops->pio_read(fresh, DATA, &b, 1);
+		dev->ops->read(dev, DATA, &a, 1);
+		fresh->ops->read(fresh, DATA, &b, 1);
 		cr_assert_eq(a, b, "data differs at step %d", i);
 	}
-	fresh->ops->pio_write(fresh, DATA, (const uint8_t[]){ 0x00 }, 1);
+	fresh->ops->write(fresh, DATA, (const uint8_t[]){ 0x00 }, 1);
+	count_resets();
 	cr_assert_eq(resets, 1, "restored pending 0xd1 still resets");
-	fresh->ops->destroy(fresh);
+	dev_destroy(fresh);
 }
 
 Test(i8042, initial_state_is_valid)

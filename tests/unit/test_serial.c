@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vmm.h"
+#include "testlib.h"
 #include "dev/dev.h"
 
 enum { RBR = 0, THR = 0, DLL = 0, IER = 1, DLM = 1, IIR = 2, FCR = 2, LCR = 3, MCR = 4,
@@ -34,31 +34,35 @@ static int record_level(void *opaque, unsigned gsi, int level)
 
 static struct irq_rec rec;
 static struct device *dev;
+static struct vm *vm;
 
+/* A UART writing to out_fd whose interrupt line records into r. */
 static struct device *make_uart(int out_fd, struct irq_rec *r)
 {
-	struct serial_config cfg = {
-		.out_fd = out_fd,
-		.irq = { .set_level = record_level, .opaque = r, .gsi = SERIAL_COM1_IRQ },
-	};
-	struct device *d = NULL;
+	struct device *d;
 
-	cr_assert_eq(serial_create(&cfg, &d), 0);
-	cr_assert_not_null(d);
+	vm->console_fd = out_fd; /* the UART takes its console when powered on */
+	d = devt_create(vm, "serial");
+	cr_assert_eq(d->irq.gsi, SERIAL_COM1_IRQ, "the table wires COM1 to IRQ 4");
+	d->irq = (struct irq_line){ .set_level = record_level, .opaque = r, .gsi = SERIAL_COM1_IRQ };
 	return d;
 }
 
 static void setup(void)
 {
 	memset(&rec, 0, sizeof(rec));
+	vm = devt_vm(-1);
 	dev = make_uart(-1, &rec);
 }
 
 static void teardown(void)
 {
 	if (dev)
-		dev->ops->destroy(dev);
+		dev_destroy(dev);
 	dev = NULL;
+	if (vm)
+		devt_vm_free(vm);
+	vm = NULL;
 }
 
 TestSuite(serial, .init = setup, .fini = teardown);
@@ -67,13 +71,13 @@ static uint8_t rd(struct device *d, unsigned off)
 {
 	uint8_t v = 0xaa;
 
-	d->ops->pio_read(d, off, &v, 1);
+	d->ops->read(d, off, &v, 1);
 	return v;
 }
 
 static void wr(struct device *d, unsigned off, uint8_t v)
 {
-	d->ops->pio_write(d, off, &v, 1);
+	d->ops->write(d, off, &v, 1);
 }
 
 static void wr_str(struct device *d, const char *s)
@@ -167,13 +171,13 @@ Test(serial, wide_access_is_split_into_consecutive_bytes)
 {
 	uint8_t w[2] = { 0x03, 0x77 }, r[2] = { 0, 0 };
 
-	dev->ops->pio_write(dev, LCR, w, 1);
-	dev->ops->pio_write(dev, SCR, &w[1], 1);
-	dev->ops->pio_read(dev, MSR, r, 2);
+	dev->ops->write(dev, LCR, w, 1);
+	dev->ops->write(dev, SCR, &w[1], 1);
+	dev->ops->read(dev, MSR, r, 2);
 	cr_assert_eq(r[0], 0xb0);
 	cr_assert_eq(r[1], 0x77);
 	r[0] = r[1] = 0;
-	dev->ops->pio_read(dev, SCR, r, 2); /* second byte is past the UART */
+	dev->ops->read(dev, SCR, r, 2); /* second byte is past the UART */
 	cr_assert_eq(r[0], 0x77);
 	cr_assert_eq(r[1], 0xff);
 }
@@ -200,7 +204,7 @@ Test(serial, dlab_divisor_write_does_not_transmit)
 	char buf[8];
 
 	make_pipe(fds, true);
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fds[1], &rec);
 	wr(dev, LCR, 0x80);
 	wr(dev, DLL, '\n');
@@ -422,7 +426,7 @@ Test(serial, loopback_output_does_not_reach_console)
 	char buf[8];
 
 	make_pipe(fds, true);
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fds[1], &rec);
 	wr(dev, MCR, 0x10);
 	wr(dev, THR, '\n');
@@ -516,7 +520,7 @@ Test(serial, output_reaches_pipe_at_newline)
 	char buf[16];
 
 	make_pipe(fds, true);
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fds[1], &rec);
 	wr_str(dev, "hi\n");
 	cr_assert_eq(read_all(fds[0], buf, sizeof(buf)), 3);
@@ -529,7 +533,7 @@ Test(serial, output_without_newline_waits_for_flush)
 	char buf[16];
 
 	make_pipe(fds, true);
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fds[1], &rec);
 	wr_str(dev, "abc");
 	cr_assert_eq(read_all(fds[0], buf, sizeof(buf)), -1);
@@ -544,7 +548,7 @@ Test(serial, output_reaches_memfd)
 	char buf[16] = { 0 };
 
 	cr_assert_geq(fd, 0);
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fd, &rec);
 	wr_str(dev, "line one\nrest");
 	serial_flush(dev);
@@ -558,7 +562,7 @@ Test(serial, long_output_without_newline_is_flushed_when_buffer_fills)
 	struct stat st;
 
 	cr_assert_geq(fd, 0);
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fd, &rec);
 	for (int i = 0; i < 5000; i++)
 		wr(dev, THR, 'z');
@@ -582,7 +586,7 @@ Test(serial, full_nonblocking_console_keeps_output_for_later)
 	memset(buf, '.', sizeof(buf));
 	while (write(fds[1], buf, 4096) > 0)
 		;
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fds[1], &rec);
 	wr_str(dev, "kept\n"); /* EAGAIN: must neither fail nor lose it */
 	cr_assert_eq(rd(dev, LSR), 0x60);
@@ -600,7 +604,7 @@ Test(serial, console_write_error_discards_output_without_stalling)
 	int fd = open("/dev/null", O_RDONLY); /* write() fails with EBADF */
 
 	cr_assert_geq(fd, 0);
-	teardown();
+	dev_destroy(dev);
 	dev = make_uart(fd, &rec);
 	wr_str(dev, "lost\nlost again\n");
 	serial_flush(dev);
@@ -634,18 +638,14 @@ static int failing_set_level(void *opaque, unsigned gsi, int level)
 Test(serial, failed_irq_update_is_retried_on_next_change)
 {
 	unsigned calls = 0;
-	struct serial_config cfg = {
-		.out_fd = -1,
-		.irq = { .set_level = failing_set_level, .opaque = &calls, .gsi = 4 },
-	};
-	struct device *d;
+	struct device *d = make_uart(-1, &rec);
 
-	cr_assert_eq(serial_create(&cfg, &d), 0);
-	d->ops->pio_write(d, IER, (const uint8_t[]){ 0x02 }, 1);
+	d->irq = (struct irq_line){ .set_level = failing_set_level, .opaque = &calls, .gsi = 4 };
+	d->ops->write(d, IER, (const uint8_t[]){ 0x02 }, 1);
 	cr_assert_eq(calls, 1);
-	d->ops->pio_write(d, SCR, (const uint8_t[]){ 0x00 }, 1);
+	d->ops->write(d, SCR, (const uint8_t[]){ 0x00 }, 1);
 	cr_assert_eq(calls, 2, "level unknown after a failure: drive it again");
-	d->ops->destroy(d);
+	dev_destroy(d);
 }
 
 /* ---- state save / restore ----------------------------------------------------------- */
@@ -689,7 +689,7 @@ Test(serial, state_round_trip_into_fresh_device_behaves_identically)
 	cr_assert_eq(rec2.n, 1, "restore drives the line");
 	cr_assert_eq(rec2.level[0], 1);
 	assert_same_behaviour(dev, fresh);
-	fresh->ops->destroy(fresh);
+	dev_destroy(fresh);
 }
 
 Test(serial, restoring_quiet_state_drives_line_low)
