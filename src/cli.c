@@ -9,11 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "cli.h"
 
 #define DEFAULT_MEM_MIB 256
 #define MAX_MEM_MIB (64 * 1024)
+#define DEFAULT_INVOKE_TIMEOUT_MS 10000
+#define VSOCK_CID_MIN 3u            /* 0..2: hypervisor, local, host */
+#define VSOCK_CID_MAX 0xfffffffeu   /* 0xffffffff: VMADDR_CID_ANY */
+/* A sockaddr_un path holds 107 bytes; ember also binds PATH_<port>, "_" and up to 10
+ * digits more (INVOCATION.md 1) */
+#define UDS_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+#define UDS_SUFFIX_MAX 11
 
 void cli_usage(FILE *f)
 {
@@ -21,6 +29,7 @@ void cli_usage(FILE *f)
 		"usage: ember boot --kernel PATH [options]\n"
 		"       ember restore --snapshot DIR [options]\n"
 		"       ember ctl --api-sock PATH VERB [ARGS]\n"
+		"       ember invoke --vsock-uds PATH [--port N] [--payload FILE|-] [options]\n"
 		"       ember --help | --version\n"
 		"\n"
 		"boot options:\n"
@@ -49,13 +58,32 @@ void cli_usage(FILE *f)
 		"  --guest-cmd NAME         queue a command for the guest's WAIT ucall (repeatable)\n"
 		"  --timeout SEC            stop the VM after SEC seconds (exit 124)\n"
 		"  --dump-regs              print every vCPU's registers when the VM stops\n"
+		"  --vsock-cid N            give the guest a virtio-vsock device with context id N,\n"
+		"                           3..4294967294 (restore: optional, the snapshot has it)\n"
+		"  --vsock-uds PATH         the vsock device's host side: a Unix socket, connected to\n"
+		"                           with 'CONNECT <port>' (INVOCATION.md; at most %zu bytes)\n"
+		"invoke options (INVOCATION.md):\n"
+		"  --vsock-uds PATH         the VM's vsock socket (its ember's --vsock-uds)\n"
+		"  --port N                 the guest vsock port of the function's agent (default %u)\n"
+		"  --payload FILE|-         the request payload: a regular file, or - for stdin, at\n"
+		"                           most 16 MiB (default: empty); the response payload goes\n"
+		"                           to stdout\n"
+		"  --request-id N           the request's id, which the agent echoes (default 1)\n"
+		"  --timeout SEC            give up after SEC seconds (default %d; exit 124)\n"
+		"  --timings                print 'ember-invoke status=NAME request_id=N host_port=N\n"
+		"                           bytes_sent=N bytes_received=N connect_us=N response_us=N'\n"
+		"                           on stderr\n"
+		"  --json                   print those fields as one JSON object instead\n"
 		"ctl verbs:\n"
 		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
 		"  guest-cmd NAME\n"
 		"\n"
 		"exit status: 0 guest reset/done, 1 VMM error, 2 usage error,\n"
-		"             3 guest assertion failed, 124 timeout, 128+N signal N\n",
-		DEFAULT_MEM_MIB, VM_MAX_VCPUS);
+		"             3 guest assertion failed, 124 timeout, 128+N signal N\n"
+		"invoke: 0 OK, 1 error (no connection, malformed response, I/O), 2 usage error,\n"
+		"        3 the function answered another status, 124 timeout\n",
+		DEFAULT_MEM_MIB, VM_MAX_VCPUS, UDS_PATH_MAX - UDS_SUFFIX_MAX, INVOKE_DEFAULT_PORT,
+		DEFAULT_INVOKE_TIMEOUT_MS / 1000);
 }
 
 /* Strict unsigned parse: digits only, no sign, no overflow, within [min, max]. */
@@ -120,6 +148,7 @@ static int parse_console(const char *v, struct vm_config *vc, struct errbuf *eb)
 #define ON_BOOT    (1u << CLI_BOOT)
 #define ON_RESTORE (1u << CLI_RESTORE)
 #define ON_CTL     (1u << CLI_CTL)
+#define ON_INVOKE  (1u << CLI_INVOKE)
 #define ON_RUN     (ON_BOOT | ON_RESTORE)
 
 static const struct cli_flag {
@@ -143,15 +172,21 @@ static const struct cli_flag {
 	{ "--api-sock", true, ON_RUN | ON_CTL },
 	{ "--console", true, ON_RUN },
 	{ "--console-input", false, ON_RUN },
-	{ "--timings", false, ON_RUN },
+	{ "--timings", false, ON_RUN | ON_INVOKE },
 	{ "--guest-cmd", true, ON_RUN },
-	{ "--timeout", true, ON_RUN },
+	{ "--timeout", true, ON_RUN | ON_INVOKE },
 	{ "--dump-regs", false, ON_RUN },
+	{ "--vsock-cid", true, ON_RUN },
+	{ "--vsock-uds", true, ON_RUN | ON_INVOKE },
 	{ "--diff", false, ON_CTL },
+	{ "--port", true, ON_INVOKE },
+	{ "--payload", true, ON_INVOKE },
+	{ "--request-id", true, ON_INVOKE },
+	{ "--json", false, ON_INVOKE },
 };
 
 static const char *const cmd_names[] = {
-	[CLI_BOOT] = "boot", [CLI_RESTORE] = "restore", [CLI_CTL] = "ctl",
+	[CLI_BOOT] = "boot", [CLI_RESTORE] = "restore", [CLI_CTL] = "ctl", [CLI_INVOKE] = "invoke",
 };
 
 static const struct cli_flag *find_flag(const char *name)
@@ -167,6 +202,25 @@ static int parse_path(const char *flag, const char *val, const char **dst, struc
 	if (!*val)
 		return errbuf_set(eb, -EINVAL, "%s: empty path", flag);
 	*dst = val;
+	return 0;
+}
+
+/* The run commands bind PATH and PATH_<port>; invoke only connects to PATH. */
+static int parse_vsock_uds(struct cli *c, const char *val, struct errbuf *eb)
+{
+	size_t max = c->cmd == CLI_INVOKE ? UDS_PATH_MAX : UDS_PATH_MAX - UDS_SUFFIX_MAX;
+
+	if (!*val)
+		return errbuf_set(eb, -EINVAL, "--vsock-uds: empty path");
+	if (strlen(val) > max && c->cmd == CLI_INVOKE)
+		return errbuf_set(eb, -EINVAL, "--vsock-uds: '%s' is %zu bytes, longer than a Unix "
+				  "socket path can be (%zu)", val, strlen(val), max);
+	if (strlen(val) > max)
+		return errbuf_set(eb, -EINVAL, "--vsock-uds: '%s' is %zu bytes; at most %zu fit a Unix "
+				  "socket path (%zu bytes) together with the '_<port>' suffix (up to %d "
+				  "bytes) of the guest-to-host sockets", val, strlen(val), max,
+				  UDS_PATH_MAX, UDS_SUFFIX_MAX);
+	c->vm.vsock_uds = val;
 	return 0;
 }
 
@@ -242,6 +296,27 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 					  val);
 	} else if (!strcmp(flag, "--dump-regs")) {
 		c->dump_regs = true;
+	} else if (!strcmp(flag, "--vsock-cid")) {
+		if (parse_u64(val, VSOCK_CID_MIN, VSOCK_CID_MAX, &n))
+			return errbuf_set(eb, -EINVAL, "--vsock-cid: '%s' is not a context id between "
+					  "%u and %u (0-2 are reserved, %u means any)", val,
+					  VSOCK_CID_MIN, VSOCK_CID_MAX, VSOCK_CID_MAX + 1);
+		vc->vsock_cid = n;
+	} else if (!strcmp(flag, "--vsock-uds")) {
+		return parse_vsock_uds(c, val, eb);
+	} else if (!strcmp(flag, "--port")) {
+		if (parse_u64(val, 0, UINT32_MAX, &n))
+			return errbuf_set(eb, -EINVAL, "--port: '%s' is not a vsock port (0..%u)", val,
+					  UINT32_MAX);
+		c->invoke_port = (uint32_t)n;
+	} else if (!strcmp(flag, "--payload")) {
+		return parse_path(flag, val, &c->invoke_payload, eb);
+	} else if (!strcmp(flag, "--request-id")) {
+		if (parse_u64(val, 0, UINT64_MAX, &c->invoke_request_id))
+			return errbuf_set(eb, -EINVAL, "--request-id: '%s' is not a number between 0 "
+					  "and %" PRIu64, val, UINT64_MAX);
+	} else if (!strcmp(flag, "--json")) {
+		c->invoke_json = true;
 	}
 	return 0;
 }
@@ -254,7 +329,7 @@ static int parse_command(const char *arg, struct cli *c, struct errbuf *eb)
 			return 0;
 		}
 	}
-	return errbuf_set(eb, -EINVAL, "unknown command '%s' (boot, restore, ctl)", arg);
+	return errbuf_set(eb, -EINVAL, "unknown command '%s' (boot, restore, ctl, invoke)", arg);
 }
 
 static int check_combination(struct cli *c, struct errbuf *eb)
@@ -269,6 +344,18 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 		if (c->nr_ctl_args == 0)
 			return errbuf_set(eb, -EINVAL, "ember ctl: missing verb");
 	}
+	if (c->cmd == CLI_INVOKE && !c->vm.vsock_uds)
+		return errbuf_set(eb, -EINVAL, "ember invoke: --vsock-uds PATH is required");
+	if (c->cmd == CLI_BOOT && c->vm.vsock_cid && !c->vm.vsock_uds)
+		return errbuf_set(eb, -EINVAL, "--vsock-cid needs --vsock-uds PATH, the device's "
+				  "host side");
+	if (c->cmd == CLI_BOOT && c->vm.vsock_uds && !c->vm.vsock_cid)
+		return errbuf_set(eb, -EINVAL, "--vsock-uds needs --vsock-cid N on ember boot (the "
+				  "guest's context id)");
+	/* a restored VM's CID comes from its snapshot: --vsock-cid there only checks it */
+	if (c->cmd == CLI_RESTORE && c->vm.vsock_cid && !c->vm.vsock_uds)
+		return errbuf_set(eb, -EINVAL, "--vsock-cid needs --vsock-uds PATH, the device's "
+				  "host side (restore takes the CID from the snapshot)");
 	if (c->cmd == CLI_BOOT && c->compress && !c->snapshot_on_ready)
 		return errbuf_set(eb, -EINVAL, "--compress needs --snapshot-on-ready DIR");
 	if ((c->vm.mem_backend == MEM_BACKEND_MMAP || c->vm.mem_backend == MEM_BACKEND_EAGER) &&
@@ -297,7 +384,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.console = CONSOLE_STDIO;
 
 	if (argc < 2)
-		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl)");
+		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl, invoke)");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		c->cmd = CLI_HELP;
 		return 0;
@@ -309,6 +396,11 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	r = parse_command(argv[1], c, eb);
 	if (r)
 		return r;
+	if (c->cmd == CLI_INVOKE) {
+		c->invoke_port = INVOKE_DEFAULT_PORT;
+		c->invoke_request_id = 1;
+		c->vm.timeout_ms = DEFAULT_INVOKE_TIMEOUT_MS;
+	}
 
 	for (int i = 2; i < argc; i++) {
 		const char *arg = argv[i], *eq, *val = NULL;

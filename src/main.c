@@ -147,6 +147,8 @@ int main(int argc, char **argv)
 		return cmd_restore(&c);
 	case CLI_CTL:
 		return ctl_run(&c);
+	case CLI_INVOKE:
+		return invoke_run(&c);
 	}
 	return 2;
 }

@@ -105,6 +105,14 @@ bool proc_wait_output(struct proc *p, const char *needle, unsigned timeout_ms);
 int proc_finish(struct proc *p, unsigned timeout_ms, struct proc_result *r);
 /* proc_start + proc_finish. */
 int proc_run(char *const argv[], unsigned timeout_ms, struct proc_result *r);
+/*
+ * Same with the child's stdin a pipe fed with a copy of input[0..len) (by the waits
+ * above, while they read its output), then closed: end-of-file after the last byte. A
+ * child that stops reading early is no error (the rest is dropped, no SIGPIPE).
+ */
+int proc_start_input(struct proc **out, char *const argv[], const void *input, size_t len);
+int proc_run_input(char *const argv[], const void *input, size_t len, unsigned timeout_ms,
+		   struct proc_result *r);
 void proc_result_free(struct proc_result *r);
 
 /* One "ember-timing <phase> <us>" line. */

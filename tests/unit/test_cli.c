@@ -247,3 +247,303 @@ Test(cli, diff_only_on_ctl)
 {
 	EXPECT_ERROR("'--diff' does not apply", "boot", "--kernel", "k", "--diff");
 }
+
+/* ---- virtio-vsock on boot and restore ---------------------------------------------- */
+
+Test(cli, boot_vsock_cid_and_uds)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--vsock-cid", "3",
+			   "--vsock-uds=/tmp/v.sock"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.vsock_cid, 3);
+	cr_assert_str_eq(c.vm.vsock_uds, "/tmp/v.sock");
+}
+
+Test(cli, boot_without_vsock_leaves_it_off)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.vsock_cid, 0);
+	cr_assert_null(c.vm.vsock_uds);
+}
+
+Test(cli, vsock_cid_accepts_the_largest_valid_cid)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--vsock-cid", "4294967294",
+			   "--vsock-uds", "/tmp/v"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.vsock_cid, 4294967294ull);
+}
+
+Test(cli, vsock_cid_reserved_values_refused)
+{
+	EXPECT_ERROR("--vsock-cid: '0'", "boot", "--kernel", "k", "--vsock-cid", "0",
+		     "--vsock-uds", "/tmp/v");
+	EXPECT_ERROR("--vsock-cid: '2' is not a context id between 3 and 4294967294", "boot",
+		     "--kernel", "k", "--vsock-cid", "2", "--vsock-uds", "/tmp/v");
+	EXPECT_ERROR("--vsock-cid: '4294967295'", "boot", "--kernel", "k", "--vsock-cid",
+		     "4294967295", "--vsock-uds", "/tmp/v");
+}
+
+Test(cli, vsock_cid_not_a_number)
+{
+	EXPECT_ERROR("--vsock-cid: '3x'", "boot", "--kernel", "k", "--vsock-cid", "3x",
+		     "--vsock-uds", "/tmp/v");
+	EXPECT_ERROR("--vsock-cid: '-5'", "boot", "--kernel", "k", "--vsock-cid", "-5",
+		     "--vsock-uds", "/tmp/v");
+	EXPECT_ERROR("--vsock-cid: '99999999999999999999'", "boot", "--kernel", "k",
+		     "--vsock-cid", "99999999999999999999", "--vsock-uds", "/tmp/v");
+}
+
+Test(cli, boot_vsock_cid_needs_uds)
+{
+	EXPECT_ERROR("--vsock-cid needs --vsock-uds", "boot", "--kernel", "k", "--vsock-cid", "3");
+}
+
+Test(cli, boot_vsock_uds_needs_cid)
+{
+	EXPECT_ERROR("--vsock-uds needs --vsock-cid", "boot", "--kernel", "k", "--vsock-uds",
+		     "/tmp/v");
+}
+
+Test(cli, vsock_uds_empty_refused)
+{
+	EXPECT_ERROR("--vsock-uds: empty path", "boot", "--kernel", "k", "--vsock-cid", "3",
+		     "--vsock-uds", "");
+}
+
+/* "/" + n-1 more bytes: a path of exactly n bytes */
+static const char *path_of_len(char *buf, size_t n)
+{
+	buf[0] = '/';
+	memset(buf + 1, 'p', n - 1);
+	buf[n] = 0;
+	return buf;
+}
+
+Test(cli, vsock_uds_longest_path_with_its_port_suffix_fits)
+{
+	struct cli c;
+	struct errbuf eb;
+	char p[128];
+
+	/* 96 + "_4294967295" = 107 bytes, the most a sockaddr_un holds */
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--vsock-cid", "3", "--vsock-uds",
+			   (char *)path_of_len(p, 96)), 0, "%s", eb.msg);
+	cr_assert_eq(strlen(c.vm.vsock_uds), 96);
+}
+
+Test(cli, vsock_uds_too_long_for_the_port_suffix)
+{
+	char p[128];
+
+	EXPECT_ERROR("'_<port>' suffix", "boot", "--kernel", "k", "--vsock-cid", "3", "--vsock-uds",
+		     (char *)path_of_len(p, 97));
+	EXPECT_ERROR("at most 96", "restore", "--snapshot", "s", "--vsock-uds",
+		     (char *)path_of_len(p, 107));
+}
+
+Test(cli, restore_vsock_uds_alone_takes_the_cid_from_the_snapshot)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "s", "--vsock-uds", "/tmp/clone1"), 0,
+		     "%s", eb.msg);
+	cr_assert_eq(c.vm.vsock_cid, 0);
+	cr_assert_str_eq(c.vm.vsock_uds, "/tmp/clone1");
+}
+
+Test(cli, restore_vsock_cid_with_uds)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "s", "--vsock-cid", "7",
+			   "--vsock-uds", "/tmp/clone1"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.vsock_cid, 7);
+}
+
+Test(cli, restore_vsock_cid_without_uds)
+{
+	EXPECT_ERROR("--vsock-cid needs --vsock-uds", "restore", "--snapshot", "s", "--vsock-cid",
+		     "7");
+}
+
+Test(cli, vsock_flags_refused_on_ctl)
+{
+	EXPECT_ERROR("'--vsock-cid' does not apply to 'ember ctl'", "ctl", "--api-sock", "s",
+		     "--vsock-cid", "3", "status");
+	EXPECT_ERROR("'--vsock-uds' does not apply to 'ember ctl'", "ctl", "--api-sock", "s",
+		     "--vsock-uds", "/tmp/v", "status");
+}
+
+/* ---- ember invoke ------------------------------------------------------------------ */
+
+Test(cli, invoke_defaults)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--vsock-uds", "/tmp/v.sock"), 0, "%s", eb.msg);
+	cr_assert_eq(c.cmd, CLI_INVOKE);
+	cr_assert_str_eq(c.vm.vsock_uds, "/tmp/v.sock");
+	cr_assert_eq(c.invoke_port, 5000);
+	cr_assert_eq(c.vm.timeout_ms, 10000);
+	cr_assert_eq(c.invoke_request_id, 1);
+	cr_assert_null(c.invoke_payload);
+	cr_assert(!c.vm.timings);
+	cr_assert(!c.invoke_json);
+}
+
+Test(cli, invoke_all_flags)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--vsock-uds=/tmp/v", "--port", "4294967295",
+			   "--payload", "in.bin", "--request-id=18446744073709551615",
+			   "--timeout", "0.3", "--timings", "--json"), 0, "%s", eb.msg);
+	cr_assert_eq(c.invoke_port, 4294967295u);
+	cr_assert_str_eq(c.invoke_payload, "in.bin");
+	cr_assert_eq(c.invoke_request_id, UINT64_MAX);
+	cr_assert_eq(c.vm.timeout_ms, 300);
+	cr_assert(c.vm.timings);
+	cr_assert(c.invoke_json);
+}
+
+Test(cli, invoke_payload_from_stdin)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--vsock-uds", "/tmp/v", "--payload", "-"), 0, "%s",
+		     eb.msg);
+	cr_assert_str_eq(c.invoke_payload, "-");
+}
+
+Test(cli, invoke_port_zero_is_a_port)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--vsock-uds", "/tmp/v", "--port", "0"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.invoke_port, 0);
+}
+
+Test(cli, invoke_requires_vsock_uds)
+{
+	EXPECT_ERROR("ember invoke: --vsock-uds PATH is required", "invoke", "--port", "5000");
+}
+
+Test(cli, invoke_port_out_of_range)
+{
+	EXPECT_ERROR("--port: '4294967296' is not a vsock port", "invoke", "--vsock-uds", "/tmp/v",
+		     "--port", "4294967296");
+	EXPECT_ERROR("--port: '-1'", "invoke", "--vsock-uds", "/tmp/v", "--port", "-1");
+	EXPECT_ERROR("--port: 'http'", "invoke", "--vsock-uds", "/tmp/v", "--port", "http");
+}
+
+Test(cli, invoke_request_id_invalid)
+{
+	EXPECT_ERROR("--request-id: '18446744073709551616'", "invoke", "--vsock-uds", "/tmp/v",
+		     "--request-id", "18446744073709551616");
+	EXPECT_ERROR("--request-id: '0x10'", "invoke", "--vsock-uds", "/tmp/v", "--request-id",
+		     "0x10");
+}
+
+Test(cli, invoke_timeout_invalid)
+{
+	EXPECT_ERROR("--timeout: 'never'", "invoke", "--vsock-uds", "/tmp/v", "--timeout", "never");
+	EXPECT_ERROR("--timeout: '0'", "invoke", "--vsock-uds", "/tmp/v", "--timeout", "0");
+}
+
+Test(cli, invoke_payload_empty_path)
+{
+	EXPECT_ERROR("--payload: empty path", "invoke", "--vsock-uds", "/tmp/v", "--payload", "");
+}
+
+Test(cli, invoke_vsock_uds_only_needs_to_fit_a_sockaddr)
+{
+	struct cli c;
+	struct errbuf eb;
+	char p[128];
+
+	/* invoke connects to PATH itself, never to PATH_<port> */
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--vsock-uds", (char *)path_of_len(p, 107)), 0, "%s",
+		     eb.msg);
+	EXPECT_ERROR("longer than a Unix socket path can be (107)", "invoke", "--vsock-uds",
+		     (char *)path_of_len(p, 108));
+}
+
+Test(cli, invoke_switch_with_value)
+{
+	EXPECT_ERROR("'--json' takes no value", "invoke", "--vsock-uds", "/tmp/v", "--json=yes");
+}
+
+Test(cli, invoke_refuses_vm_flags)
+{
+	EXPECT_ERROR("'--vsock-cid' does not apply to 'ember invoke'", "invoke", "--vsock-uds",
+		     "/tmp/v", "--vsock-cid", "3");
+	EXPECT_ERROR("'--kernel' does not apply to 'ember invoke'", "invoke", "--vsock-uds",
+		     "/tmp/v", "--kernel", "k");
+	EXPECT_ERROR("'--guest-cmd' does not apply to 'ember invoke'", "invoke", "--vsock-uds",
+		     "/tmp/v", "--guest-cmd", "serve");
+}
+
+Test(cli, invoke_takes_no_positional_arguments)
+{
+	EXPECT_ERROR("unexpected argument 'payload.bin'", "invoke", "--vsock-uds", "/tmp/v",
+		     "payload.bin");
+}
+
+Test(cli, invoke_flags_refused_elsewhere)
+{
+	EXPECT_ERROR("'--port' does not apply to 'ember boot'", "boot", "--kernel", "k", "--port",
+		     "5000");
+	EXPECT_ERROR("'--payload' does not apply to 'ember restore'", "restore", "--snapshot", "s",
+		     "--payload", "x");
+	EXPECT_ERROR("'--json' does not apply to 'ember ctl'", "ctl", "--api-sock", "s", "--json",
+		     "status");
+	EXPECT_ERROR("'--request-id' does not apply to 'ember boot'", "boot", "--kernel", "k",
+		     "--request-id", "1");
+}
+
+Test(cli, invoke_help)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--help"), 0);
+	cr_assert_eq(c.cmd, CLI_HELP);
+}
+
+Test(cli, unknown_command_lists_invoke)
+{
+	EXPECT_ERROR("invoke", "frobnicate");
+}
+
+Test(cli, usage_lists_invoke_and_the_vsock_flags)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	cr_assert_not_null(f);
+	cli_usage(f);
+	fclose(f);
+	for (const char *const *w = (const char *const[]){ "ember invoke --vsock-uds PATH",
+							  "--vsock-cid N", "--port N",
+							  "--payload FILE|-", "--request-id N",
+							  "--json", NULL };
+	     *w; w++)
+		cr_assert_not_null(strstr(text, *w), "usage does not mention '%s'", *w);
+	free(text);
+}
