@@ -284,4 +284,91 @@ bool devt_take_reset(struct vm *vm);
 struct snap_vcpu;
 void snapt_compare_vcpu(const struct snap_vcpu *a, const struct snap_vcpu *b);
 
+/* ---- vq_driver.c: the driver side of a virtqueue, for device tests ---- */
+#include "dev/virtio.h"
+
+/*
+ * A host-side virtio driver playing the guest: it lays out split rings anywhere in a
+ * struct guest_mem, hands out descriptors, publishes chains and reads used entries.
+ * Its writes are the guest's (through vqd_ptr, not gpa_map_write), so they never
+ * show up in m->host_dirty. Raw pokes write any ring field, for malformed queues.
+ * Every helper asserts (Criterion) that what it touches lies in guest RAM.
+ */
+struct vqd {
+	struct guest_mem *mem;
+	uint16_t size;
+	uint64_t desc, avail, used;       /* ring GPAs */
+	uint16_t avail_idx;               /* the driver's avail->idx, free-running */
+	uint16_t used_idx;                /* used entries consumed, free-running */
+	/* descriptor bookkeeping: a free list threaded through next[], and each head's
+	 * chain length (0: not a head the driver handed out) */
+	uint16_t free_head;
+	unsigned nr_free;
+	uint16_t next[VIRTQ_MAX_SIZE];
+	uint16_t chain_len[VIRTQ_MAX_SIZE];
+};
+
+/* One buffer of a chain the driver adds. */
+struct vqd_buf {
+	uint64_t gpa;
+	uint32_t len;
+	bool writable;     /* VRING_DESC_F_WRITE: the device writes it */
+};
+
+/* Rings at the given GPAs (any alignment: enable-time tests want bad ones too), zeroed,
+ * every descriptor free, indices 0. size: 1..VIRTQ_MAX_SIZE. */
+void vqd_init(struct vqd *d, struct guest_mem *m, uint16_t size, uint64_t desc, uint64_t avail,
+	      uint64_t used);
+/* The usual layout from base: descriptor table, avail ring right after it, used ring
+ * at the next 4 KiB boundary. base must be 16-byte aligned for a valid queue. */
+void vqd_init_at(struct vqd *d, struct guest_mem *m, uint16_t size, uint64_t base);
+/* The transport's register writes: q->s.size/desc/avail/used (not QueueReady). */
+void vqd_attach(const struct vqd *d, struct virtq *q);
+/* Both free-running indices (avail->idx, used->idx and the driver's copies) start at
+ * idx, as after that many round trips; the device's must match (virtq_restore). */
+void vqd_start_at(struct vqd *d, uint16_t idx);
+
+/* n >= 1 free descriptors linked by VRING_DESC_F_NEXT for bufs, in order; returns the
+ * head. Not published. */
+uint16_t vqd_chain(struct vqd *d, const struct vqd_buf *bufs, unsigned n);
+/* An indirect table for bufs at table_gpa (entries 0..n-1 linked in order) and one
+ * ring descriptor with VRING_DESC_F_INDIRECT pointing at it; returns its index. */
+uint16_t vqd_indirect(struct vqd *d, uint64_t table_gpa, const struct vqd_buf *bufs, unsigned n);
+/* head into the next avail slot, then avail->idx + 1 (release). head is not checked. */
+void vqd_publish(struct vqd *d, uint16_t head);
+/* vqd_chain + vqd_publish. */
+uint16_t vqd_add(struct vqd *d, const struct vqd_buf *bufs, unsigned n);
+/* The next used entry: true with *head and *len (either may be NULL) and its
+ * descriptors free again; false when the device has published nothing new. Asserts
+ * that the device returned a head the driver handed out. */
+bool vqd_get_used(struct vqd *d, uint16_t *head, uint32_t *len);
+
+/* Raw pokes, nothing checked but that the bytes are in RAM. */
+void vqd_set_desc(struct vqd *d, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags,
+		  uint16_t next);                                   /* i < size */
+void vqd_set_desc_at(struct guest_mem *m, uint64_t gpa, uint64_t addr, uint32_t len,
+		     uint16_t flags, uint16_t next);                /* e.g. in an indirect table */
+void vqd_set_avail_ring(struct vqd *d, uint16_t slot, uint16_t head); /* slot < size */
+void vqd_set_avail_idx(struct vqd *d, uint16_t idx);        /* also the driver's copy */
+void vqd_set_avail_flags(struct vqd *d, uint16_t flags);
+void vqd_set_used_flags(struct vqd *d, uint16_t flags);
+void vqd_set_used_idx(struct vqd *d, uint16_t idx);
+void vqd_set_used_elem(struct vqd *d, uint16_t slot, uint32_t id, uint32_t len);
+uint16_t vqd_used_flags(const struct vqd *d);
+uint16_t vqd_used_idx(const struct vqd *d);
+void vqd_used_elem(const struct vqd *d, uint16_t slot, uint32_t *id, uint32_t *len);
+
+/* Guest memory as the guest sees it: [gpa, gpa+len) must be in RAM (asserted). */
+uint8_t *vqd_ptr(struct guest_mem *m, uint64_t gpa, uint64_t len);
+/* A byte pattern for buffer contents: byte off of pattern seed. */
+uint8_t vqd_pattern_byte(uint8_t seed, uint64_t off);
+void vqd_fill_pattern(struct guest_mem *m, uint64_t gpa, uint64_t len, uint8_t seed);
+/* True when [gpa, gpa+len) holds pattern seed. */
+bool vqd_check_pattern(struct guest_mem *m, uint64_t gpa, uint64_t len, uint8_t seed);
+/* Host-side dirty tracking without KVM: allocates m->host_dirty (mem_free frees it). */
+void vqd_track_dirty(struct guest_mem *m);
+/* Whether the page holding gpa is marked in m->host_dirty, and clearing every mark. */
+bool vqd_dirty(const struct guest_mem *m, uint64_t gpa);
+void vqd_dirty_clear(struct guest_mem *m);
+
 #endif
