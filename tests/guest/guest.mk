@@ -5,7 +5,7 @@
 GUEST_DIR    := tests/guest
 GUEST_OUT    := $(B)/guests
 GUEST_OBJDIR := $(GUEST_OUT)/obj
-GUEST_NAMES  := hello sandbox smp fpu state
+GUEST_NAMES  := hello sandbox smp fpu state fn vqbad
 GUEST_CC     := gcc
 
 GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -nostdlib -static -fno-pie -fno-pic \
@@ -19,8 +19,15 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie -Wl,-T,$(GUEST_DIR)/guest.ld \
                  -Wl,--build-id=none -Wl,-z,noexecstack -Wl,-z,max-page-size=4096 \
                  -Wl,--fatal-warnings -Wl,--no-warn-rwx-segments
 
-GUEST_LIB_SRCS := $(wildcard $(GUEST_DIR)/lib/*.c $(GUEST_DIR)/lib/*.S)
+# The core (boot stub, ucalls, console, strings, ...) is linked whole into every guest;
+# the optional modules come from an archive, so a guest carries them (and vsock's
+# ~7 MiB of .bss buffers, which move the sandbox's heap) only when it calls them.
+GUEST_LIB_OPT  := time heap virtio mmio vsock rng
+GUEST_LIB_SRCS := $(filter-out $(GUEST_LIB_OPT:%=$(GUEST_DIR)/lib/%.c), \
+                    $(wildcard $(GUEST_DIR)/lib/*.c $(GUEST_DIR)/lib/*.S))
 GUEST_LIB_OBJS := $(patsubst $(GUEST_DIR)/%,$(GUEST_OBJDIR)/%.o,$(GUEST_LIB_SRCS))
+GUEST_LIB_OPT_OBJS := $(GUEST_LIB_OPT:%=$(GUEST_OBJDIR)/lib/%.c.o)
+GUEST_LIB_A    := $(GUEST_OUT)/libguest-opt.a
 GUEST_ELFS     := $(GUEST_NAMES:%=$(GUEST_OUT)/%.elf)
 
 .PHONY: guests
@@ -43,21 +50,37 @@ $(GUEST_OBJDIR)/%.S.o: $(GUEST_DIR)/%.S
 	@$(if $(Q),echo "  GUESTAS $<")
 	$(Q)$(GUEST_CC) $(GUEST_ASFLAGS) -c -o $@ $<
 
-$(GUEST_OUT)/%.elf: $(GUEST_OBJDIR)/%.c.o $(GUEST_LIB_OBJS) $(GUEST_DIR)/guest.ld
+$(GUEST_LIB_A): $(GUEST_LIB_OPT_OBJS)
+	@$(if $(Q),echo "  GUESTAR $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(GUEST_OUT)/%.elf: $(GUEST_OBJDIR)/%.c.o $(GUEST_LIB_OBJS) $(GUEST_LIB_A) $(GUEST_DIR)/guest.ld
 	@$(if $(Q),echo "  GUESTLD $@")
-	$(Q)$(GUEST_CC) $(GUEST_LDFLAGS) -o $@ $< $(GUEST_LIB_OBJS)
+	$(Q)$(GUEST_CC) $(GUEST_LDFLAGS) -o $@ $< $(GUEST_LIB_OBJS) $(GUEST_LIB_A)
 
 -include $(shell find $(GUEST_OBJDIR) -name '*.d' 2>/dev/null)
 
 # keep the objects: they are intermediate files of the pattern rules above
-.SECONDARY: $(GUEST_LIB_OBJS) $(GUEST_NAMES:%=$(GUEST_OBJDIR)/%.c.o)
+.SECONDARY: $(GUEST_LIB_OBJS) $(GUEST_LIB_OPT_OBJS) $(GUEST_NAMES:%=$(GUEST_OBJDIR)/%.c.o)
 
-# ---- host-side unit test of the library's pure parts (parsing, e820, format, hash) ----
+# ---- host-side unit test of the library (parsing, e820, format, hash, heap, and the
+# virtio driver, virtio-rng and the vsock stack against fake devices) ----
 # Built like the VMM's unit tests (host flags, sanitizers under SAN=1); the lib files
-# it links have no port I/O or ring-0 code.
+# it links have no port I/O or ring-0 code: host/fake_virtio.c stands in for mmio.c,
+# the park ucall and the TSC.
 GUEST_HOST_TEST := $(B)/tests/guest/test_guestlib
 GUEST_HOST_TEST_OBJS := $(B)/obj/$(GUEST_DIR)/host/test_guestlib.o \
-	$(patsubst %,$(B)/obj/$(GUEST_DIR)/lib/%.o,format cmdline e820 hash)
+	$(B)/obj/$(GUEST_DIR)/host/test_fn.o $(B)/obj/$(GUEST_DIR)/host/fake_virtio.o \
+	$(B)/obj/$(GUEST_DIR)/host/fn_guest.o \
+	$(patsubst %,$(B)/obj/$(GUEST_DIR)/lib/%.o,format cmdline e820 hash heap virtio vsock rng)
+
+# The fn guest itself, run on the host against the fake vsock device (host/test_fn.c):
+# guest_main renamed, and the heap placed in memory the test maps below 4 GiB.
+$(B)/obj/$(GUEST_DIR)/host/fn_guest.o: $(GUEST_DIR)/fn.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $< (host)")
+	$(Q)$(CC) $(ALL_CFLAGS) -I$(GUEST_DIR)/lib -Dguest_main=fn_guest_main \
+		-Dheap_place=fake_heap_place -c -o $@ $<
 
 $(GUEST_HOST_TEST): $(GUEST_HOST_TEST_OBJS)
 	@mkdir -p $(dir $@)

@@ -131,3 +131,17 @@ int cmdline_get_u64(const char *key, uint64_t *val)
 		return -ENOENT;
 	return parse_u64_suffix(v, n, val);
 }
+
+uint64_t cmdline_u64_or(const char *key, uint64_t def)
+{
+	char raw[64] = "";
+	uint64_t v = def;
+	int ret = cmdline_get_u64(key, &v);
+
+	if (ret == -ENOENT)
+		return def;
+	cmdline_get_str(key, raw, sizeof(raw));
+	GUEST_ASSERT_MSG(ret == 0, "%s=%s is not a number (decimal or 0x hex, optional K/M/G/T)%s",
+			 key, raw, ret == -ERANGE ? ": too large" : "");
+	return v;
+}

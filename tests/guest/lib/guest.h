@@ -16,6 +16,12 @@
 #include <stdint.h>
 
 #include <asm-generic/errno.h> /* plain macros: EINVAL, ENODATA, ETIMEDOUT, ... */
+/* virtio UAPI headers: constants and plain structs only, usable freestanding */
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_mmio.h>
+#include <linux/virtio_ring.h>
+#include <linux/virtio_vsock.h>
 
 #include "ember_abi.h"
 
@@ -102,11 +108,24 @@ void guest_print(const char *fmt, ...) printf_like(1, 2);
 /* A result record; the host logs "ember-report <msg> a0 a1 a2 a3 <host us>". */
 void guest_report(const char *msg, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3);
 /*
- * Waits for the next host command (--guest-cmd NAME, or the control socket), polling
- * through EMBER_WAIT_AGAIN. Returns its length (truncated to len - 1, always
- * NUL-terminated), or -ENODATA once the host has no more commands.
+ * Waits for the next host command (--guest-cmd NAME, or the control socket); the host
+ * blocks the vCPU while none is queued and answers EMBER_WAIT_AGAIN now and then (a
+ * pause, a stop), which this loops over. Returns its length (truncated to len - 1,
+ * always NUL-terminated), or -ENODATA once the host has no more commands.
  */
 int guest_wait_cmd(char *buf, size_t len);
+/* The next host command if one is queued now (EMBER_WAIT_F_POLL: never sleeps): its
+ * length as guest_wait_cmd's, -EAGAIN when none is queued yet, -ENODATA when none can
+ * ever come (no control socket and the --guest-cmd list is used up). */
+int guest_poll_cmd(char *buf, size_t len);
+/*
+ * Parks the vCPU in the host (EMBER_UCALL_PARK) until a virtio device used a buffer, a
+ * host command was queued, the VM is paused or stopped, or timeout_us passed (0: no
+ * timeout). Returns EMBER_PARK_EVENT or EMBER_PARK_TIMEOUT. An event since the previous
+ * park returned makes it return at once, so "check the rings, then park" never sleeps
+ * through work; spurious EVENT returns happen, so callers re-check and loop.
+ */
+int guest_park(uint64_t timeout_us);
 /* "Initialisation finished": the host's golden-snapshot point. */
 void guest_ready(void);
 noreturn_fn void guest_reset(void);
@@ -165,6 +184,9 @@ int cmdline_get_u64(const char *key, uint64_t *val);
 int parse_u64_suffix(const char *s, size_t len, uint64_t *val);
 /* A bare word, "key" with no '=', anywhere on the command line. */
 bool cmdline_has_flag(const char *key);
+/* cmdline_get_u64 with a default for an absent key; asserts (naming the key and the
+ * accepted syntax) on a malformed or too large value. */
+uint64_t cmdline_u64_or(const char *key, uint64_t def);
 
 /* true when all of [addr, addr + len) is e820 RAM (adjacent RAM entries merge). */
 bool e820_is_ram(uint64_t addr, uint64_t len);
@@ -264,5 +286,296 @@ static inline void spin_unlock(struct spinlock *l)
 
 /* First byte after the loaded image (end of .bss), from the linker script. */
 extern char _end[];
+
+/* ---- optional modules ------------------------------------------------------------
+ * lib/time.c, heap.c, virtio.c, vsock.c, rng.c are linked from an archive: a guest
+ * gets them (and their .bss: vsock's buffers are ~7 MiB) only when it calls them. */
+
+/* ---- time (lib/time.c): the TSC, scaled by a frequency found once --------------- */
+#define GUEST_FOREVER UINT64_MAX /* a timeout or deadline that never passes */
+/*
+ * The TSC frequency. The first call finds it: ember's CPUID table (through cpuid(),
+ * not the host's) leaf 0x15 (crystal * ratio), KVM's 0x40000010, leaf 0x16 (base MHz);
+ * else it calibrates against the x2APIC timer (KVM counts it at 1 GHz) for ~10 ms; else
+ * it assumes 2 GHz. This platform (AMD, nested) has none of the leaves: calibration.
+ */
+uint64_t tsc_khz(void);
+const char *tsc_khz_source(void); /* "cpuid-15", "kvm", "cpuid-16", "apic", "guess" */
+/* Microseconds on the TSC (rdtsc / tsc_khz); the origin is arbitrary. */
+uint64_t time_us(void);
+
+/* now + timeout_us, saturating; GUEST_FOREVER stays forever. */
+static inline uint64_t deadline_after(uint64_t timeout_us)
+{
+	uint64_t now;
+
+	if (timeout_us == GUEST_FOREVER)
+		return GUEST_FOREVER;
+	now = time_us();
+	return timeout_us > GUEST_FOREVER - 1 - now ? GUEST_FOREVER - 1 : now + timeout_us;
+}
+
+/* Microseconds left before deadline: 0 once it passed, GUEST_FOREVER for forever. */
+static inline uint64_t deadline_left(uint64_t deadline)
+{
+	uint64_t now;
+
+	if (deadline == GUEST_FOREVER)
+		return GUEST_FOREVER;
+	now = time_us();
+	return deadline > now ? deadline - now : 0;
+}
+
+/* ---- the function-runtime heap (lib/heap.c), shared by sandbox and fn ------------- */
+/*
+ * `size` bytes at the first page after the image, built from `seed`: each 4 KiB page is
+ * zero, 64-byte records (compressible) or xorshift bytes, chosen by
+ * mix64(seed ^ mix64(page)). The contents depend only on (size, seed): the host can
+ * rebuild them and the checksum is comparable across boots.
+ */
+struct heap {
+	uint8_t *base;
+	uint64_t size, pages, seed;
+};
+#define HEAP_DEFAULT_SIZE (64ull << 20)
+#define HEAP_DEFAULT_SEED 1ull
+/* heap= and seed= from the command line (defaults above); asserts on bad values. */
+void heap_config(struct heap *h);
+/* Puts the heap at the first page after the image; asserts it is RAM below 4 GiB. */
+void heap_place(struct heap *h);
+/* Fills base[0, pages * 4096) from seed (base and pages may be set by hand). */
+void heap_build(struct heap *h);
+uint64_t heap_checksum(const struct heap *h);
+
+/* ---- virtio-mmio, polled from ring 3 (lib/virtio.c) ------------------------------
+ * A minimal virtio 1.x driver for the version-2 MMIO transport: no interrupts (the
+ * guest polls the used rings and parks with guest_park() when idle), split virtqueues
+ * in static memory (identity mapping: a pointer is its guest-physical address). Every
+ * register access is a 32-bit volatile load/store, i.e. one exit to ember. */
+
+/* One "virtio_mmio.device=<size>@<base>:<irq>[:<id>]" of the command line. */
+struct virtio_mmio_loc {
+	uint64_t size, base;
+	uint32_t irq;
+};
+/* Parses the value of one entry (the text after '='); -EINVAL when malformed, -ERANGE
+ * when the window is not inside the 4 GiB ring 3 maps or too small for the registers. */
+int virtio_parse_mmio_arg(const char *s, size_t len, struct virtio_mmio_loc *loc);
+/* All well-formed entries of the command line, in order; returns how many (<= max). */
+unsigned virtio_cmdline_devices(struct virtio_mmio_loc *locs, unsigned max);
+
+struct virtio_dev {
+	uint64_t base;
+	uint32_t irq, device_id;
+	uint64_t features;        /* negotiated */
+	const char *name;         /* for messages: "virtio-rng", "virtio-vsock", ... */
+};
+
+/* Finds the device with this id among the command line's entries (checks magic "virt",
+ * version 2 and the id); -ENODEV when there is none. */
+int virtio_find(uint32_t device_id, struct virtio_dev *d);
+/* Checks the window at base: -ENODEV (no magic), -EPROTO (not version 2), -ENXIO
+ * (another device id). */
+int virtio_probe(struct virtio_dev *d, uint64_t base, uint32_t device_id);
+uint32_t virtio_read(const struct virtio_dev *d, uint32_t off);
+void virtio_write(const struct virtio_dev *d, uint32_t off, uint32_t v);
+uint32_t virtio_status(const struct virtio_dev *d);
+void virtio_set_status(const struct virtio_dev *d, uint32_t status);
+/* Writes 0 to Status and waits until it reads 0; -ETIMEDOUT if it never does. */
+int virtio_reset(const struct virtio_dev *d);
+uint64_t virtio_device_features(const struct virtio_dev *d);
+/* Reset, ACKNOWLEDGE|DRIVER, features: the device's & (wanted | VERSION_1), FEATURES_OK
+ * read back. -EPROTO when the device lacks VERSION_1, -EIO when FEATURES_OK does not
+ * stick (the status is left as the device had it, for the caller to report). */
+int virtio_begin(struct virtio_dev *d, uint64_t wanted);
+/* Writes exactly these driver features (no masking: vqbad offers unoffered bits). */
+void virtio_write_features(const struct virtio_dev *d, uint64_t features);
+void virtio_driver_ok(const struct virtio_dev *d);
+/* Config space, 32-bit accesses; read64 retries until ConfigGeneration is stable. */
+uint32_t virtio_config_read32(const struct virtio_dev *d, uint32_t off);
+uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t off);
+void virtio_config_write32(const struct virtio_dev *d, uint32_t off, uint32_t v);
+
+#define VIRTQ_MAX_SIZE 256
+/* The memory of one split virtqueue of up to VIRTQ_MAX_SIZE entries; the +1 entries
+ * hold used_event / avail_event. Declare it static (it must not move). */
+struct virtq_ring {
+	struct vring_desc desc[VIRTQ_MAX_SIZE] __attribute__((aligned(4096)));
+	struct {
+		uint16_t flags, idx;
+		uint16_t ring[VIRTQ_MAX_SIZE + 1];
+	} avail __attribute__((aligned(64)));      /* the driver area */
+	struct {
+		uint16_t flags, idx;
+		struct vring_used_elem ring[VIRTQ_MAX_SIZE];
+		uint16_t avail_event;
+	} used __attribute__((aligned(64)));       /* the device area */
+};
+
+struct virtq {
+	struct virtio_dev *dev;
+	struct virtq_ring *ring;
+	uint16_t index, size;       /* size: a power of two <= QueueNumMax */
+	uint16_t free_head, num_free;
+	uint16_t avail_idx;         /* next avail->idx to publish */
+	uint16_t kicked_idx;        /* avail_idx when we last notified (or decided not to) */
+	uint16_t last_used;         /* next used entry to consume */
+	uint32_t kicks;             /* notifications actually written */
+	/* driver-side copies: a chain is freed from these, never from ring memory the
+	 * device could have scribbled on */
+	uint16_t next[VIRTQ_MAX_SIZE];
+	uint16_t chain_len[VIRTQ_MAX_SIZE];
+	void *cookie[VIRTQ_MAX_SIZE];
+	bool in_flight[VIRTQ_MAX_SIZE];
+};
+
+struct virtq_buf {
+	uint64_t addr;              /* guest-physical = pointer */
+	uint32_t len;
+	bool device_writes;         /* VRING_DESC_F_WRITE; these come after the readable ones */
+};
+
+/*
+ * Sets up queue `index`: QueueSel, QueueReady must read 0, QueueNumMax (0: -ENOENT),
+ * size = the largest power of two <= min(want, QueueNumMax, VIRTQ_MAX_SIZE), the three
+ * addresses, QueueReady = 1 (read back: -EIO when it does not stick). Between
+ * FEATURES_OK and virtio_driver_ok().
+ */
+int virtq_setup(struct virtq *q, struct virtio_dev *d, uint16_t index, struct virtq_ring *ring,
+		uint16_t want);
+/* Adds one chain (readable buffers first); returns its head, -ENOSPC without enough
+ * free descriptors, -EINVAL for n == 0 or writable before readable. cookie (not NULL)
+ * comes back from virtq_get(). Not yet visible to the device: virtq_publish() or
+ * virtq_kick(). */
+int virtq_add(struct virtq *q, const struct virtq_buf *bufs, unsigned n, void *cookie);
+/* Makes added chains visible (store-release of avail->idx). */
+void virtq_publish(struct virtq *q);
+/* virtq_publish, a full barrier, then QueueNotify unless the device set
+ * VRING_USED_F_NO_NOTIFY. Returns true when it notified (an exit). */
+bool virtq_kick(struct virtq *q);
+/* true when the device has used a chain not consumed yet (acquire load). */
+bool virtq_has_used(const struct virtq *q);
+/* The next used chain: frees its descriptors, returns its cookie and sets *len to the
+ * bytes the device wrote; NULL when there is none. Asserts on a used id that is not in
+ * flight (a device bug that would corrupt the free list). */
+void *virtq_get(struct virtq *q, uint32_t *len);
+/* Writes a raw avail entry and bumps avail->idx by `bump` (vqbad: bad heads, jumps). */
+void virtq_push_raw(struct virtq *q, uint16_t head, uint16_t bump);
+
+/* Debug traces of the transport ("virtio_debug" on the command line): register writes,
+ * queue setup, device status. */
+extern bool virtio_debug;
+
+/* ---- virtio-rng (lib/rng.c) ------------------------------------------------------ */
+/* Finds and starts the device (the first rng_read does it too); -ENODEV, -EIO. */
+int rng_init(void);
+/* Fills buf from the device, looping over requests (it fills at most some bounded
+ * amount per request); len, or -ETIMEDOUT after 5 s without progress, or rng_init's
+ * error. */
+long rng_read(void *buf, size_t len);
+/* The device, for vqbad (NULL before rng_init). */
+struct virtio_dev *rng_device(void);
+
+/* ---- vsock over virtio-vsock (lib/vsock.c) ----------------------------------------
+ * Stream sockets only. Connections are small integers (a slot), at most
+ * VSOCK_MAX_CONNS at once including listen backlogs and closing ones. Timeouts are in
+ * microseconds: 0 means "do not wait" (-EAGAIN when nothing could be done),
+ * GUEST_FOREVER means no limit. Calls that wait process the device's rings, spin for
+ * vsock_spin_us, then park; they never sleep through work (see guest_park()).
+ */
+#define VSOCK_MAX_CONNS    16
+#define VSOCK_MAX_LISTEN   8
+#define VSOCK_CONN_BUF     (256u << 10) /* per-connection receive buffer = buf_alloc */
+#define VSOCK_RX_BUFS      32           /* posted RX buffers, each header + ... */
+#define VSOCK_RX_PAYLOAD   (64u << 10)  /* ... this much payload */
+#define VSOCK_TX_PAYLOAD   (64u << 10)  /* largest payload of one packet we send */
+#define VSOCK_TX_BUFS      16           /* TX payload bounce buffers */
+#define VSOCK_PORT_ANY     0xffffffffu
+#define VSOCK_SHUT_RD      VIRTIO_VSOCK_SHUTDOWN_RCV
+#define VSOCK_SHUT_WR      VIRTIO_VSOCK_SHUTDOWN_SEND
+#define VSOCK_HDR_SIZE     44u
+_Static_assert(sizeof(struct virtio_vsock_hdr) == VSOCK_HDR_SIZE, "vsock header is 44 bytes");
+
+/* Finds the device, resets it, sets up its queues, posts the RX and event buffers
+ * and reads the CID. Forgets every connection and listener (a fresh start). -ENODEV
+ * without a device; -EIO/-EPROTO/-ENOENT when the device refuses the setup. Reads
+ * "vsock_debug" (packet traces) and "vsock_spin_us=" from the command line. */
+int vsock_init(void);
+uint64_t vsock_local_cid(void);
+struct virtio_dev *vsock_device(void);
+/* Accepts connections to port (answers their REQUEST at once, Linux-style); -EADDRINUSE,
+ * -ENOSPC (VSOCK_MAX_LISTEN). Listeners survive a transport reset. */
+int vsock_listen(uint32_t port);
+/* The oldest established, not yet accepted connection to port (VSOCK_PORT_ANY: any
+ * listener); -EAGAIN / -ETIMEDOUT when none came in time. */
+int vsock_accept(uint32_t port, uint64_t timeout_us);
+/* Connects to (cid, port); the connection, or -ECONNRESET (refused with an RST, as
+ * Linux reports it), -ETIMEDOUT,
+ * -ENOSPC (no free slot or TX buffer), -ECONNRESET (transport reset meanwhile; one
+ * already in the event ring is processed first), -EINVAL for timeout 0. */
+int vsock_connect(uint64_t cid, uint32_t port, uint64_t timeout_us);
+/* Up to len bytes as soon as any are there; 0 at end of stream (the peer shut down its
+ * sending side and everything was read); -EAGAIN / -ETIMEDOUT; -ECONNRESET once reset
+ * (bytes received before the reset are still returned first); -EBADF. */
+long vsock_read(int c, void *buf, size_t len, uint64_t timeout_us);
+/* Queues all of buf within the peer's credit (copying it: buf is free on return);
+ * returns len, or the bytes queued before the timeout, or -EAGAIN / -ETIMEDOUT when
+ * none were, -EPIPE after a shutdown of either direction that forbids it,
+ * -ECONNRESET, -EBADF. */
+long vsock_write(int c, const void *buf, size_t len, uint64_t timeout_us);
+/* OP_SHUTDOWN with VSOCK_SHUT_RD / VSOCK_SHUT_WR. */
+int vsock_shutdown(int c, unsigned how);
+/* Frees the connection: a live one is shut down both ways and its slot stays busy
+ * until the peer's RST (or 2 s, then we send RST); never waits. */
+void vsock_close(int c);
+/* Bytes readable now without waiting. */
+size_t vsock_readable(int c);
+/* Processes the rings once (events, RX, TX completions, close deadlines); true when
+ * anything happened. */
+bool vsock_poll(void);
+/* After a restore: true once more than `seen` transport resets were processed, false
+ * after timeout_us. Notifies the event queue first: a device may write the event only
+ * when it next runs, and it must not run the guest's TX before it. */
+bool vsock_await_reset(uint64_t seen, uint64_t timeout_us);
+/* vsock_poll; when nothing happened, spin (vsock_spin_us) then park until deadline
+ * (absolute, time_us()). true when something happened; false on a timeout or a wake
+ * with nothing for vsock (e.g. a host command). */
+bool vsock_wait(uint64_t deadline);
+
+enum vsock_state {
+	VSOCK_FREE = 0,
+	VSOCK_CONNECTING,   /* we sent REQUEST */
+	VSOCK_PENDING,      /* established by a peer, waiting for vsock_accept */
+	VSOCK_CONNECTED,
+	VSOCK_CLOSING,      /* closed by us; waiting for the peer's RST */
+	VSOCK_DEAD,         /* reset (RST, transport reset, refused); waiting for vsock_close */
+};
+
+struct vsock_conn_info {
+	enum vsock_state state;
+	uint64_t peer_cid;
+	uint32_t local_port, peer_port;
+	/* the peer's credit: tx_cnt - peer_fwd_cnt bytes are in flight */
+	uint32_t peer_buf_alloc, peer_fwd_cnt, tx_cnt;
+	uint32_t fwd_cnt, rx_len;                      /* ours */
+	unsigned peer_shut, our_shut;                  /* VSOCK_SHUT_* */
+	int err;                                       /* why it is DEAD */
+};
+int vsock_conn_info(int c, struct vsock_conn_info *info);
+
+struct vsock_stats {
+	uint64_t rx_pkts, tx_pkts, rx_bytes, tx_bytes;
+	uint64_t transport_resets, rst_rx, rst_tx, credit_updates_tx, credit_requests_tx;
+	uint64_t dropped;          /* malformed, wrong CID, over credit, no TX buffer for RST */
+	uint64_t kicks, parks;     /* exits spent on notifies and parks */
+};
+const struct vsock_stats *vsock_get_stats(void);
+
+/* vqbad: queues a packet with this header exactly as given (h->len may lie) and
+ * payload_len bytes of payload (0: header only) in its own descriptor, and kicks.
+ * -ENOSPC without TX space, -ENODEV before vsock_init. */
+int vsock_send_raw(const struct virtio_vsock_hdr *h, const void *payload, uint32_t payload_len);
+/* vqbad: the RX and TX virtqueues. */
+struct virtq *vsock_queue(unsigned index);
 
 #endif

@@ -31,4 +31,8 @@ noreturn_fn void trap_report(const struct trap_frame *f);
 /* Sends a filled ucall block (ucall.c). */
 void ucall_send(struct ember_ucall *uc);
 
+/* 32-bit MMIO register accesses (mmio.c; the host-side test supplies a fake device). */
+uint32_t mmio_read32(uint64_t addr);
+void mmio_write32(uint64_t addr, uint32_t v);
+
 #endif

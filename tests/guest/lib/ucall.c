@@ -100,34 +100,65 @@ void guest_report(const char *msg, uint64_t a0, uint64_t a1, uint64_t a2, uint64
 	ucall_send(&uc);
 }
 
-int guest_wait_cmd(char *buf, size_t len)
+/* One WAIT ucall: 1 with the command copied to buf (length in *n), 0 for AGAIN, -ENODATA
+ * for NONE. */
+static int wait_once(uint32_t flags, char *buf, size_t len, int *n_out)
 {
 	struct ember_ucall uc;
 	size_t n;
 
-	for (;;) {
-		ucall_init(&uc, EMBER_UCALL_WAIT);
-		uc.status = EMBER_WAIT_AGAIN; /* if the host wrote nothing, ask again */
-		ucall_send(&uc);
-		if (uc.status == EMBER_WAIT_NONE)
-			return -ENODATA;
-		if (uc.status == EMBER_WAIT_CMD)
-			break;
-		GUEST_ASSERT_MSG(uc.status == EMBER_WAIT_AGAIN,
-				 "host answered WAIT with unknown status %u", uc.status);
-	}
+	ucall_init(&uc, EMBER_UCALL_WAIT);
+	uc.args[0] = flags;
+	uc.status = EMBER_WAIT_AGAIN; /* if the host wrote nothing, ask again */
+	ucall_send(&uc);
+	if (uc.status == EMBER_WAIT_NONE)
+		return -ENODATA;
+	if (uc.status == EMBER_WAIT_AGAIN)
+		return 0;
+	GUEST_ASSERT_MSG(uc.status == EMBER_WAIT_CMD, "host answered WAIT with unknown status %u",
+			 uc.status);
 	/* the host is trusted to terminate data, but never read past the block */
 	n = strnlen(uc.data, sizeof(uc.data));
-
 	if (n > uc.data_len)
 		n = uc.data_len;
-	if (len == 0)
-		return (int)n;
-	if (n > len - 1)
-		n = len - 1;
-	memcpy(buf, uc.data, n);
-	buf[n] = 0;
-	return (int)n;
+	if (len) {
+		if (n > len - 1)
+			n = len - 1;
+		memcpy(buf, uc.data, n);
+		buf[n] = 0;
+	}
+	*n_out = (int)n;
+	return 1;
+}
+
+int guest_wait_cmd(char *buf, size_t len)
+{
+	int r, n = 0;
+
+	/* the host sleeps while the queue is empty; AGAIN means "paused or woken, ask again" */
+	while ((r = wait_once(0, buf, len, &n)) == 0)
+		;
+	return r < 0 ? r : n;
+}
+
+int guest_poll_cmd(char *buf, size_t len)
+{
+	int n = 0, r = wait_once(EMBER_WAIT_F_POLL, buf, len, &n);
+
+	if (r == 0)
+		return -EAGAIN;
+	return r < 0 ? r : n;
+}
+
+int guest_park(uint64_t timeout_us)
+{
+	struct ember_ucall uc;
+
+	ucall_init(&uc, EMBER_UCALL_PARK);
+	uc.args[0] = timeout_us;
+	uc.status = EMBER_PARK_EVENT; /* if the host wrote nothing: a spurious wake */
+	ucall_send(&uc);
+	return uc.status == EMBER_PARK_TIMEOUT ? EMBER_PARK_TIMEOUT : EMBER_PARK_EVENT;
 }
 
 void guest_ready(void)
