@@ -25,7 +25,7 @@
 #include <stdio.h>
 
 #define SNAP_FORMAT_MAJOR 1
-#define SNAP_FORMAT_MINOR 1
+#define SNAP_FORMAT_MINOR 2
 
 #define SNAP_MAGIC         "EMBRSNAP"
 #define SNAP_PREAMBLE_SIZE 16

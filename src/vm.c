@@ -192,6 +192,13 @@ int vm_boot_load(struct vm *vm, struct errbuf *eb)
 		r = loader_load_files(&vm->mem, vm->cfg.kernel, vm->cfg.initrd, cmdline, &bi, eb);
 	else
 		errbuf_set(eb, r, "kernel command line: no room for the virtio_mmio.device entries");
+	if (r == -E2BIG && strlen(cmdline) > strlen(base)) {
+		char msg[sizeof(eb->msg)];
+
+		snprintf(msg, sizeof(msg), "%s", eb->msg);
+		errbuf_set(eb, r, "%s (%zu bytes of it the virtio_mmio.device entries ember appended)",
+			   msg, strlen(cmdline) - strlen(base));
+	}
 	free(cmdline);
 	if (r)
 		return r;
@@ -485,9 +492,23 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-enum vm_stop_reason vm_run(struct vm *vm)
+int vm_loop_once(struct vm *vm, int timeout_ms)
 {
 	struct epoll_event evs[8];
+	int n = epoll_wait(vm->ep, evs, ARRAY_SIZE(evs), timeout_ms);
+
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++) {
+		struct vm_watch *w = evs[i].data.ptr;
+
+		w->cb(vm, w, evs[i].events);
+	}
+	return n;
+}
+
+enum vm_stop_reason vm_run(struct vm *vm)
+{
 	uint64_t deadline = 0, counter;
 	int r;
 
@@ -534,15 +555,10 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			if (timeout < 0 || deadline - now < (uint64_t)timeout)
 				timeout = (int)(deadline - now);
 		}
-		n = epoll_wait(vm->ep, evs, ARRAY_SIZE(evs), timeout);
-		if (n < 0 && errno != EINTR) {
-			vm_request_stop(vm, VM_STOP_ERROR, 0, "epoll_wait: %s", strerror(errno));
+		n = vm_loop_once(vm, timeout);
+		if (n < 0) {
+			vm_request_stop(vm, VM_STOP_ERROR, 0, "epoll_wait: %s", strerror(-n));
 			break;
-		}
-		for (int i = 0; i < n; i++) {
-			struct vm_watch *w = evs[i].data.ptr;
-
-			w->cb(vm, w, evs[i].events);
 		}
 		if (vm->console_in.len && !atomic_load(&vm->stopping))
 			console_push(vm);

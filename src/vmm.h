@@ -333,6 +333,9 @@ bool vm_park(struct vm *vm, struct vcpu *v, uint64_t timeout_us);
 /* Main-loop fds and pause/resume from within the loop (the control socket). */
 int vm_watch_add(struct vm *vm, struct vm_watch *w);
 void vm_watch_del(struct vm *vm, struct vm_watch *w);
+/* One turn of the main loop: waits up to timeout_ms (-1: forever) and runs the
+ * callbacks of the watches that fired. Their number, or -errno. */
+int vm_loop_once(struct vm *vm, int timeout_ms);
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 

@@ -193,4 +193,10 @@ int i8042_decode(const struct snap_device *sd, struct i8042_state *s, struct err
 #define ABI_STATE_VERSION 1
 extern const struct dev_ops guest_abi_ops; /* section: ready_seen */
 
+/* ---- virtio devices (virtio_*.c, on the transport of virtio.h) ------------------- */
+#define VIRTIO_RNG_STATE_VERSION 1
+extern const struct dev_ops virtio_rng_ops;   /* getrandom into the guest's buffers */
+#define VIRTIO_VSOCK_STATE_VERSION 1
+extern const struct dev_ops virtio_vsock_ops; /* Firecracker's hybrid vsock (INVOCATION.md) */
+
 #endif

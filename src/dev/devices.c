@@ -13,10 +13,22 @@
 #include "../vmm.h"
 #include "dev.h"
 
+static bool want_vsock(const struct vm_config *cfg)
+{
+	return cfg->vsock_cid != 0;
+}
+
+#define VIRTIO_BASE(slot) (EMBER_VIRTIO_MMIO_BASE + (slot) * EMBER_VIRTIO_MMIO_SIZE)
+#define VIRTIO_IRQ(slot)  (EMBER_VIRTIO_IRQ_BASE + (slot))
+
 static const struct dev_slot dev_table[] = {
 	{ &serial_ops, DEV_PIO, SERIAL_COM1_BASE, 8, SERIAL_COM1_IRQ, NULL, true },
 	{ &i8042_ops, DEV_PIO, I8042_DATA_PORT, 5, 0, NULL, true },
 	{ &guest_abi_ops, DEV_PIO, EMBER_PORT_BASE, EMBER_PORT_COUNT, 0, NULL, true },
+	{ &virtio_rng_ops, DEV_MMIO, VIRTIO_BASE(EMBER_VIRTIO_RNG_SLOT), EMBER_VIRTIO_MMIO_SIZE,
+	  VIRTIO_IRQ(EMBER_VIRTIO_RNG_SLOT), NULL, false },
+	{ &virtio_vsock_ops, DEV_MMIO, VIRTIO_BASE(EMBER_VIRTIO_VSOCK_SLOT),
+	  EMBER_VIRTIO_MMIO_SIZE, VIRTIO_IRQ(EMBER_VIRTIO_VSOCK_SLOT), want_vsock, false },
 };
 
 const struct dev_slot *dev_slot_find(const char *name)

@@ -265,6 +265,7 @@ struct vsock_conn {
 	/* host -> guest */
 	uint32_t tx_cnt;               /* payload bytes sent to the guest */
 	uint32_t peer_buf_alloc, peer_fwd_cnt;
+	bool credit_requested;         /* CREDIT_REQUEST owed or sent since credit ran out */
 	char line[VSOCK_LINE_MAX + 1];
 	unsigned line_len;
 };

@@ -11,7 +11,8 @@
  *   port P+2  source  payload le64 N (N <= max_payload): N bytes of the heap from 0
  *
  * Host commands (--guest-cmd, control socket) are polled while idle: verify,
- * generation, stats, dial <port>, exit. Command line: heap= seed= port= (5000)
+ * generation, rng (32 bytes from virtio-rng: fresh in every clone), stats,
+ * dial <port>, exit. Command line: heap= seed= port= (5000)
  * max_payload= (4M, at most 16M) vsock_debug.
  */
 #include "guest.h"
@@ -442,6 +443,22 @@ static void print_stats(void)
 		    s->credit_requests_tx);
 }
 
+/* Entropy from the host, as a restored guest re-seeds (FORMAT.md section 11). */
+static void print_rng(void)
+{
+	uint8_t b[32];
+	long n = rng_read(b, sizeof(b));
+	char hex[2 * sizeof(b) + 1];
+
+	if (n != (long)sizeof(b)) {
+		guest_print("rng: error %ld\n", n);
+		return;
+	}
+	for (unsigned i = 0; i < sizeof(b); i++)
+		fmt_snprintf(hex + 2 * i, 3, "%02x", b[i]);
+	guest_print("rng=%s\n", hex);
+}
+
 static void run_command(const char *cmd)
 {
 	if (!strcmp(cmd, "verify"))
@@ -450,6 +467,8 @@ static void run_command(const char *cmd)
 		guest_print("generation=%016lx\n", guest_generation());
 	else if (!strcmp(cmd, "stats"))
 		print_stats();
+	else if (!strcmp(cmd, "rng"))
+		print_rng();
 	else if (!strncmp(cmd, "dial ", 5))
 		dial(cmd + 5);
 	else if (!strcmp(cmd, "exit"))
@@ -505,6 +524,9 @@ void guest_main(void)
 		    heap.seed, (uint64_t)(uintptr_t)heap.base, base_port, max_payload);
 	guest_print("checksum=%016lx\n", heap_checksum(&heap));
 
+	/* the driver is set up in the golden snapshot: a clone's first read is one request */
+	r = rng_init();
+	GUEST_ASSERT_MSG(r == 0, "fn: no virtio-rng device: %d", r);
 	r = vsock_init();
 	GUEST_ASSERT_MSG(r != -ENODEV, "fn: no virtio-vsock device found (boot ember with "
 			 "--vsock-cid N --vsock-uds PATH; the command line has no usable "

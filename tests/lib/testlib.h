@@ -276,6 +276,52 @@ void devt_vm_free(struct vm *vm);
 struct device *devt_create(struct vm *vm, const char *name);
 /* Whether a device asked the VM to reset (i8042) since the last call; clears it. */
 bool devt_take_reset(struct vm *vm);
+/* ram bytes of anonymous guest RAM for the VM shell (asserts). */
+void devt_vm_ram(struct vm *vm, uint64_t ram);
+/* Guest accesses as the bus makes them: d->lock held around ops->read/write. */
+void devt_read(struct device *d, uint64_t off, void *data, unsigned len);
+void devt_write(struct device *d, uint64_t off, const void *data, unsigned len);
+uint32_t devt_read32(struct device *d, uint64_t off);
+void devt_write32(struct device *d, uint64_t off, uint32_t v);
+/* An interrupt recorder in place of KVM_IRQ_LINE: counts rising edges on the line. */
+struct devt_irq {
+	unsigned edges;      /* 0 -> 1 transitions (atomic: device threads raise too) */
+	int level;
+	unsigned gsi;        /* the GSI of the last change */
+};
+void devt_irq_record(struct device *d, struct devt_irq *rec);
+unsigned devt_irq_edges(struct devt_irq *rec);
+/* A virtio driver's start-up over the MMIO transport, asserting each step: reset,
+ * ACKNOWLEDGE, DRIVER, driver features (VERSION_1 added), FEATURES_OK read back. */
+void devt_virtio_features(struct device *d, uint64_t features);
+/* Queue q on the driver's rings: QueueSel, QueueNum, the three addresses, QueueReady. */
+struct vqd;
+void devt_virtio_queue(struct device *d, unsigned q, const struct vqd *vq);
+/* Sets DRIVER_OK and asserts it stuck. */
+void devt_virtio_driver_ok(struct device *d);
+
+/* ---- fn_test.c: the fn guest over vsock (INVOCATION.md) -------------------------- */
+
+/* A golden snapshot of fn (heap=<heap_mib>M seed=7, --vsock-cid 3) and its heap as the
+ * snapshot's memory file holds it. */
+struct fnt_golden {
+	char dir[4096];           /* PATH_MAX */
+	uint64_t heap_at, heap_bytes, checksum;
+	uint8_t *heap;
+};
+/* Boots fn with vsock, snapshots it at ready into dir/fn-golden, verifies it. */
+void fnt_golden(struct fnt_golden *g, const char *dir, unsigned heap_mib, unsigned mem_mib);
+void fnt_golden_free(struct fnt_golden *g);
+/* `ember restore --snapshot DIR --vsock-uds uds ARGS... NULL`, once uds accepts. */
+struct proc *fnt_restore(const char *snapshot, const char *uds, ...);
+/* fn's mix function on the host: out (n + 8 bytes) = le64 digest, payload ^ heap. */
+size_t fnt_mix(const struct fnt_golden *g, const uint8_t *p, size_t n, uint8_t *out);
+/* A connection to guest port through the hybrid socket uds (asserts). */
+int fnt_connect(const char *uds, uint32_t port);
+/* One mix invocation on fd; asserts status OK and the answer the golden heap gives. */
+void fnt_invoke_check(const struct fnt_golden *g, int fd, uint64_t id, const uint8_t *p, size_t n);
+/* `ember ctl --api-sock sock guest-cmd cmd`, asserted to be accepted. */
+void fnt_guest_cmd(const char *sock, const char *cmd);
 
 /* ---- vcpu_compare.c: a vCPU's state across a snapshot ------------------------------ */
 

@@ -55,7 +55,7 @@ Test(dev_state, round_trip_restores_identical_device_state)
 	struct i8042_state ka, kb;
 	struct errbuf eb;
 
-	cr_assert_eq(st.nr_devices, 3);
+	cr_assert_eq(st.nr_devices, 4, "serial, i8042, guest-abi, virtio-rng");
 	cr_assert_eq(devices_check_state(&st, &eb), 0, "%s", eb.msg);
 	cr_assert_eq(devices_restore(b, &st, &eb), 0, "%s", eb.msg);
 	serial_get_state(a->devices[0], &sa);
