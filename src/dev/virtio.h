@@ -266,6 +266,7 @@ struct vsock_conn {
 	uint32_t tx_cnt;               /* payload bytes sent to the guest */
 	uint32_t peer_buf_alloc, peer_fwd_cnt;
 	bool credit_requested;         /* CREDIT_REQUEST owed or sent since credit ran out */
+	bool hup;                      /* the host peer closed its socket (EPOLLHUP) */
 	char line[VSOCK_LINE_MAX + 1];
 	unsigned line_len;
 };
@@ -290,6 +291,7 @@ struct vsock {
 	bool quiesced, stop, parked;
 	bool kick_rx, kick_tx, kick_evt, listen_ready, rx_starved;
 	bool event_pending;            /* TRANSPORT_RESET owed to the guest */
+	bool accept_warned;
 	uint32_t next_port;
 	unsigned rr;                   /* round-robin start for data to the guest */
 	struct vsock_conn conns[VSOCK_MAX_CONNS];
@@ -301,6 +303,9 @@ struct vsock {
 /* vsock_conn.c: the connections (all with dev->lock held, on the device thread). */
 void vsock_conn_init(struct vsock *vs);
 void vsock_conn_close_all(struct vsock *vs);
+/* The driver reset the device: the connections it knew of end; host clients it never
+ * heard of (a CONNECT line pending, or a REQUEST not yet sent) wait for the new driver. */
+void vsock_conn_guest_reset(struct vsock *vs);
 /* One packet from the guest's TX queue: hdr validated for size; payload in c after it. */
 void vsock_guest_packet(struct vsock *vs, const struct virtio_vsock_hdr *h,
 			const struct virtq_chain *c);

@@ -64,7 +64,7 @@ static void vsock_reset(struct virtio_dev *vd)
 {
 	struct vsock *vs = to_vsock(vd->dev);
 
-	vsock_conn_close_all(vs);
+	vsock_conn_guest_reset(vs);
 	vs->event_pending = false;
 }
 
@@ -132,7 +132,7 @@ static void process_event(struct vsock *vs, struct virtq_chain *ch)
 	struct errbuf eb;
 	int r;
 
-	if (!vs->event_pending)
+	if (!vs->event_pending || !virtio_live(&vs->vd))
 		return;
 	r = virtq_pop(q, ch, &eb);
 	if (r < 0) {
@@ -167,12 +167,13 @@ static void vsock_work(struct vsock *vs, struct virtq_chain *ch)
 		return;
 	}
 	vs->kick_rx = vs->kick_evt = false;
+	/* a restored guest hears of the reset before anything else */
+	process_event(vs, ch);
 	if (vs->kick_tx) {
 		vs->kick_tx = false;
 		process_tx(vs, ch);
 	}
 	vsock_host_work(vs, now);
-	process_event(vs, ch);
 	process_rx(vs, ch);
 	/* reading may have ended connections (EOF after a guest shutdown) */
 	vsock_host_work(vs, now);

@@ -66,6 +66,23 @@ void vsock_conn_close_all(struct vsock *vs)
 	vs->rst_len = vs->rst_head = 0;
 }
 
+void vsock_conn_guest_reset(struct vsock *vs)
+{
+	for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++) {
+		struct vsock_conn *c = &vs->conns[i];
+
+		if (c->state == VCONN_HELLO)
+			continue;
+		if (c->state == VCONN_REQUESTED && (c->pending & VPEND_REQUEST)) {
+			/* the new driver hears of it once it is up, on the same deadline */
+			continue;
+		}
+		if (c->state != VCONN_FREE)
+			conn_free(c);
+	}
+	vs->rst_len = vs->rst_head = 0;
+}
+
 static void queue_rst(struct vsock *vs, uint32_t local_port, uint32_t peer_port)
 {
 	unsigned i;
@@ -202,7 +219,9 @@ static void guest_data(struct vsock *vs, struct vsock_conn *c, const struct virt
 		while (done < len) {
 			int n = virtq_chain_iov(&vs->vd.vq[1], ch, false, VSOCK_HDR_SIZE + done,
 						len - done, iov, (int)ARRAY_SIZE(iov));
-			ssize_t w = n > 0 ? writev(c->fd, iov, n) : -1;
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)(n > 0 ? n : 0) };
+			/* MSG_NOSIGNAL: a host peer gone is a reset, not a SIGPIPE */
+			ssize_t w = n > 0 ? sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) : -1;
 
 			if (w > 0) {
 				done += (uint32_t)w;
@@ -349,8 +368,16 @@ void vsock_host_accept(struct vsock *vs)
 		int fd = accept4(vs->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct vsock_conn *c;
 
-		if (fd < 0)
-			return; /* EAGAIN, or a client that left already */
+		if (fd < 0 && (errno == ECONNABORTED || errno == EINTR || errno == EPROTO))
+			continue; /* a client that left already */
+		if (fd < 0) {
+			/* EAGAIN; anything else (out of fds) is retried at the next client */
+			if (errno != EAGAIN && errno != EWOULDBLOCK && !vs->accept_warned) {
+				pr_warn("vsock: accept on %s: %s", vs->uds, strerror(errno));
+				vs->accept_warned = true;
+			}
+			return;
+		}
 		c = alloc_conn(vs);
 		if (!c) {
 			/* INVOCATION.md: at the limit, ember closes without a word */
@@ -370,6 +397,8 @@ void vsock_host_ready(struct vsock *vs, struct vsock_conn *c, uint32_t events)
 {
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->readable = true;
+	if (events & (EPOLLHUP | EPOLLERR))
+		c->hup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		c->writable = true;
 }
@@ -498,6 +527,10 @@ void vsock_host_work(struct vsock *vs, uint64_t now)
 		else if (c->guest_no_send && c->host_eof && flushed &&
 			 !(c->pending & VPEND_SHUTDOWN_SEND))
 			conn_reset(vs, c); /* both directions are done */
+		else if (c->hup && (c->host_eof || c->guest_no_recv))
+			/* the host closed after a half-close, or while the guest reads no more:
+			 * nothing is left to read, so no EOF will tell */
+			conn_reset(vs, c);
 	}
 }
 
@@ -563,6 +596,10 @@ static bool control_for_guest(struct vsock *vs, struct vsock_conn *c, const stru
 		return false;
 	for (size_t k = 0; k < ARRAY_SIZE(order); k++) {
 		if (!(c->pending & order[k].bit))
+			continue;
+		/* a restored guest must see the reset before a new connection, or the reset
+		 * would take the new one down too */
+		if (order[k].bit == VPEND_REQUEST && vs->event_pending)
 			continue;
 		c->pending &= ~order[k].bit;
 		put_hdr(vs, ch, c, c->local_port, c->peer_port, order[k].op, order[k].flags, 0);

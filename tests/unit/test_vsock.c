@@ -1960,3 +1960,70 @@ Test(vsock, a_path_without_room_for_the_port_suffix_is_refused)
 	cr_assert_eq(try_device(path, &eb), -ENAMETOOLONG);
 	cr_assert(strstr(eb.msg, "_<port> suffix"), "%s", eb.msg);
 }
+
+/* ---- orderings the guest relies on ----------------------------------------------------- */
+
+Test(vsock, after_a_restore_the_reset_event_comes_before_a_new_clients_request)
+{
+	struct vqd_buf b = { EVBUF, 8, true };
+	uint32_t len;
+	int fd;
+
+	restore_into_clone();
+	rx_post(8);
+	/* a client of the clone connects at once, before the guest posted an event buffer */
+	fd = host_dial();
+	host_write_str(fd, "CONNECT 5000\n");
+	for (uint64_t end = now_ms() + 300; now_ms() < end;)
+		nap();
+	cr_assert_eq(vqd_used_idx(&g.rx), 0, "a REQUEST overtook the TRANSPORT_RESET");
+	vqd_add(&g.ev, &b, 1);
+	kick(2);
+	for (uint64_t end = now_ms() + WAIT_MS; !vqd_get_used(&g.ev, NULL, &len);) {
+		cr_assert_lt(now_ms(), end, "no event");
+		nap();
+	}
+	expect(VIRTIO_VSOCK_OP_REQUEST);
+	cr_assert_eq(pk.dst_port, 5000);
+	close(fd);
+}
+
+Test(vsock, a_driver_reset_keeps_a_client_the_guest_never_heard_of)
+{
+	struct gconn c;
+	char buf[8] = "";
+	int fd;
+
+	/* no rx buffer: the REQUEST for this client is still owed when the driver resets */
+	fd = host_dial();
+	host_write_str(fd, "CONNECT 5000\n");
+	for (uint64_t end = now_ms() + WAIT_MS; find_conn(5000).state != VCONN_REQUESTED;) {
+		cr_assert_lt(now_ms(), end, "the CONNECT line was not read");
+		nap();
+	}
+	devt_write32(g.d, VIRTIO_MMIO_STATUS, 0);
+	host_expect_quiet(fd);
+	driver_up();
+	rx_post(8);
+	expect(VIRTIO_VSOCK_OP_REQUEST);
+	c = gconn(5000, pk.src_port, 65536);
+	send_op(&c, VIRTIO_VSOCK_OP_RESPONSE, 0);
+	cr_assert_eq(host_read(fd, buf, 3, WAIT_MS), 3);
+	cr_assert_eq(memcmp(buf, "OK ", 3), 0);
+	close(fd);
+}
+
+Test(vsock, a_host_that_half_closes_then_closes_resets_the_guest_connection)
+{
+	struct gconn c;
+	int fd;
+
+	rx_post(16);
+	fd = host_open(&c, 5000, 65536);
+	shutdown(fd, SHUT_WR);
+	expect_of(&c, VIRTIO_VSOCK_OP_SHUTDOWN);
+	cr_assert_eq(pk.flags, VIRTIO_VSOCK_SHUTDOWN_SEND);
+	close(fd);
+	expect_of(&c, VIRTIO_VSOCK_OP_RST);
+	wait_conns(0);
+}
