@@ -317,7 +317,7 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason r, int code, const char 
 /* Process exit status for a stop reason (0, 1, 3, 128+sig). */
 int vm_exit_status(const struct vm *vm);
 void vm_destroy(struct vm *vm);
-/* Guest command queue. */
+/* park.c: the guest command queue, and vCPUs parked in a WAIT or PARK ucall. */
 int vm_cmd_push(struct vm *vm, const char *cmd);
 bool vm_cmd_pending(struct vm *vm);
 /* Pops into buf; returns EMBER_WAIT_* status, never waits. */
