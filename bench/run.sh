@@ -10,6 +10,8 @@
 #   BENCH_SNAP_RUNS=5 bench/run.sh          snapshot runs only
 #   BENCH_WS="32" bench/run.sh              memory section: working sets in MiB (4 32 128)
 #   BENCH_MEM_RUNS=5 bench/run.sh           memory section runs only
+#   BENCH_VSOCK_N=500 bench/run.sh          vsock section: 64-byte round trips (2000)
+#   BENCH_IDLE_CLONES=20 bench/run.sh       idle section: parked clones (100)
 #
 # A section is a shell function section_NAME that writes "$tmp/NAME.json"; add one and
 # list it in SECTIONS below.
@@ -25,7 +27,10 @@ MEM_RUNS=${BENCH_MEM_RUNS:-${BENCH_RUNS:-20}}
 MEM_WS=${BENCH_WS:-"4 32 128"}
 MEM_HEAP=${BENCH_MEM_HEAP:-256}
 MEM_TARGET_WS=32 # the issue's targets are stated at ws = 32 MiB
-SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory"}
+VSOCK_N=${BENCH_VSOCK_N:-2000}
+IDLE_CLONES=${BENCH_IDLE_CLONES:-100}
+IDLE_WINDOW=${BENCH_IDLE_WINDOW:-10}
+SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle"}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
@@ -33,7 +38,8 @@ RESULTS=bench/results
 
 [ -c /dev/kvm ] || { echo "bench: /dev/kvm is missing: nothing to measure" >&2; exit 1; }
 for f in "$H" "$EMBER" "$B/ember-snap" "$B/bench/floor_boot" "$B/bench/floor_restore" \
-	"$B/bench/floor_snapshot" "$B/bench/pager_micro" "$GUESTS/hello.elf" "$GUESTS/sandbox.elf"; do
+	"$B/bench/floor_snapshot" "$B/bench/pager_micro" "$B/bench/floor_vsock" \
+	"$B/bench/vsock_client" "$GUESTS/hello.elf" "$GUESTS/sandbox.elf" "$GUESTS/fn.elf"; do
 	[ -x "$f" ] || [ -f "$f" ] || { echo "bench: $f is not built (make bench builds it)" >&2; exit 1; }
 done
 for h in $HEAPS $MEM_WS $MEM_HEAP; do
@@ -264,6 +270,167 @@ section_memory() {
 		cat "$tmp/pager-micro.json"
 		printf '}\n'
 	} >"$tmp/memory.json"
+}
+
+# ---- vsock: the invocation channel (INVOCATION.md) ---------------------------------------
+
+# The fn guest's golden snapshot (heap 64 MiB, vsock CID 3), once per bench run.
+fn_golden() {
+	[ -d "$tmp/fn-golden" ] && return 0
+	"$EMBER" boot --kernel "$GUESTS/fn.elf" --cmdline "heap=64M seed=$SEED" --mem 256 \
+		--vsock-cid 3 --vsock-uds "$tmp/fn-boot.sock" --snapshot-on-ready "$tmp/fn-golden" \
+		--exit-after-snapshot --console none 2>"$tmp/fn.err" ||
+		{ cat "$tmp/fn.err" >&2; echo "bench: fn golden snapshot failed" >&2; return 1; }
+}
+
+# Waits (up to 10 s) for the Unix socket $1 (ember binds and listens in one step while
+# it restores; the clients here retry or come seconds later).
+wait_socket() {
+	ws_n=0 # sh has no locals: a name of its own
+	while [ "$ws_n" -lt 1000 ]; do
+		[ -S "$1" ] && return 0
+		sleep 0.01
+		ws_n=$((ws_n + 1))
+	done
+	echo "bench: no socket at $1" >&2
+	return 1
+}
+
+# "vsock-rtt n=.. p50_ns=.." lines -> TSV "name kind p50 p90 p99 mb_per_s".
+vsock_lines() {
+	awk -v name="$1" '$1 ~ /^vsock-(rtt|h2g|g2h|connect)$/ {
+		for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+		printf "%s\t%s\t%s\t%s\t%s\t%s\n", name, substr($1, 7), f["p50_ns"], f["p90_ns"], f["p99_ns"], f["mb_per_s"]
+	}'
+}
+
+# Spawn -> first response over vsock against the same snapshot's first report over
+# the port path (the guest's first port write after the restore), interleaved; then
+# round trips and bulk transfers on an open connection to a restored clone against
+# the host-only floor (bench/floor_vsock.c: the same exchange over a socketpair).
+section_vsock() {
+	fn_golden
+	g=$tmp/fn-golden
+	"$H" -n "$RESTORE_RUNS" -w 3 --baseline port --json "$tmp/vsock-start.json" \
+		--tsv "$tmp/vsock-start.tsv" --only first-report --only resumed \
+		--only vsock-first-response --only vsock-connected \
+		--title "vsock: fn heap=64M, spawn -> first response: an invocation over vsock (vsock_client --spawn) vs the port path's first report" -- \
+		port "$EMBER" restore --snapshot "$g" --guest-cmd exit --console none --timings :: \
+		vsock "$B/bench/vsock_client" --spawn --uds "$tmp/vstart.sock" -- \
+			"$EMBER" restore --snapshot "$g" --vsock-uds "$tmp/vstart.sock" --console none --timings
+	"$EMBER" restore --snapshot "$g" --vsock-uds "$tmp/vbench.sock" --console none 2>"$tmp/vclone.err" &
+	clone=$!
+	wait_socket "$tmp/vbench.sock"
+	"$B/bench/vsock_client" --uds "$tmp/vbench.sock" --n "$VSOCK_N" --connects 50 >"$tmp/vsock-ember.txt" ||
+		{ kill "$clone"; cat "$tmp/vclone.err" >&2; echo "bench: vsock_client failed" >&2; return 1; }
+	kill "$clone"
+	wait "$clone" 2>/dev/null || true
+	"$B/bench/floor_vsock" --n "$VSOCK_N" >"$tmp/vsock-floor.txt"
+	{ vsock_lines ember <"$tmp/vsock-ember.txt"; vsock_lines floor <"$tmp/vsock-floor.txt"; } >"$tmp/vsock-rtt.tsv"
+	awk -F'\t' -v json="$tmp/vsock.json" -v startjson="$tmp/vsock-start.json" -v start="$tmp/vsock-start.tsv" '
+	function us(x) { return x == "" ? "-" : sprintf("%.1f", x / 1000) }
+	function check(name, ok, detail) {
+		printf "- %s: %s (%s)\n", name, ok == "" ? "not measured" : ok ? "ok" : "**MISSED** (see bench/README.md, vsock)", detail
+	}
+	{ p50[$1, $2] = $3; p90[$1, $2] = $4; p99[$1, $2] = $5; mbs[$1, $2] = $6 }
+	END {
+		while ((getline line < start) > 0) {
+			split(line, f, "\t")
+			if (f[1] == "port" && f[2] == "first-report") port = f[5]
+			if (f[1] == "vsock" && f[2] == "vsock-first-response") vs = f[5]
+			if (f[1] == "vsock" && f[2] == "first-report") vsfr = f[5]
+		}
+		print ""
+		print "### vsock: round trips and bulk transfers on an open connection (us; MB/s = 10^6 B/s)"
+		print ""
+		print "| exchange | ember p50 | p90 | p99 | floor p50 | p99 | ember/floor | ember MB/s | floor MB/s |"
+		print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+		n = split("rtt h2g g2h connect", K, " ")
+		printf "{\"start\": " > json
+		while ((getline line < startjson) > 0) print line >> json
+		printf ", \"exchanges\": {" >> json
+		for (i = 1; i <= n; i++) {
+			k = K[i]
+			r = (p50["floor", k] > 0 && p50["ember", k] != "") ? sprintf("%.2fx", p50["ember", k] / p50["floor", k]) : "-"
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k, us(p50["ember", k]), us(p90["ember", k]),
+				us(p99["ember", k]), us(p50["floor", k]), us(p99["floor", k]), r, mbs["ember", k] == "" ? "-" : mbs["ember", k],
+				mbs["floor", k] == "" ? "-" : mbs["floor", k]
+			printf "%s\"%s\": {\"ember_p50_ns\": %s, \"ember_p99_ns\": %s, \"floor_p50_ns\": %s, \"floor_p99_ns\": %s, \"ember_mb_per_s\": %s, \"floor_mb_per_s\": %s}", (i > 1 ? ", " : ""), k,
+				p50["ember", k] == "" ? "null" : p50["ember", k], p99["ember", k] == "" ? "null" : p99["ember", k],
+				p50["floor", k] == "" ? "null" : p50["floor", k], p99["floor", k] == "" ? "null" : p99["floor", k],
+				mbs["ember", k] == "" ? "null" : mbs["ember", k], mbs["floor", k] == "" ? "null" : mbs["floor", k] >> json
+		}
+		ratio = (port > 0 && vs != "") ? vs / port : ""
+		printf "}, \"first_response_vs_port_first_report\": %s}\n", ratio == "" ? "null" : sprintf("%.3f", ratio) >> json
+		print ""
+		print "Targets:"
+		check("spawn -> first vsock response <= 1.3x the port path'"'"'s first report", ratio == "" ? "" : ratio <= 1.3,
+			sprintf("%.2f ms vs %.2f ms: %s", vs / 1000, port / 1000, ratio == "" ? "-" : sprintf("%.2fx", ratio)))
+		check("64-byte round trip <= 100 us median", p50["ember", "rtt"] == "" ? "" : p50["ember", "rtt"] <= 100000, us(p50["ember", "rtt"]) " us")
+		check("1 MiB messages host -> guest >= 500 MB/s", mbs["ember", "h2g"] == "" ? "" : mbs["ember", "h2g"] >= 500, mbs["ember", "h2g"] " MB/s")
+		check("1 MiB messages guest -> host >= 500 MB/s", mbs["ember", "g2h"] == "" ? "" : mbs["ember", "g2h"] >= 500, mbs["ember", "g2h"] " MB/s")
+	}' "$tmp/vsock-rtt.tsv"
+}
+
+# Idle clones cost no host CPU: IDLE_CLONES restored fn clones wait for work (their
+# vCPUs parked in the host), their total CPU time over IDLE_WINDOW seconds (from
+# /proc/PID/stat), then each answers one 64-byte invocation (ember invoke --timings).
+section_idle() {
+	fn_golden
+	pids=""
+	i=0
+	while [ "$i" -lt "$IDLE_CLONES" ]; do
+		"$EMBER" restore --snapshot "$tmp/fn-golden" --vsock-uds "$tmp/idle-$i.sock" \
+			--console none 2>"$tmp/idle-$i.err" &
+		pids="$pids $!"
+		i=$((i + 1))
+	done
+	i=0
+	while [ "$i" -lt "$IDLE_CLONES" ]; do
+		wait_socket "$tmp/idle-$i.sock" || { kill $pids; return 1; }
+		i=$((i + 1))
+	done
+	sleep 2 # let every clone finish its restore and park
+	ticks() { # utime + stime of every clone, in clock ticks
+		t=0
+		for p in $pids; do
+			t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+		done
+		echo "$t"
+	}
+	t0=$(ticks)
+	sleep "$IDLE_WINDOW"
+	t1=$(ticks)
+	hz=$(getconf CLK_TCK)
+	head -c 64 /dev/urandom >"$tmp/idle-payload"
+	: >"$tmp/idle-invoke"
+	i=0
+	while [ "$i" -lt "$IDLE_CLONES" ]; do
+		"$EMBER" invoke --vsock-uds "$tmp/idle-$i.sock" --payload "$tmp/idle-payload" --timings \
+			2>>"$tmp/idle-invoke" >/dev/null || { kill $pids; echo "bench: idle clone $i did not answer" >&2; return 1; }
+		i=$((i + 1))
+	done
+	kill $pids
+	wait 2>/dev/null || true
+	awk -v n="$IDLE_CLONES" -v win="$IDLE_WINDOW" -v hz="$hz" -v dt="$((t1 - t0))" -v json="$tmp/idle.json" '
+	$1 == "ember-invoke" { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "connect_us") c[++nc] = kv[2]; if (kv[1] == "response_us") r[++nr] = kv[2] } }
+	function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t } }
+	function pct(a, m, p,   k) { k = int(m * p + 0.999); if (k < 1) k = 1; if (k > m) k = m; return a[k] }
+	END {
+		cpu = dt / hz / win * 100
+		sort(c, nc); sort(r, nr)
+		print ""
+		print "### idle: " n " restored fn clones waiting for work, " win " s"
+		print ""
+		printf "| what | value |\n|---|---:|\n"
+		printf "| CPU of all clones together | %.2f%% of one CPU (%d ticks at %d Hz) |\n", cpu, dt, hz
+		printf "| next invocation: connect (p50 / p99) | %d / %d us |\n", pct(c, nc, 0.5), pct(c, nc, 0.99)
+		printf "| next invocation: response (p50 / p99) | %d / %d us |\n", pct(r, nr, 0.5), pct(r, nr, 0.99)
+		printf "{\"clones\": %d, \"window_s\": %d, \"cpu_percent_of_one\": %.3f, \"connect_p50_us\": %d, \"connect_p99_us\": %d, \"response_p50_us\": %d, \"response_p99_us\": %d}\n", n, win, cpu, pct(c, nc, 0.5), pct(c, nc, 0.99), pct(r, nr, 0.5), pct(r, nr, 0.99) > json
+		print ""
+		printf "- %d idle clones use < 5%% of one CPU: %s (%.2f%%)\n", n, cpu < 5 ? "ok" : "**MISSED**", cpu
+		printf "- every parked clone answered its next invocation (%d of %d)\n", nr, n
+	}' "$tmp/idle-invoke"
 }
 
 # ---- summary against the targets (bench/README.md) --------------------------------------
