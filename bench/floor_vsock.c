@@ -44,6 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define HDR 24
 #define MAX_PAYLOAD (16u << 20)
 #define RTT_BYTES 64
@@ -215,38 +217,6 @@ static int agent(int fd, enum fn_kind kind)
 
 /* ---- the client side ------------------------------------------------------------------- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted samples. */
-static uint64_t pct(const uint64_t *s, unsigned n, unsigned p)
-{
-	unsigned k = (n * p + 99) / 100;
-
-	return s[k ? k - 1 : 0];
-}
-
-static void report(const char *kind, uint64_t *s, unsigned n, uint64_t req_bytes,
-		   uint64_t resp_bytes, uint64_t bulk_bytes)
-{
-	uint64_t sum = 0, p50;
-
-	qsort(s, n, sizeof(*s), cmp_u64);
-	for (unsigned i = 0; i < n; i++)
-		sum += s[i];
-	p50 = pct(s, n, 50);
-	printf("vsock-%s n=%u req_bytes=%" PRIu64 " resp_bytes=%" PRIu64 " p50_ns=%" PRIu64
-	       " p90_ns=%" PRIu64 " p99_ns=%" PRIu64 " min_ns=%" PRIu64 " max_ns=%" PRIu64
-	       " mean_ns=%" PRIu64 " mb_per_s=%.1f\n", kind, n, req_bytes, resp_bytes, p50,
-	       pct(s, n, 90), pct(s, n, 99), s[0], s[n - 1], sum / n,
-	       bulk_bytes && p50 ? (double)bulk_bytes * 1e3 / (double)p50 : 0.0);
-	fflush(stdout);
-}
-
 /* One request, its response read whole and its size checked; ns taken around it. */
 static int exchange(int fd, uint64_t id, const uint8_t *req, uint32_t len, uint8_t *resp,
 		    uint64_t want, uint64_t *ns)
@@ -317,7 +287,7 @@ static int measure(const struct plan *pl, enum fn_kind kind)
 		if (pl->samples)
 			printf("vsock-%s-sample ns=%" PRIu64 "\n", names[kind], ns);
 	}
-	report(names[kind], s, n, len, want, kind == FN_SINK ? len : kind == FN_SOURCE ? want : 0);
+	bench_vsock_report(names[kind], s, n, len, want, kind == FN_SINK ? len : kind == FN_SOURCE ? want : 0);
 	r = 0;
 out:
 	close(sv[0]); /* the agent reads end-of-file and exits */

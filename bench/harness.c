@@ -49,7 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
+#include "bench.h"
 
 #define MAX_CMDS    12
 #define MAX_METRICS 64
@@ -260,25 +260,6 @@ static void parse_line(struct run *r, const char *line, uint64_t t0)
 		}
 		p += used;
 	}
-}
-
-/* envp = environ without EMBER_T0_NS, plus our slot (filled just before each spawn). */
-static char **make_envp(char *slot)
-{
-	size_t n = 0, k = 0;
-	char **envp;
-
-	while (environ[n])
-		n++;
-	envp = calloc(n + 2, sizeof(char *));
-	if (!envp)
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		if (strncmp(environ[i], "EMBER_T0_NS=", 12))
-			envp[k++] = environ[i];
-	envp[k++] = slot;
-	envp[k] = NULL;
-	return envp;
 }
 
 /* Per-run values computed from others: the guest's own request times. */
@@ -960,7 +941,7 @@ int main(int argc, char **argv)
 			return usage();
 		}
 	}
-	envp = make_envp(slot);
+	envp = bench_envp(slot);
 	if (!envp)
 		return 1;
 

@@ -41,14 +41,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cli.h"
 
 #define RTT_BYTES 64
 #define RTT_WARMUP 20
 #define BULK_WARMUP 2
 #define RETRY_NS 100000ull
-
-extern char **environ;
 
 enum fn_kind { FN_MIX, FN_SINK, FN_SOURCE };
 
@@ -75,38 +74,6 @@ static int failx(const char *fmt, ...)
 	return 1;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted samples. */
-static uint64_t pct(const uint64_t *s, unsigned n, unsigned p)
-{
-	unsigned k = (n * p + 99) / 100;
-
-	return s[k ? k - 1 : 0];
-}
-
-/* floor_vsock's line, key for key. */
-static void report(const char *kind, uint64_t *s, unsigned n, uint64_t req_bytes,
-		   uint64_t resp_bytes, uint64_t bulk_bytes)
-{
-	uint64_t sum = 0, p50;
-
-	qsort(s, n, sizeof(*s), cmp_u64);
-	for (unsigned i = 0; i < n; i++)
-		sum += s[i];
-	p50 = pct(s, n, 50);
-	printf("vsock-%s n=%u req_bytes=%" PRIu64 " resp_bytes=%" PRIu64 " p50_ns=%" PRIu64
-	       " p90_ns=%" PRIu64 " p99_ns=%" PRIu64 " min_ns=%" PRIu64 " max_ns=%" PRIu64
-	       " mean_ns=%" PRIu64 " mb_per_s=%.1f\n", kind, n, req_bytes, resp_bytes, p50,
-	       pct(s, n, 90), pct(s, n, 99), s[0], s[n - 1], sum / n,
-	       bulk_bytes && p50 ? (double)bulk_bytes * 1e3 / (double)p50 : 0.0);
-	fflush(stdout);
-}
 
 /* One invocation that must answer OK with exactly want bytes, timed around the call. */
 static int call(int fd, uint64_t id, const uint8_t *req, uint32_t len, uint64_t want,
@@ -183,7 +150,7 @@ static int measure(const struct opts *o, enum fn_kind kind)
 		if (o->samples)
 			printf("vsock-%s-sample ns=%" PRIu64 "\n", names[kind], ns);
 	}
-	report(names[kind], s, n, len, want, kind == FN_SINK ? len : kind == FN_SOURCE ? want : 0);
+	bench_vsock_report(names[kind], s, n, len, want, kind == FN_SINK ? len : kind == FN_SOURCE ? want : 0);
 	r = 0;
 out:
 	if (fd >= 0)
@@ -218,7 +185,7 @@ static int measure_connects(const struct opts *o)
 			goto out;
 		r = 1;
 	}
-	report("connect", s, o->connects, 0, 0, 0);
+	bench_vsock_report("connect", s, o->connects, 0, 0, 0);
 	r = 0;
 out:
 	free(s);
@@ -227,24 +194,6 @@ out:
 
 /* ---- --spawn ------------------------------------------------------------------------ */
 
-/* environ without EMBER_T0_NS, plus slot. */
-static char **make_envp(char *slot)
-{
-	size_t n = 0, k = 0;
-	char **envp;
-
-	while (environ[n])
-		n++;
-	envp = calloc(n + 2, sizeof(char *));
-	if (!envp)
-		return NULL;
-	for (size_t i = 0; i < n; i++)
-		if (strncmp(environ[i], "EMBER_T0_NS=", 12))
-			envp[k++] = environ[i];
-	envp[k++] = slot;
-	envp[k] = NULL;
-	return envp;
-}
 
 /* SIGTERM, then SIGKILL if it is still there after 5 s. */
 static void stop_child(pid_t pid)
@@ -270,7 +219,7 @@ static int spawn_first_response(const struct opts *o)
 	struct errbuf eb = { "" };
 	uint8_t req[RTT_BYTES] = { 1 };
 	char slot[64];
-	char **envp = make_envp(slot);
+	char **envp = bench_envp(slot);
 	uint64_t t0, deadline, t_conn, t_resp, ns;
 	uint32_t host_port = 0;
 	unsigned attempts = 0;
