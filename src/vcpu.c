@@ -302,18 +302,26 @@ static void *vcpu_thread(void *arg)
 	}
 }
 
-int vcpu_start_thread(struct vcpu *v)
+int thread_start_nosig(pthread_t *t, void *(*fn)(void *), void *arg)
 {
 	sigset_t all, old;
 	int r;
 
-	/* vCPU threads never take SIGINT/SIGTERM: the main loop reads them */
+	/* created with every signal blocked: SIGINT/SIGTERM reach the main loop's signalfd
+	 * only (a vCPU thread unblocks its kick signal itself) */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r = pthread_create(&v->thread, NULL, vcpu_thread, v);
+	r = pthread_create(t, NULL, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -r;
+}
+
+int vcpu_start_thread(struct vcpu *v)
+{
+	int r = thread_start_nosig(&v->thread, vcpu_thread, v);
+
 	if (r)
-		return -r;
+		return r;
 	v->thread_started = true;
 	return 0;
 }

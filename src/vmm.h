@@ -393,6 +393,8 @@ int seccomp_apply_vcpu(void);
 /* vcpu.c */
 int vcpu_create(struct vm *vm, struct vcpu *v, unsigned id, struct errbuf *eb);
 int vcpu_start_thread(struct vcpu *v);
+/* pthread_create with every signal blocked in the new thread (vCPUs, device threads). */
+int thread_start_nosig(pthread_t *t, void *(*fn)(void *), void *arg);
 /* Sends a message to every vCPU and waits until all have acted on it. */
 int vcpus_send(struct vm *vm, enum vcpu_msg msg);
 void vcpu_destroy(struct vcpu *v);

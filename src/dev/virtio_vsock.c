@@ -10,7 +10,6 @@
  * it drops its stale connections and keeps its listening sockets.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,16 +398,10 @@ static void vsock_fini(struct device *d)
 static int vsock_start(struct device *d, struct errbuf *eb)
 {
 	struct vsock *vs = to_vsock(d);
-	sigset_t all, old;
-	int r;
+	int r = thread_start_nosig(&vs->thread, vsock_thread, d);
 
-	/* the device thread takes no signals: the main loop reads them */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r = pthread_create(&vs->thread, NULL, vsock_thread, d);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r)
-		return errbuf_set(eb, -r, "virtio-vsock: starting its thread: %s", strerror(r));
+		return errbuf_set(eb, r, "virtio-vsock: starting its thread: %s", strerror(-r));
 	vs->thread_started = true;
 	return 0;
 }
