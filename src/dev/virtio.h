@@ -291,6 +291,7 @@ struct vsock {
 	bool quiesced, stop, parked;
 	bool kick_rx, kick_tx, kick_evt, listen_ready, rx_starved;
 	bool event_pending;            /* TRANSPORT_RESET owed to the guest */
+	bool guest_reset_pending;      /* the driver reset the device: drop its connections */
 	bool accept_warned;
 	uint32_t next_port;
 	unsigned rr;                   /* round-robin start for data to the guest */

@@ -36,6 +36,7 @@ enum { RXQ = 0, TXQ = 1, EVQ = 2, NR_QUEUES = 3 };
 
 static void vsock_config_read(struct virtio_dev *vd, uint32_t off, uint8_t *data, unsigned len);
 static void vsock_reset(struct virtio_dev *vd);
+static void poke(struct vsock *vs);
 
 static const struct virtio_ops vsock_virtio = {
 	.device_id = VIRTIO_ID_VSOCK,
@@ -59,12 +60,18 @@ static void vsock_config_read(struct virtio_dev *vd, uint32_t off, uint8_t *data
 }
 
 /* The driver reset the device: it has forgotten every connection. */
+/*
+ * The driver reset the device: it has forgotten every connection. Their sockets are
+ * closed by the device thread, before it does anything else: this runs on the vCPU
+ * thread that wrote the status, which may not close files (its seccomp allowlist).
+ */
 static void vsock_reset(struct virtio_dev *vd)
 {
 	struct vsock *vs = to_vsock(vd->dev);
 
-	vsock_conn_guest_reset(vs);
+	vs->guest_reset_pending = true;
 	vs->event_pending = false;
+	poke(vs);
 }
 
 /* ---- queues --------------------------------------------------------------------------- */
@@ -156,6 +163,10 @@ static void vsock_work(struct vsock *vs, struct virtq_chain *ch)
 {
 	uint64_t now = vsock_now_ns();
 
+	if (vs->guest_reset_pending) {
+		vs->guest_reset_pending = false;
+		vsock_conn_guest_reset(vs);
+	}
 	if (vs->listen_ready) {
 		vs->listen_ready = false;
 		vsock_host_accept(vs);

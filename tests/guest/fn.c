@@ -12,7 +12,8 @@
  *
  * Host commands (--guest-cmd, control socket) are polled while idle: verify,
  * generation, rng (32 bytes from virtio-rng: fresh in every clone), stats,
- * dial <port>, exit. Command line: heap= seed= port= (5000)
+ * dial <port>, reinit (reset the vsock device and listen again: every connection
+ * ends), exit. Command line: heap= seed= port= (5000)
  * max_payload= (4M, at most 16M) vsock_debug.
  */
 #include "guest.h"
@@ -459,6 +460,25 @@ static void print_rng(void)
 	guest_print("rng=%s\n", hex);
 }
 
+static void listen_all(void)
+{
+	for (unsigned f = 0; f < FN_COUNT; f++) {
+		int r = vsock_listen(base_port + f);
+
+		GUEST_ASSERT_MSG(r == 0, "fn: listen on port %u: %d", base_port + f, r);
+	}
+}
+
+/* A driver reset, as a guest's vsock module reload does: ember drops what it knew. */
+static void reinit(void)
+{
+	int r = vsock_init();
+
+	GUEST_ASSERT_MSG(r == 0, "fn: vsock re-init failed: %d", r);
+	listen_all();
+	guest_print("fn: vsock reinit\n");
+}
+
 static void run_command(const char *cmd)
 {
 	if (!strcmp(cmd, "verify"))
@@ -469,6 +489,8 @@ static void run_command(const char *cmd)
 		print_stats();
 	else if (!strcmp(cmd, "rng"))
 		print_rng();
+	else if (!strcmp(cmd, "reinit"))
+		reinit();
 	else if (!strncmp(cmd, "dial ", 5))
 		dial(cmd + 5);
 	else if (!strcmp(cmd, "exit"))
@@ -533,10 +555,7 @@ void guest_main(void)
 			 "virtio_mmio.device= entry for device id 19)");
 	GUEST_ASSERT_MSG(r == 0, "fn: virtio-vsock setup failed: %d (boot with virtio_debug "
 			 "for a register trace)", r);
-	for (unsigned f = 0; f < FN_COUNT; f++) {
-		r = vsock_listen(base_port + f);
-		GUEST_ASSERT_MSG(r == 0, "fn: listen on port %u: %d", base_port + f, r);
-	}
+	listen_all();
 	guest_ready(); /* the golden snapshot: heap built, listeners up */
 
 	for (;;) {

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -470,4 +471,37 @@ Test(vsock, a_guest_feeding_malformed_rings_leaves_ember_serving)
 		proc_result_free(&r);
 	}
 	close(lfd);
+}
+
+/*
+ * The driver's reset arrives on a vCPU thread, which seccomp keeps from closing files:
+ * the host sockets of the connections it ends must still close (on the device thread).
+ */
+Test(vsock, a_guest_driver_reset_closes_the_host_end_of_its_connections)
+{
+	char sock[PATH_MAX], uds[PATH_MAX], c;
+	uint8_t payload[32] = { 9 };
+	struct proc_result r;
+	struct proc *p;
+	int fd;
+
+	snapt_join(sock, tmp, "api.sock");
+	snapt_join(uds, tmp, "reinit.sock");
+	p = fnt_restore(golden.dir, uds, "--api-sock", sock, NULL);
+	snapt_wait_socket(sock, SNAPT_RUN_MS);
+	fd = fnt_connect(uds, FN_PORT);
+	fnt_invoke_check(&golden, fd, 1, payload, sizeof(payload));
+	fnt_guest_cmd(sock, "reinit");
+	wait_output(p, "fn: vsock reinit");
+	/* the client's socket is non-blocking: wait for the end, then read it */
+	cr_assert_eq(poll(&(struct pollfd){ .fd = fd, .events = POLLIN }, 1, 5000), 1,
+		     "the host end stayed open after the guest's reset");
+	cr_assert_eq(recv(fd, &c, 1, 0), 0, "the host end stayed open after the guest's reset: %s",
+		     strerror(errno));
+	close(fd);
+	fd = fnt_connect(uds, FN_PORT);
+	fnt_invoke_check(&golden, fd, 2, payload, sizeof(payload));
+	close(fd);
+	stop(p, &r);
+	proc_result_free(&r);
 }
