@@ -122,18 +122,21 @@ int mem_region_of(const struct guest_mem *m, uint64_t gpa)
 	return -1;
 }
 
+bool gpa_in_ram(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	int i = mem_region_of(m, gpa);
+
+	/* written as a subtraction so that huge len cannot wrap */
+	return i >= 0 && len <= m->regions[i].size - (gpa - m->regions[i].gpa);
+}
+
 const void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 {
 	int i = mem_region_of(m, gpa);
-	uint64_t off;
 
-	if (i < 0 || !m->base)
+	if (!m->base || !gpa_in_ram(m, gpa, len))
 		return NULL;
-	off = gpa - m->regions[i].gpa;
-	/* written as a subtraction so that huge len cannot wrap */
-	if (len > m->regions[i].size - off)
-		return NULL;
-	return m->base + m->regions[i].offset + off;
+	return m->base + m->regions[i].offset + (gpa - m->regions[i].gpa);
 }
 
 void *gpa_map_write(struct guest_mem *m, uint64_t gpa, uint64_t len)

@@ -134,6 +134,8 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
  * whatever ember writes goes through gpa_map_write or gpa_write.
  */
 const void *gpa_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+/* gpa_ptr's check alone, on a layout that may have no mapping yet (a snapshot's). */
+bool gpa_in_ram(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 /*
  * THE way ember writes guest memory (device DMA, loaders, ucall replies): gpa_ptr's
  * check, and the range is recorded as written by the host (mem_mark_dirty) so diff

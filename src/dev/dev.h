@@ -51,10 +51,13 @@ struct dev_ops {
 	void (*write)(struct device *d, uint64_t off, const uint8_t *data, unsigned len);
 	/* Snapshot section: plain state only (guest addresses, indices; no host pointers,
 	 * no fds). restore gets untrusted input and validates every field first; check
-	 * is the same validation with no device at hand (ember-snap verify). */
+	 * is the same validation with no device at hand (ember-snap verify and restore,
+	 * before KVM is touched), given the whole snapshot state for what depends on it
+	 * (guest RAM regions), or NULL. */
 	int (*save)(struct device *d, struct snap_device *sd, struct snap_err *se);
 	int (*restore)(struct device *d, const struct snap_device *sd, struct errbuf *eb);
-	int (*check)(const struct snap_device *sd, struct errbuf *eb);
+	int (*check)(const struct snap_state *st, const struct snap_device *sd,
+		     struct errbuf *eb);
 	/* Before a snapshot: stop touching guest memory and queues; unquiesce after it. */
 	void (*quiesce)(struct device *d);
 	void (*unquiesce)(struct device *d);

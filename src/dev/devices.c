@@ -239,7 +239,8 @@ int devices_restore(struct vm *vm, const struct snap_state *st, struct errbuf *e
 	return 0;
 }
 
-static int check_section(const struct snap_device *sd, struct errbuf *eb)
+static int check_section(const struct snap_state *st, const struct snap_device *sd,
+			 struct errbuf *eb)
 {
 	const struct dev_slot *slot = dev_slot_find(sd->name);
 
@@ -248,7 +249,7 @@ static int check_section(const struct snap_device *sd, struct errbuf *eb)
 	if (sd->version != slot->ops->version)
 		return errbuf_set(eb, -EINVAL, "device %s: state version %u, this ember reads version %u",
 				  sd->name, sd->version, slot->ops->version);
-	return slot->ops->check(sd, eb);
+	return slot->ops->check(st, sd, eb);
 }
 
 int devices_check_state(const struct snap_state *st, struct errbuf *eb)
@@ -260,7 +261,7 @@ int devices_check_state(const struct snap_state *st, struct errbuf *eb)
 			return errbuf_set(eb, -EINVAL, "device %s: missing from the snapshot",
 					  dev_table[i].ops->name);
 	for (uint32_t i = 0; i < st->nr_devices; i++) {
-		r = check_section(&st->devices[i], eb);
+		r = check_section(st, &st->devices[i], eb);
 		if (r)
 			return r;
 	}

@@ -224,7 +224,8 @@ static int abi_restore(struct device *d, const struct snap_device *sd, struct er
 	return r;
 }
 
-static int abi_check(const struct snap_device *sd, struct errbuf *eb)
+static int abi_check(const struct snap_state *st, const struct snap_device *sd,
+		     struct errbuf *eb)
 {
 	bool ready;
 

@@ -251,7 +251,8 @@ static int i8042_restore(struct device *d, const struct snap_device *sd, struct 
 	return r ? r : i8042_set_state(d, &s, eb);
 }
 
-static int i8042_check(const struct snap_device *sd, struct errbuf *eb)
+static int i8042_check(const struct snap_state *st, const struct snap_device *sd,
+		       struct errbuf *eb)
 {
 	struct i8042_state s;
 

@@ -470,7 +470,8 @@ static int serial_restore(struct device *d, const struct snap_device *sd, struct
 	return r ? r : serial_set_state(d, &s, eb);
 }
 
-static int serial_check(const struct snap_device *sd, struct errbuf *eb)
+static int serial_check(const struct snap_state *st, const struct snap_device *sd,
+			struct errbuf *eb)
 {
 	struct serial_state s;
 

@@ -89,6 +89,10 @@ void virtq_disable(struct virtq *q);
  * checks them, and a snapshot taken in between must stay restorable.
  */
 int virtq_state_check(const struct virtq_state *s, uint16_t max_size, struct errbuf *eb);
+/* With a layout at hand (a snapshot's regions; no mapping needed): a ready queue's
+ * rings each lie inside one RAM region, as virtq_restore will require. */
+int virtq_state_check_ram(const struct virtq_state *s, const struct guest_mem *m,
+			  struct errbuf *eb);
 /* Restore: virtq_state_check, then (when ready) virtq_enable's RAM checks; sets q->s
  * and the host pointers. q is left unchanged on error. */
 int virtq_restore(struct virtq *q, const struct virtq_state *s, struct errbuf *eb);
@@ -141,6 +145,7 @@ struct virtio_dev;
 struct device;
 struct snap_device;
 struct snap_err;
+struct snap_state;
 
 /* What a virtio device tells the transport about itself. */
 struct virtio_ops {
@@ -204,6 +209,10 @@ bool virtio_take_kick(struct virtio_dev *vd, unsigned q);
 int virtio_save(struct virtio_dev *vd, struct snap_device *sd, struct snap_err *se);
 int virtio_decode(const struct snap_device *sd, const struct virtio_ops *ops,
 		  struct virtio_mmio_state *t, struct virtq_state *qs, struct errbuf *eb);
+/* The device check of ember-snap verify and restore: virtio_decode, and with the
+ * snapshot's state at hand (st non-NULL) every ready ring inside its RAM regions. */
+int virtio_check(const struct snap_state *st, const struct snap_device *sd,
+		 const struct virtio_ops *ops, struct errbuf *eb);
 int virtio_restore(struct virtio_dev *vd, const struct snap_device *sd, struct errbuf *eb);
 /* Re-raises a pending interrupt and re-kicks ready queues after a restore. */
 void virtio_post_restore(struct virtio_dev *vd);

@@ -471,7 +471,7 @@ int virtio_save(struct virtio_dev *vd, struct snap_device *sd, struct snap_err *
 		};
 
 		for (size_t i = 0; !r && i < ARRAY_SIZE(qf); i++) {
-			snprintf(name, sizeof(name), "q%u.%s", q, qf[i].f);
+			snprintf(name, sizeof(name), "q%u_%s", q, qf[i].f);
 			r = snap_dev_put_u64(sd, name, qf[i].v, se);
 		}
 	}
@@ -530,7 +530,7 @@ int virtio_decode(const struct snap_device *sd, const struct virtio_ops *ops,
 		uint64_t val[7];
 
 		for (size_t i = 0; i < ARRAY_SIZE(f); i++) {
-			snprintf(name, sizeof(name), "q%u.%s", q, f[i]);
+			snprintf(name, sizeof(name), "q%u_%s", q, f[i]);
 			r = dev_get_u64(sd, name, max[i], &val[i], eb);
 			if (r)
 				return r;
@@ -544,6 +544,33 @@ int virtio_decode(const struct snap_device *sd, const struct virtio_ops *ops,
 			return queue_error(eb, r, sd->name, q);
 	}
 	return 0;
+}
+
+int virtio_check(const struct snap_state *st, const struct snap_device *sd,
+		 const struct virtio_ops *ops, struct errbuf *eb)
+{
+	struct virtq_state qs[VIRTIO_MAX_QUEUES];
+	struct mem_region regions[MEM_MAX_REGIONS];
+	struct virtio_mmio_state t;
+	struct guest_mem layout;
+	int r = virtio_decode(sd, ops, &t, qs, eb);
+
+	/* no layout: ember-snap's callers that hold a bare section (a state without
+	 * regions never gets past the snapshot library's checks) */
+	if (r || !st || !st->vm.nr_regions)
+		return r;
+	/* the snapshot library validated the regions; this only asks where RAM is */
+	for (unsigned i = 0; i < st->vm.nr_regions && i < MEM_MAX_REGIONS; i++)
+		regions[i] = (struct mem_region){ .gpa = st->vm.regions[i].gpa,
+						  .size = st->vm.regions[i].size,
+						  .offset = st->vm.regions[i].file_offset };
+	r = mem_set_regions(&layout, regions, st->vm.nr_regions, st->memory.size, eb);
+	for (unsigned q = 0; !r && q < ops->nr_queues; q++) {
+		r = virtq_state_check_ram(&qs[q], &layout, eb);
+		if (r)
+			return queue_error(eb, r, sd->name, q);
+	}
+	return r;
 }
 
 int virtio_restore(struct virtio_dev *vd, const struct snap_device *sd, struct errbuf *eb)

@@ -155,12 +155,10 @@ static int rng_restore(struct device *d, const struct snap_device *sd, struct er
 	return virtio_restore(&to_rng(d)->vd, sd, eb);
 }
 
-static int rng_check(const struct snap_device *sd, struct errbuf *eb)
+static int rng_check(const struct snap_state *st, const struct snap_device *sd,
+		     struct errbuf *eb)
 {
-	struct virtq_state qs[VIRTIO_MAX_QUEUES];
-	struct virtio_mmio_state t;
-
-	return virtio_decode(sd, &rng_virtio, &t, qs, eb);
+	return virtio_check(st, sd, &rng_virtio, eb);
 }
 
 static void rng_post_restore(struct device *d)

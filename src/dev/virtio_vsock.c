@@ -471,14 +471,13 @@ static int decode_cid(const struct snap_device *sd, uint64_t *cid, struct errbuf
 	return r;
 }
 
-static int vsock_check(const struct snap_device *sd, struct errbuf *eb)
+static int vsock_check(const struct snap_state *st, const struct snap_device *sd,
+		       struct errbuf *eb)
 {
-	struct virtq_state qs[VIRTIO_MAX_QUEUES];
-	struct virtio_mmio_state t;
 	uint64_t cid = 0;
 	int r = decode_cid(sd, &cid, eb);
 
-	return r ? r : virtio_decode(sd, &vsock_virtio, &t, qs, eb);
+	return r ? r : virtio_check(st, sd, &vsock_virtio, eb);
 }
 
 static int vsock_restore(struct device *d, const struct snap_device *sd, struct errbuf *eb)

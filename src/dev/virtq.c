@@ -106,6 +106,24 @@ static int check_layout(const struct virtq_state *s, uint16_t max_size, struct e
 	return 0;
 }
 
+int virtq_state_check_ram(const struct virtq_state *s, const struct guest_mem *m,
+			  struct errbuf *eb)
+{
+	const struct {
+		const char *name;
+		uint64_t addr, len;
+	} rings[] = {
+		{ "descriptor table", s->desc, desc_bytes(s->size) },
+		{ "avail ring", s->avail, avail_bytes(s->size) },
+		{ "used ring", s->used, used_bytes(s->size) },
+	};
+
+	for (unsigned i = 0; s->ready && i < ARRAY_SIZE(rings); i++)
+		if (!gpa_in_ram(m, rings[i].addr, rings[i].len))
+			return range_error(m, rings[i].addr, rings[i].len, rings[i].name, eb);
+	return 0;
+}
+
 /* check_layout, then the rings against guest RAM: the host pointers, or -EINVAL. */
 static int map_rings(const struct guest_mem *m, const struct virtq_state *s, uint16_t max_size,
 		     const void **desc, const void **avail, const void **used, struct errbuf *eb)

@@ -249,9 +249,39 @@ static void set_device_field(const char *dev, const char *field, uint64_t v)
 
 static void add_unknown_device(void)
 {
+	char path[64];
+	unsigned n;
+
 	edit();
-	snapmut_resize(mut, "devices", 4);
-	snapmut_set_str(mut, "devices[3].name", "floppy");
+	/* one more than there are: a copy of the last, renamed */
+	for (n = 0; snapmut_get(mut, (snprintf(path, sizeof(path), "devices[%u]", n), path)); n++)
+		;
+	snapmut_resize(mut, "devices", n + 1);
+	snprintf(path, sizeof(path), "devices[%u].name", n);
+	snapmut_set_str(mut, path, "floppy");
+	save_edit();
+}
+
+/* virtio-rng's queue made ready with its used ring past the end of guest RAM: a state
+ * only restore's RAM check and verify's check against the snapshot's regions can see */
+static void rng_ring_outside_ram(void)
+{
+	char path[96];
+	int i;
+
+	edit();
+	i = snapmut_find(mut, "devices", "name", "virtio-rng");
+	cr_assert_geq(i, 0, "no virtio-rng in the golden snapshot");
+	snprintf(path, sizeof(path), "devices[%d].state.q0_size", i);
+	snapmut_set_u64(mut, path, 16);
+	snprintf(path, sizeof(path), "devices[%d].state.q0_ready", i);
+	snapmut_set_u64(mut, path, 1);
+	snprintf(path, sizeof(path), "devices[%d].state.q0_desc", i);
+	snapmut_set_u64(mut, path, 0x10000);
+	snprintf(path, sizeof(path), "devices[%d].state.q0_avail", i);
+	snapmut_set_u64(mut, path, 0x11000);
+	snprintf(path, sizeof(path), "devices[%d].state.q0_used", i);
+	snapmut_set_u64(mut, path, 0x100000000ull); /* 4 GiB: beyond this guest's RAM */
 	save_edit();
 }
 
@@ -290,6 +320,12 @@ Test(snapshot_bad, missing_device)
 	restore_refused("device guest-abi", "missing");
 }
 
+Test(snapshot_bad, virtio_ring_outside_guest_ram)
+{
+	rng_ring_outside_ram();
+	both_refuse("device virtio-rng: queue 0: used ring: address 0x100000000 is not in guest RAM");
+}
+
 /*
  * FORMAT.md 3.4: "ember-snap verify runs the same checks" as restore on the device
  * sections. One test for all of them: if the tool drifts from ember, that is one failure.
@@ -297,7 +333,8 @@ Test(snapshot_bad, missing_device)
 Test(snapshot_bad, ember_snap_verify_rejects_the_device_sections_restore_rejects)
 {
 	static const char *const edits[] = { "serial rx_len 200", "i8042 out_len 9",
-					     "unknown device", "missing device" };
+					     "unknown device", "missing device",
+					     "virtio ring outside RAM" };
 	unsigned accepted = 0;
 	char msg[256] = "";
 
@@ -313,8 +350,10 @@ Test(snapshot_bad, ember_snap_verify_rejects_the_device_sections_restore_rejects
 			set_device_field("i8042", "out_len", 9);
 		else if (k == 2)
 			add_unknown_device();
-		else
+		else if (k == 3)
 			remove_device("guest-abi");
+		else
+			rng_ring_outside_ram();
 		snapt_tool(&r, WAIT_MS, "verify", bad, NULL);
 		ember_test_assert_no_crash(&r);
 		if (r.status != 1) {

@@ -37,6 +37,7 @@ static void setup(void)
 static void teardown(void)
 {
 	fnt_golden_free(&golden);
+	ember_test_kill_strays(tmp);
 	ember_test_rmtree(tmp);
 }
 

@@ -5,10 +5,12 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,4 +163,37 @@ const char *ember_test_write_file(const char *dir, const char *name, const void 
 	cr_assert_eq(fwrite(data, 1, len, f), len, "writing %s", path);
 	cr_assert_eq(fclose(f), 0, "closing %s", path);
 	return path;
+}
+
+void ember_test_kill_strays(const char *dir)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *e;
+
+	if (!proc)
+		return;
+	while ((e = readdir(proc))) {
+		char path[64], cmd[8192];
+		ssize_t n;
+		int fd;
+		pid_t pid = (pid_t)atoi(e->d_name);
+
+		if (pid <= 0 || pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, cmd, sizeof(cmd) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		for (ssize_t i = 0; i < n; i++)
+			if (!cmd[i])
+				cmd[i] = ' '; /* the arguments are NUL-separated */
+		cmd[n] = 0;
+		if (strstr(cmd, dir))
+			kill(pid, SIGKILL);
+	}
+	closedir(proc);
 }

@@ -152,6 +152,9 @@ void ember_test_assert_no_crash(const struct proc_result *r);
 /* A fresh private temp directory (mkdtemp), and its recursive removal. */
 void ember_test_tmpdir(char *buf, size_t len);
 void ember_test_rmtree(const char *dir);
+/* SIGKILLs every process whose command line names dir: what a failed assertion left
+ * running (Criterion ends the test there; its children outlive it). */
+void ember_test_kill_strays(const char *dir);
 /* Writes len bytes to dir/name; returns the path in a ring buffer (as above). */
 const char *ember_test_write_file(const char *dir, const char *name, const void *data,
 				  size_t len);
