@@ -230,7 +230,7 @@ void virtio_post_restore(struct virtio_dev *vd);
 #include <linux/virtio_vsock.h>
 
 #define VSOCK_MAX_CONNS       64
-#define VSOCK_CONN_BUF        (256u << 10)
+#define VSOCK_CONN_BUF        (512u << 10)
 #define VSOCK_MAX_PKT         (64u << 10)   /* payload of one packet ember sends */
 #define VSOCK_HANDSHAKE_MS    2000          /* CONNECT line, guest RESPONSE, guest close */
 #define VSOCK_LINE_MAX        32            /* "CONNECT <port>\n" */

@@ -1838,7 +1838,9 @@ Test(vsock, one_mib_from_guest_to_host_arrives_intact)
 	pthread_join(t, NULL);
 	cr_assert_eq(x.done, MiB);
 	cr_assert_eq(memcmp(x.got, data, MiB), 0);
-	cr_assert_geq(c.credit_updates, 3, "1 MiB on 256 KiB of credit");
+	/* ember tells every half of its buffer forwarded; the first window needs none */
+	cr_assert_geq(c.credit_updates, (MiB - CREDIT) / (CREDIT / 2), "1 MiB on %u KiB of credit",
+		      CREDIT >> 10);
 	free(data);
 	free(x.got);
 	close(x.fd);
