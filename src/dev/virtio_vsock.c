@@ -503,12 +503,18 @@ static int vsock_restore(struct device *d, const struct snap_device *sd, struct 
 static void vsock_post_restore(struct device *d)
 {
 	struct vsock *vs = to_vsock(d);
+	struct virtq_chain *ch = malloc(sizeof(*ch));
 
-	/* the guest's connections ended with the VM that was snapshotted */
+	/* the guest's connections ended with the VM that was snapshotted; the event goes
+	 * into its ring now, before its vCPUs run, so the first thing a restored guest
+	 * looks at already holds it (waiting for it costs an exit and a park) */
 	pthread_mutex_lock(&d->lock);
 	vs->event_pending = true;
 	virtio_post_restore(&vs->vd);
+	if (ch && virtio_live(&vs->vd))
+		process_event(vs, ch);
 	pthread_mutex_unlock(&d->lock);
+	free(ch);
 }
 
 const struct dev_ops virtio_vsock_ops = {
