@@ -1,6 +1,6 @@
 /*
  * fn: the function-runtime model served over vsock, the reference agent of
- * INVOCATION.md. Init builds the sandbox's heap (heap=, seed=), listens on three vsock
+ * INVOCATION.md. Init builds the sandbox's heap (heap=, seed=), listens on four vsock
  * ports and signals ready: the golden snapshot holds the listening sockets. Then it
  * serves forever, one connection at a time, requests on it in order:
  *
@@ -9,6 +9,8 @@
  *                     response is le64 digest + payload XOR the heap from start*4096
  *   port P+1  sink    le64 n, le64 hash64(payload, n, 0)
  *   port P+2  source  payload le64 N (N <= max_payload): N bytes of the heap from 0
+ *   port P+3  sleep   payload le64 ms (ms <= 60000): waits that long, its vCPU parked
+ *                     (no host CPU), then answers le64 ms: a slow or hung function
  *
  * Host commands (--guest-cmd, control socket) are polled while idle: verify,
  * generation, rng (32 bytes from virtio-rng: fresh in every clone), stats,
@@ -28,6 +30,7 @@
 #define RESET_WAIT_US       100000        /* see check_restore() */
 #define DIAL_TIMEOUT_US     5000000ull
 #define DIAL_LINE_MAX       256
+#define SLEEP_MAX_MS        60000
 
 #define MAGIC_REQUEST  0x51424d45u /* "EMBQ" little-endian */
 #define MAGIC_RESPONSE 0x52424d45u /* "EMBR" */
@@ -40,7 +43,7 @@ enum status {
 	ST_UNSUPPORTED_VERSION = 4,
 };
 
-enum function { FN_MIX, FN_SINK, FN_SOURCE, FN_COUNT };
+enum function { FN_MIX, FN_SINK, FN_SOURCE, FN_SLEEP, FN_COUNT };
 
 static struct heap heap;
 static uint32_t base_port;
@@ -249,6 +252,17 @@ static uint64_t fn_source(uint64_t n_out, uint8_t *out)
 	return n_out;
 }
 
+static uint64_t fn_sleep(uint64_t ms, uint8_t *out)
+{
+	uint64_t deadline = deadline_after(ms * 1000);
+
+	/* vsock_wait returns on any device activity: wait again until the deadline */
+	while (deadline_left(deadline))
+		vsock_wait(deadline);
+	le_put(out, ms, 8);
+	return 8;
+}
+
 /* ---- requests ----------------------------------------------------------------------- */
 
 /* Sends the response whose payload is already at resp_buf + HDR_SIZE. */
@@ -356,6 +370,20 @@ static bool handle_request(int c, uint32_t port, const uint8_t *hdr)
 					   "source: N=%lu exceeds max_payload %lu", n,
 					   max_payload);
 		len = fn_source(n, out);
+		break;
+	}
+	case FN_SLEEP: {
+		uint64_t ms;
+
+		if (plen != 8)
+			return respond_msg(c, id, ST_FUNCTION_ERROR, port, plen,
+					   "sleep: the payload must be 8 bytes (le64 ms), not %u",
+					   plen);
+		ms = le_get(req_buf, 8);
+		if (ms > SLEEP_MAX_MS)
+			return respond_msg(c, id, ST_FUNCTION_ERROR, port, plen,
+					   "sleep: %lu ms is more than %u", ms, SLEEP_MAX_MS);
+		len = fn_sleep(ms, out);
 		break;
 	}
 	default:
@@ -530,7 +558,7 @@ static void config_read(void)
 	GUEST_ASSERT_MSG(max_payload <= PROTO_MAX_PAYLOAD,
 			 "max_payload=%lu is above the protocol's 16 MiB", max_payload);
 	GUEST_ASSERT_MSG(port + FN_COUNT - 1 < VSOCK_PORT_ANY,
-			 "port=%lu: ports port..port+2 must be below 0xffffffff", port);
+			 "port=%lu: ports port..port+3 must be below 0xffffffff", port);
 	base_port = (uint32_t)port;
 }
 
