@@ -12,6 +12,7 @@
 #include <sys/un.h>
 
 #include "cli.h"
+#include "pool.h"
 
 #define DEFAULT_MEM_MIB 256
 #define MAX_MEM_MIB (64 * 1024)
@@ -30,6 +31,9 @@ void cli_usage(FILE *f)
 		"       ember restore --snapshot DIR [options]\n"
 		"       ember ctl --api-sock PATH VERB [ARGS]\n"
 		"       ember invoke --vsock-uds PATH [--port N] [--payload FILE|-] [options]\n"
+		"       ember invoke --pool PATH [--payload FILE|-] [options]\n"
+		"       ember pool --snapshot DIR --socket PATH [options]\n"
+		"       ember pool status --socket PATH [--json]\n"
 		"       ember --help | --version\n"
 		"\n"
 		"boot options:\n"
@@ -64,6 +68,7 @@ void cli_usage(FILE *f)
 		"                           with 'CONNECT <port>' (INVOCATION.md; at most %zu bytes)\n"
 		"invoke options (INVOCATION.md):\n"
 		"  --vsock-uds PATH         the VM's vsock socket (its ember's --vsock-uds)\n"
+		"  --pool PATH              or an ember pool's socket (its --socket) instead\n"
 		"  --port N                 the guest vsock port of the function's agent (default %u)\n"
 		"  --payload FILE|-         the request payload: a regular file, or - for stdin, at\n"
 		"                           most 16 MiB (default: empty); the response payload goes\n"
@@ -74,6 +79,20 @@ void cli_usage(FILE *f)
 		"                           bytes_sent=N bytes_received=N connect_us=N response_us=N'\n"
 		"                           on stderr\n"
 		"  --json                   print those fields as one JSON object instead\n"
+		"pool options (INVOCATION.md 7): standby VMs of one snapshot, one process each\n"
+		"  --snapshot DIR           the golden snapshot every VM is restored from\n"
+		"  --socket PATH            serve invocations and status requests here (mode 0600)\n"
+		"  --size N                 VMs kept ready, 1..%d (default %d)\n"
+		"  --max-uses M             retire a VM after M invocations, 0: never (default %d)\n"
+		"  --queue Q                invocations that may wait for a VM, 0..%d (default %d);\n"
+		"                           more are answered BUSY\n"
+		"  --timeout-ms T           an invocation's limit, and a queued one's wait (default\n"
+		"                           %d); a VM that does not answer in time is killed\n"
+		"  --port N                 the guest vsock port invocations go to (default %u)\n"
+		"  --max-payload BYTES      the largest request payload, at most 16 MiB (default %u)\n"
+		"pool status options:\n"
+		"  --socket PATH            the pool's socket\n"
+		"  --json                   print the status as one JSON object\n"
 		"ctl verbs:\n"
 		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
 		"  guest-cmd NAME\n"
@@ -81,9 +100,13 @@ void cli_usage(FILE *f)
 		"exit status: 0 guest reset/done, 1 VMM error, 2 usage error,\n"
 		"             3 guest assertion failed, 124 timeout, 128+N signal N\n"
 		"invoke: 0 OK, 1 error (no connection, malformed response, I/O), 2 usage error,\n"
-		"        3 the function answered another status, 124 timeout\n",
+		"        3 the function answered another status, 4 the pool answered BUSY,\n"
+		"        UNAVAILABLE or SHUTTING_DOWN, 124 timeout\n"
+		"pool: 0 after a drain (SIGTERM or SIGINT), 1 error, 2 usage error\n",
 		DEFAULT_MEM_MIB, VM_MAX_VCPUS, UDS_PATH_MAX - UDS_SUFFIX_MAX, INVOKE_DEFAULT_PORT,
-		DEFAULT_INVOKE_TIMEOUT_MS / 1000);
+		DEFAULT_INVOKE_TIMEOUT_MS / 1000, POOL_MAX_SIZE, POOL_DEFAULT_SIZE,
+		POOL_DEFAULT_MAX_USES, POOL_MAX_QUEUE, POOL_DEFAULT_QUEUE, POOL_DEFAULT_TIMEOUT_MS,
+		INVOKE_DEFAULT_PORT, POOL_DEFAULT_MAX_PAYLOAD);
 }
 
 /* Strict unsigned parse: digits only, no sign, no overflow, within [min, max]. */
@@ -149,6 +172,8 @@ static int parse_console(const char *v, struct vm_config *vc, struct errbuf *eb)
 #define ON_RESTORE (1u << CLI_RESTORE)
 #define ON_CTL     (1u << CLI_CTL)
 #define ON_INVOKE  (1u << CLI_INVOKE)
+#define ON_POOL    (1u << CLI_POOL)
+#define ON_POOL_ST (1u << CLI_POOL_STATUS)
 #define ON_RUN     (ON_BOOT | ON_RESTORE)
 
 static const struct cli_flag {
@@ -164,7 +189,7 @@ static const struct cli_flag {
 	{ "--snapshot-on-ready", true, ON_BOOT },
 	{ "--exit-after-snapshot", false, ON_BOOT },
 	{ "--compress", false, ON_BOOT | ON_CTL },
-	{ "--snapshot", true, ON_RESTORE },
+	{ "--snapshot", true, ON_RESTORE | ON_POOL },
 	{ "--mem-backend", true, ON_RESTORE },
 	{ "--record-ws", false, ON_RESTORE },
 	{ "--prefetch", true, ON_RESTORE },
@@ -179,14 +204,22 @@ static const struct cli_flag {
 	{ "--vsock-cid", true, ON_RUN },
 	{ "--vsock-uds", true, ON_RUN | ON_INVOKE },
 	{ "--diff", false, ON_CTL },
-	{ "--port", true, ON_INVOKE },
+	{ "--port", true, ON_INVOKE | ON_POOL },
 	{ "--payload", true, ON_INVOKE },
 	{ "--request-id", true, ON_INVOKE },
-	{ "--json", false, ON_INVOKE },
+	{ "--json", false, ON_INVOKE | ON_POOL_ST },
+	{ "--pool", true, ON_INVOKE },
+	{ "--socket", true, ON_POOL | ON_POOL_ST },
+	{ "--size", true, ON_POOL },
+	{ "--max-uses", true, ON_POOL },
+	{ "--queue", true, ON_POOL },
+	{ "--timeout-ms", true, ON_POOL },
+	{ "--max-payload", true, ON_POOL },
 };
 
 static const char *const cmd_names[] = {
 	[CLI_BOOT] = "boot", [CLI_RESTORE] = "restore", [CLI_CTL] = "ctl", [CLI_INVOKE] = "invoke",
+	[CLI_POOL] = "pool", [CLI_POOL_STATUS] = "pool status",
 };
 
 static const struct cli_flag *find_flag(const char *name)
@@ -221,6 +254,53 @@ static int parse_vsock_uds(struct cli *c, const char *val, struct errbuf *eb)
 				  "bytes) of the guest-to-host sockets", val, strlen(val), max,
 				  UDS_PATH_MAX, UDS_SUFFIX_MAX);
 	c->vm.vsock_uds = val;
+	return 0;
+}
+
+/* A Unix socket ember only connects to or binds (no _<port> suffix). */
+static int parse_socket(const char *flag, const char *val, const char **dst, struct errbuf *eb)
+{
+	if (!*val)
+		return errbuf_set(eb, -EINVAL, "%s: empty path", flag);
+	if (strlen(val) > UDS_PATH_MAX)
+		return errbuf_set(eb, -EINVAL, "%s: '%s' is %zu bytes, longer than a Unix socket "
+				  "path can be (%zu)", flag, val, strlen(val), UDS_PATH_MAX);
+	*dst = val;
+	return 0;
+}
+
+static int parse_pool_flag(struct cli *c, const char *flag, const char *val, struct errbuf *eb)
+{
+	uint64_t n;
+
+	if (!strcmp(flag, "--pool"))
+		return parse_socket(flag, val, &c->invoke_pool, eb);
+	if (!strcmp(flag, "--socket"))
+		return parse_socket(flag, val, &c->pool_socket, eb);
+	if (!strcmp(flag, "--size")) {
+		if (parse_u64(val, 1, POOL_MAX_SIZE, &n))
+			return errbuf_set(eb, -EINVAL, "--size: '%s' is not a number of VMs between 1 "
+					  "and %d", val, POOL_MAX_SIZE);
+		c->pool_size = (unsigned)n;
+	} else if (!strcmp(flag, "--max-uses")) {
+		if (parse_u64(val, 0, UINT32_MAX, &c->pool_max_uses))
+			return errbuf_set(eb, -EINVAL, "--max-uses: '%s' is not a number between 0 "
+					  "(no limit) and %u", val, UINT32_MAX);
+	} else if (!strcmp(flag, "--queue")) {
+		if (parse_u64(val, 0, POOL_MAX_QUEUE, &n))
+			return errbuf_set(eb, -EINVAL, "--queue: '%s' is not a number between 0 and %d",
+					  val, POOL_MAX_QUEUE);
+		c->pool_queue = (unsigned)n;
+	} else if (!strcmp(flag, "--timeout-ms")) {
+		if (parse_u64(val, 1, 86400000, &c->pool_timeout_ms))
+			return errbuf_set(eb, -EINVAL, "--timeout-ms: '%s' is not a number of "
+					  "milliseconds between 1 and 86400000", val);
+	} else if (!strcmp(flag, "--max-payload")) {
+		if (parse_u64(val, 0, INVOKE_MAX_PAYLOAD, &n))
+			return errbuf_set(eb, -EINVAL, "--max-payload: '%s' is not a number of bytes "
+					  "between 0 and %u (16 MiB)", val, INVOKE_MAX_PAYLOAD);
+		c->pool_max_payload = (uint32_t)n;
+	}
 	return 0;
 }
 
@@ -309,6 +389,7 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 			return errbuf_set(eb, -EINVAL, "--port: '%s' is not a vsock port (0..%u)", val,
 					  UINT32_MAX);
 		c->invoke_port = (uint32_t)n;
+		c->port_set = true;
 	} else if (!strcmp(flag, "--payload")) {
 		return parse_path(flag, val, &c->invoke_payload, eb);
 	} else if (!strcmp(flag, "--request-id")) {
@@ -316,7 +397,9 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 			return errbuf_set(eb, -EINVAL, "--request-id: '%s' is not a number between 0 "
 					  "and %" PRIu64, val, UINT64_MAX);
 	} else if (!strcmp(flag, "--json")) {
-		c->invoke_json = true;
+		c->json = true;
+	} else {
+		return parse_pool_flag(c, flag, val, eb);
 	}
 	return 0;
 }
@@ -329,7 +412,8 @@ static int parse_command(const char *arg, struct cli *c, struct errbuf *eb)
 			return 0;
 		}
 	}
-	return errbuf_set(eb, -EINVAL, "unknown command '%s' (boot, restore, ctl, invoke)", arg);
+	return errbuf_set(eb, -EINVAL, "unknown command '%s' (boot, restore, ctl, invoke, pool)",
+			  arg);
 }
 
 static int check_combination(struct cli *c, struct errbuf *eb)
@@ -344,8 +428,20 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 		if (c->nr_ctl_args == 0)
 			return errbuf_set(eb, -EINVAL, "ember ctl: missing verb");
 	}
-	if (c->cmd == CLI_INVOKE && !c->vm.vsock_uds)
-		return errbuf_set(eb, -EINVAL, "ember invoke: --vsock-uds PATH is required");
+	if (c->cmd == CLI_INVOKE && !c->vm.vsock_uds && !c->invoke_pool)
+		return errbuf_set(eb, -EINVAL, "ember invoke: --vsock-uds PATH (a VM) or --pool PATH "
+				  "(an ember pool) is required");
+	if (c->cmd == CLI_INVOKE && c->vm.vsock_uds && c->invoke_pool)
+		return errbuf_set(eb, -EINVAL, "ember invoke: --vsock-uds and --pool exclude each "
+				  "other");
+	if (c->cmd == CLI_INVOKE && c->invoke_pool && c->port_set)
+		return errbuf_set(eb, -EINVAL, "ember invoke: --port does not apply with --pool (the "
+				  "pool's own --port says where its VMs listen)");
+	if (c->cmd == CLI_POOL && !c->snapshot)
+		return errbuf_set(eb, -EINVAL, "ember pool: --snapshot DIR is required");
+	if ((c->cmd == CLI_POOL || c->cmd == CLI_POOL_STATUS) && !c->pool_socket)
+		return errbuf_set(eb, -EINVAL, "ember %s: --socket PATH is required",
+				  cmd_names[c->cmd]);
 	if (c->cmd == CLI_BOOT && c->vm.vsock_cid && !c->vm.vsock_uds)
 		return errbuf_set(eb, -EINVAL, "--vsock-cid needs --vsock-uds PATH, the device's "
 				  "host side");
@@ -376,7 +472,7 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 
 int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 {
-	int r;
+	int r, first;
 
 	memset(c, 0, sizeof(*c));
 	c->vm.mem_bytes = DEFAULT_MEM_MIB * MiB;
@@ -384,7 +480,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.console = CONSOLE_STDIO;
 
 	if (argc < 2)
-		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl, invoke)");
+		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl, invoke, pool)");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		c->cmd = CLI_HELP;
 		return 0;
@@ -401,8 +497,21 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 		c->invoke_request_id = 1;
 		c->vm.timeout_ms = DEFAULT_INVOKE_TIMEOUT_MS;
 	}
+	first = 2;
+	if (c->cmd == CLI_POOL) {
+		if (argc > 2 && !strcmp(argv[2], "status")) {
+			c->cmd = CLI_POOL_STATUS;
+			first = 3;
+		}
+		c->invoke_port = INVOKE_DEFAULT_PORT;
+		c->pool_size = POOL_DEFAULT_SIZE;
+		c->pool_max_uses = POOL_DEFAULT_MAX_USES;
+		c->pool_queue = POOL_DEFAULT_QUEUE;
+		c->pool_timeout_ms = POOL_DEFAULT_TIMEOUT_MS;
+		c->pool_max_payload = POOL_DEFAULT_MAX_PAYLOAD;
+	}
 
-	for (int i = 2; i < argc; i++) {
+	for (int i = first; i < argc; i++) {
 		const char *arg = argv[i], *eq, *val = NULL;
 		const struct cli_flag *f;
 		char flag[64];

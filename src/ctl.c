@@ -1,7 +1,8 @@
 /*
  * `ember ctl`: a client for the control socket. Sends one request, prints the
  * response as "key: value" lines, exits 0 when the VMM answered ok, 1 otherwise,
- * 2 for usage errors (an unknown verb or a wrong argument count).
+ * 2 for usage errors (an unknown verb or a wrong argument count). `ember pool status`
+ * speaks the same framing to a pool's socket and prints with it, as JSON on request.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,14 +34,14 @@ static void pack_str(msgpack_packer *pk, const char *s)
 	msgpack_pack_str_body(pk, s, n);
 }
 
-static int exchange(const char *path, const msgpack_sbuffer *req, uint8_t *resp, size_t cap,
-		    size_t *len)
+int ctl_exchange(const char *path, const void *req, size_t req_len, uint8_t *resp, size_t cap,
+		 size_t *len)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	/* a snapshot of a large guest may take a while; a dead peer must not hang us */
 	struct timeval tv = { .tv_sec = 120 };
-	uint8_t hdr[4] = { (uint8_t)(req->size >> 24), (uint8_t)(req->size >> 16),
-			   (uint8_t)(req->size >> 8), (uint8_t)req->size };
+	uint8_t hdr[4] = { (uint8_t)(req_len >> 24), (uint8_t)(req_len >> 16),
+			   (uint8_t)(req_len >> 8), (uint8_t)req_len };
 	size_t got = 0, want = 4;
 	int fd, r = 0;
 
@@ -53,7 +54,7 @@ static int exchange(const char *path, const msgpack_sbuffer *req, uint8_t *resp,
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    send(fd, hdr, 4, MSG_NOSIGNAL) != 4 ||
-	    send(fd, req->data, req->size, MSG_NOSIGNAL) != (ssize_t)req->size) {
+	    send(fd, req, req_len, MSG_NOSIGNAL) != (ssize_t)req_len) {
 		r = -errno;
 		goto out;
 	}
@@ -74,31 +75,126 @@ static int exchange(const char *path, const msgpack_sbuffer *req, uint8_t *resp,
 			}
 		}
 	}
-	*len = want;
+	*len = want - 4;
 out:
 	close(fd);
 	return r;
 }
 
-static void print_value(const char *key, size_t klen, const msgpack_object *v)
+static void print_scalar(const msgpack_object *v)
 {
 	switch (v->type) {
 	case MSGPACK_OBJECT_STR:
-		printf("%.*s: %.*s\n", (int)klen, key, (int)v->via.str.size, v->via.str.ptr);
+		printf("%.*s", (int)v->via.str.size, v->via.str.ptr);
 		break;
 	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		printf("%.*s: %" PRIu64 "\n", (int)klen, key, v->via.u64);
+		printf("%" PRIu64, v->via.u64);
 		break;
 	case MSGPACK_OBJECT_BOOLEAN:
-		printf("%.*s: %s\n", (int)klen, key, v->via.boolean ? "true" : "false");
+		printf("%s", v->via.boolean ? "true" : "false");
 		break;
 	default:
-		printf("%.*s: (type %d)\n", (int)klen, key, v->type);
+		printf("(type %d)", v->type);
 	}
 }
 
-/* Prints the response; returns 0 when it says ok. */
-static int print_response(const uint8_t *body, size_t len)
+/* "key: value"; an array of maps as one "key: k=v k=v" line per element */
+static void print_value(const char *key, size_t klen, const msgpack_object *v)
+{
+	if (v->type != MSGPACK_OBJECT_ARRAY) {
+		printf("%.*s: ", (int)klen, key);
+		print_scalar(v);
+		printf("\n");
+		return;
+	}
+	for (uint32_t i = 0; i < v->via.array.size; i++) {
+		const msgpack_object *e = &v->via.array.ptr[i];
+
+		printf("%.*s:", (int)klen, key);
+		if (e->type != MSGPACK_OBJECT_MAP) {
+			printf(" ");
+			print_scalar(e);
+		}
+		for (uint32_t j = 0; e->type == MSGPACK_OBJECT_MAP && j < e->via.map.size; j++) {
+			const msgpack_object *k = &e->via.map.ptr[j].key;
+
+			if (k->type != MSGPACK_OBJECT_STR)
+				continue;
+			printf(" %.*s=", (int)k->via.str.size, k->via.str.ptr);
+			print_scalar(&e->via.map.ptr[j].val);
+		}
+		printf("\n");
+	}
+}
+
+static void json_string(const char *s, size_t n)
+{
+	putchar('"');
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+/* msgpack as JSON: the control socket's maps hold strings, integers, booleans, and
+ * arrays of those maps; anything else (floats, bin, nil, non-string keys) prints as
+ * something JSON accepts, never as invalid JSON. */
+static void json_value(const msgpack_object *v)
+{
+	switch (v->type) {
+	case MSGPACK_OBJECT_STR:
+		json_string(v->via.str.ptr, v->via.str.size);
+		break;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		printf("%" PRIu64, v->via.u64);
+		break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		printf("%" PRId64, v->via.i64);
+		break;
+	case MSGPACK_OBJECT_BOOLEAN:
+		printf("%s", v->via.boolean ? "true" : "false");
+		break;
+	case MSGPACK_OBJECT_ARRAY:
+		putchar('[');
+		for (uint32_t i = 0; i < v->via.array.size; i++) {
+			if (i)
+				putchar(',');
+			json_value(&v->via.array.ptr[i]);
+		}
+		putchar(']');
+		break;
+	case MSGPACK_OBJECT_MAP:
+		putchar('{');
+		for (uint32_t i = 0; i < v->via.map.size; i++) {
+			const msgpack_object *k = &v->via.map.ptr[i].key;
+			char num[24];
+
+			if (i)
+				putchar(',');
+			if (k->type == MSGPACK_OBJECT_STR) {
+				json_string(k->via.str.ptr, k->via.str.size);
+			} else {
+				snprintf(num, sizeof(num), "(type %d)", k->type);
+				json_string(num, strlen(num));
+			}
+			putchar(':');
+			json_value(&v->via.map.ptr[i].val);
+		}
+		putchar('}');
+		break;
+	default:
+		printf("null");
+	}
+}
+
+int ctl_print_response(const uint8_t *body, size_t len, bool json)
 {
 	msgpack_unpacked u;
 	struct snap_err se;
@@ -126,6 +222,10 @@ static int print_response(const uint8_t *body, size_t len)
 		else if (k->via.str.size == 5 && !memcmp(k->via.str.ptr, "error", 5))
 			err = v;
 	}
+	if (json) {
+		json_value(&u.data);
+		printf("\n");
+	}
 	if (!ok) {
 		if (err && err->type == MSGPACK_OBJECT_STR)
 			fprintf(stderr, "ember ctl: error: %.*s\n", (int)err->via.str.size,
@@ -135,8 +235,9 @@ static int print_response(const uint8_t *body, size_t len)
 		msgpack_unpacked_destroy(&u);
 		return 1;
 	}
-	printf("ok\n");
-	for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+	if (!json)
+		printf("ok\n");
+	for (uint32_t i = 0; !json && i < u.data.via.map.size; i++) {
 		const msgpack_object *k = &u.data.via.map.ptr[i].key, *v = &u.data.via.map.ptr[i].val;
 
 		if (k->type != MSGPACK_OBJECT_STR ||
@@ -201,11 +302,11 @@ int ctl_run(const struct cli *c)
 		pack_str(&pk, "compress");
 		msgpack_pack_true(&pk);
 	}
-	r = exchange(c->api_sock, &sb, resp, sizeof(resp), &len);
+	r = ctl_exchange(c->api_sock, sb.data, sb.size, resp, sizeof(resp), &len);
 	msgpack_sbuffer_destroy(&sb);
 	if (r) {
 		fprintf(stderr, "ember ctl: %s: %s\n", c->api_sock, strerror(-r));
 		return 1;
 	}
-	return print_response(resp + 4, len - 4);
+	return ctl_print_response(resp + 4, len, false);
 }

@@ -4,7 +4,9 @@
  * frame and reads its response. Everything that comes back is the guest's doing, so
  * every byte is checked before it is believed, and every wait is bounded by one
  * absolute deadline (non-blocking sockets + ppoll): a silent peer costs a timeout,
- * never a hang. `ember invoke` (invoke_run) is at the end.
+ * never a hang. The same client speaks to an `ember pool` socket (no CONNECT line; the
+ * pool's statuses 5..7 are valid there). The frames themselves are invoke_proto.c's.
+ * `ember invoke` (invoke_run) is at the end.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,10 +26,7 @@
 #include "cli.h"
 
 #define CONNECT_LINE_MAX 32 /* INVOCATION.md 1: ember's lines are at most this, newline included */
-#define REQ_MAGIC  "EMBQ"
-#define RESP_MAGIC "EMBR"
-#define PROTO_VERSION 1
-#define MESSAGE_MAX 1024    /* what a non-OK status's message may be (INVOCATION.md 2) */
+#define MESSAGE_MAX INVOKE_MESSAGE_MAX
 
 uint64_t invoke_clock_ns(void)
 {
@@ -35,86 +34,6 @@ uint64_t invoke_clock_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-const char *invoke_status_name(uint16_t status)
-{
-	static const char *const names[] = {
-		[INVOKE_OK] = "OK",
-		[INVOKE_BAD_REQUEST] = "BAD_REQUEST",
-		[INVOKE_TOO_LARGE] = "TOO_LARGE",
-		[INVOKE_FUNCTION_ERROR] = "FUNCTION_ERROR",
-		[INVOKE_UNSUPPORTED_VERSION] = "UNSUPPORTED_VERSION",
-	};
-
-	return status < ARRAY_SIZE(names) ? names[status] : "UNKNOWN";
-}
-
-size_t invoke_escape(const void *data, size_t len, char *out, size_t cap)
-{
-	const uint8_t *p = data;
-	size_t o = 0, keep = 0; /* keep: the longest prefix that still has room for "..." */
-
-	if (cap == 0)
-		return 0;
-	for (size_t i = 0; i < len; i++) {
-		char e[5];
-		int n;
-
-		if (p[i] == '\n')
-			n = snprintf(e, sizeof(e), "\\n");
-		else if (p[i] == '\t')
-			n = snprintf(e, sizeof(e), "\\t");
-		else if (p[i] == '\\')
-			n = snprintf(e, sizeof(e), "\\\\");
-		else if (p[i] >= 0x20 && p[i] < 0x7f)
-			n = snprintf(e, sizeof(e), "%c", p[i]);
-		else
-			n = snprintf(e, sizeof(e), "\\x%02x", p[i]);
-		if (o + (size_t)n >= cap) {
-			o = keep + (size_t)snprintf(out + keep, cap - keep, "...");
-			return o < cap ? o : cap - 1;
-		}
-		memcpy(out + o, e, (size_t)n);
-		o += (size_t)n;
-		if (o + 3 < cap)
-			keep = o;
-	}
-	out[o] = 0;
-	return o;
-}
-
-static void put_le16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
 /* Waits until fd is ready for events or the deadline (0: none) passes. */
@@ -228,21 +147,46 @@ static int connect_unix(int fd, const struct sockaddr_un *sa, uint64_t deadline_
 	}
 }
 
-static int explain_connect_error(int r, const char *uds, struct errbuf *eb)
+/* flag: the option that names the socket ("--vsock-uds", "--socket"), what: whose it is */
+static int explain_connect_error(int r, const char *path, const char *what, const char *flag,
+				 struct errbuf *eb)
 {
 	switch (r) {
 	case -ENOENT:
-		return errbuf_set(eb, r, "%s: no such socket: is ember running with --vsock-uds %s?",
-				  uds, uds);
+		return errbuf_set(eb, r, "%s: no such socket: is %s running with %s %s?", path,
+				  what, flag, path);
 	case -ECONNREFUSED:
-		return errbuf_set(eb, r, "%s: nobody listens on this socket: is ember running with "
-				  "--vsock-uds %s?", uds, uds);
+		return errbuf_set(eb, r, "%s: nobody listens on this socket: is %s running with "
+				  "%s %s?", path, what, flag, path);
 	case -ETIMEDOUT:
 		return errbuf_set(eb, r, "%s: timed out connecting: the socket's backlog stayed full",
-				  uds);
+				  path);
 	default:
-		return errbuf_set(eb, r, "%s: connect: %s", uds, strerror(-r));
+		return errbuf_set(eb, r, "%s: connect: %s", path, strerror(-r));
 	}
+}
+
+/* A non-blocking connected Unix stream socket, or -errno with the reason in eb. */
+static int open_unix(const char *path, const char *what, const char *flag, uint64_t deadline_ns,
+		     struct errbuf *eb)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t plen = strlen(path);
+	int fd, r;
+
+	if (plen == 0 || plen >= sizeof(sa.sun_path))
+		return errbuf_set(eb, -ENAMETOOLONG, "'%s': a Unix socket path has 1..%zu bytes",
+				  path, sizeof(sa.sun_path) - 1);
+	memcpy(sa.sun_path, path, plen);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errbuf_set(eb, -errno, "socket: %s", strerror(errno));
+	r = connect_unix(fd, &sa, deadline_ns);
+	if (r) {
+		close(fd);
+		return explain_connect_error(r, path, what, flag, eb);
+	}
+	return fd;
 }
 
 static int closed_without_ok(uint32_t port, struct errbuf *eb)
@@ -263,7 +207,6 @@ static int read_ok_line(int fd, uint32_t port, uint64_t deadline_ns, uint32_t *h
 {
 	char line[CONNECT_LINE_MAX], esc[4 * CONNECT_LINE_MAX + 4];
 	const char *nl = NULL;
-	uint64_t v = 0;
 	size_t len = 0;
 	int r;
 
@@ -304,19 +247,8 @@ static int read_ok_line(int fd, uint32_t port, uint64_t deadline_ns, uint32_t *h
 	if (!nl)
 		return errbuf_set(eb, -EPROTO, "ember's answer to 'CONNECT %" PRIu32 "' has no "
 				  "newline within %d bytes: '%s'", port, CONNECT_LINE_MAX, esc);
-	/* "OK " + 1..10 digits + "\n": a vsock port is 32 bits */
-	if (len < 5 || len > 14 || memcmp(line, "OK ", 3))
-		goto bad;
-	for (size_t i = 3; i < len - 1; i++) {
-		if (line[i] < '0' || line[i] > '9')
-			goto bad;
-		v = v * 10 + (uint64_t)(line[i] - '0');
-	}
-	if (v > UINT32_MAX)
-		goto bad;
-	*host_port = (uint32_t)v;
-	return 0;
-bad:
+	if (invoke_parse_ok_line(line, len, host_port) == 0)
+		return 0;
 	return errbuf_set(eb, -EPROTO, "ember answered 'CONNECT %" PRIu32 "' with '%s', not "
 			  "'OK <host port>\\n'", port, esc);
 }
@@ -324,25 +256,15 @@ bad:
 int invoke_connect(const char *uds, uint32_t port, uint64_t deadline_ns, uint32_t *host_port,
 		   struct errbuf *eb)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char cmd[CONNECT_LINE_MAX];
 	struct iovec iov;
-	size_t sent, plen = strlen(uds);
+	size_t sent;
 	int fd, r, n;
 
-	if (plen == 0 || plen >= sizeof(sa.sun_path))
-		return errbuf_set(eb, -ENAMETOOLONG, "'%s': a Unix socket path has 1..%zu bytes",
-				  uds, sizeof(sa.sun_path) - 1);
-	memcpy(sa.sun_path, uds, plen);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = open_unix(uds, "ember", "--vsock-uds", deadline_ns, eb);
 	if (fd < 0)
-		return errbuf_set(eb, -errno, "socket: %s", strerror(errno));
-	r = connect_unix(fd, &sa, deadline_ns);
-	if (r) {
-		explain_connect_error(r, uds, eb);
-		goto fail;
-	}
-	n = snprintf(cmd, sizeof(cmd), "CONNECT %" PRIu32 "\n", port);
+		return fd;
+	n = invoke_format_connect(port, cmd, sizeof(cmd));
 	iov = (struct iovec){ .iov_base = cmd, .iov_len = (size_t)n };
 	r = send_all(fd, &iov, 1, deadline_ns, &sent);
 	if (r == -EPIPE || r == -ECONNRESET) {
@@ -367,41 +289,10 @@ fail:
 	return r;
 }
 
-/* Checks a response header against INVOCATION.md 4; on success *len is payload_len. */
-static int check_response_header(const uint8_t *h, uint64_t request_id, uint32_t *len,
-				 struct errbuf *eb)
-{
-	uint16_t version = get_le16(h + 4), status = get_le16(h + 6);
-	uint64_t id = get_le64(h + 8);
-	uint32_t reserved = get_le32(h + 20);
-	char esc[24];
-
-	*len = get_le32(h + 16);
-	if (memcmp(h, RESP_MAGIC, 4)) {
-		invoke_escape(h, 4, esc, sizeof(esc));
-		return errbuf_set(eb, -EPROTO, "malformed response: magic '%s', not '" RESP_MAGIC "'",
-				  esc);
-	}
-	if (version != PROTO_VERSION)
-		return errbuf_set(eb, -EPROTO, "malformed response: version %u, not %d", version,
-				  PROTO_VERSION);
-	if (id != request_id)
-		return errbuf_set(eb, -EPROTO, "malformed response: request_id %" PRIu64 ", but the "
-				  "request's is %" PRIu64, id, request_id);
-	if (reserved)
-		return errbuf_set(eb, -EPROTO, "malformed response: reserved is 0x%" PRIx32 ", not 0",
-				  reserved);
-	if (*len > INVOKE_MAX_PAYLOAD)
-		return errbuf_set(eb, -EPROTO, "malformed response: payload_len %" PRIu32 " exceeds "
-				  "the protocol's 16 MiB (%u)", *len, INVOKE_MAX_PAYLOAD);
-	if (status > INVOKE_UNSUPPORTED_VERSION)
-		return errbuf_set(eb, -EPROTO, "malformed response: status %u is not one of "
-				  "INVOCATION.md's (0..%d)", status, INVOKE_UNSUPPORTED_VERSION);
-	return 0;
-}
-
-int invoke_call(int fd, uint64_t request_id, const void *payload, uint32_t len,
-		uint64_t deadline_ns, struct invoke_result *res, struct errbuf *eb)
+/* invoke_call and invoke_pool_call: statuses above max_status are malformed. */
+static int call(int fd, uint64_t request_id, const void *payload, uint32_t len,
+		uint64_t deadline_ns, uint16_t max_status, struct invoke_result *res,
+		struct errbuf *eb)
 {
 	uint8_t req[INVOKE_HDR_SIZE] = { 0 }, hdr[INVOKE_HDR_SIZE];
 	struct iovec iov[2] = {
@@ -409,6 +300,7 @@ int invoke_call(int fd, uint64_t request_id, const void *payload, uint32_t len,
 		{ .iov_base = (void *)payload, .iov_len = len },
 	};
 	uint64_t t_start;
+	uint16_t status;
 	uint32_t plen;
 	size_t done;
 	int r;
@@ -417,12 +309,7 @@ int invoke_call(int fd, uint64_t request_id, const void *payload, uint32_t len,
 	if (len > INVOKE_MAX_PAYLOAD)
 		return errbuf_set(eb, -EMSGSIZE, "a request payload of %" PRIu32 " bytes exceeds the "
 				  "protocol's 16 MiB (%u)", len, INVOKE_MAX_PAYLOAD);
-	memcpy(req, REQ_MAGIC, 4);
-	put_le16(req + 4, PROTO_VERSION);
-	put_le16(req + 6, 0);
-	put_le64(req + 8, request_id);
-	put_le32(req + 16, len);
-	put_le32(req + 20, 0);
+	invoke_put_request_header(req, request_id, len);
 
 	t_start = invoke_clock_ns();
 	r = send_all(fd, iov, len ? 2 : 1, deadline_ns, &done);
@@ -447,7 +334,7 @@ int invoke_call(int fd, uint64_t request_id, const void *payload, uint32_t len,
 				  "of %d header bytes", done, INVOKE_HDR_SIZE);
 	if (r)
 		return errbuf_set(eb, r, "reading the response: %s", strerror(-r));
-	r = check_response_header(hdr, request_id, &plen, eb);
+	r = invoke_check_response_header(hdr, request_id, max_status, &status, &plen, eb);
 	if (r)
 		return r;
 
@@ -468,9 +355,26 @@ int invoke_call(int fd, uint64_t request_id, const void *payload, uint32_t len,
 	}
 	res->payload[plen] = 0;
 	res->payload_len = plen;
-	res->status = get_le16(hdr + 6);
+	res->status = status;
 	res->response_us = (invoke_clock_ns() - t_start) / 1000;
 	return 0;
+}
+
+int invoke_call(int fd, uint64_t request_id, const void *payload, uint32_t len,
+		uint64_t deadline_ns, struct invoke_result *res, struct errbuf *eb)
+{
+	return call(fd, request_id, payload, len, deadline_ns, INVOKE_UNSUPPORTED_VERSION, res, eb);
+}
+
+int invoke_pool_call(int fd, uint64_t request_id, const void *payload, uint32_t len,
+		     uint64_t deadline_ns, struct invoke_result *res, struct errbuf *eb)
+{
+	return call(fd, request_id, payload, len, deadline_ns, INVOKE_MAX_STATUS, res, eb);
+}
+
+int invoke_pool_connect(const char *path, uint64_t deadline_ns, struct errbuf *eb)
+{
+	return open_unix(path, "ember pool", "--socket", deadline_ns, eb);
 }
 
 int invoke_once(const struct invoke_opts *o, const void *payload, uint32_t len,
@@ -482,11 +386,17 @@ int invoke_once(const struct invoke_opts *o, const void *payload, uint32_t len,
 	int fd, r;
 
 	memset(res, 0, sizeof(*res));
-	fd = invoke_connect(o->uds, o->port, deadline, &host_port, eb);
+	if (o->pool)
+		fd = invoke_pool_connect(o->pool, deadline, eb);
+	else
+		fd = invoke_connect(o->uds, o->port, deadline, &host_port, eb);
 	if (fd < 0)
 		return fd;
 	connect_us = (invoke_clock_ns() - t0) / 1000;
-	r = invoke_call(fd, o->request_id, payload, len, deadline, res, eb);
+	if (o->pool)
+		r = invoke_pool_call(fd, o->request_id, payload, len, deadline, res, eb);
+	else
+		r = invoke_call(fd, o->request_id, payload, len, deadline, res, eb);
 	close(fd);
 	if (r)
 		return r;
@@ -637,7 +547,7 @@ static void print_timings(const struct cli *c, const struct invoke_result *res, 
 	size_t received = INVOKE_HDR_SIZE + (size_t)res->payload_len;
 
 	/* status names are plain identifiers: nothing in the JSON needs escaping */
-	if (c->invoke_json)
+	if (c->json)
 		fprintf(stderr, "{\"status\":\"%s\",\"request_id\":%" PRIu64 ",\"host_port\":%"
 			PRIu32 ",\"bytes_sent\":%zu,\"bytes_received\":%zu,\"connect_us\":%" PRIu64
 			",\"response_us\":%" PRIu64 "}\n", name, c->invoke_request_id, res->host_port,
@@ -662,6 +572,7 @@ int invoke_run(const struct cli *c)
 {
 	struct invoke_opts o = {
 		.uds = c->vm.vsock_uds,
+		.pool = c->invoke_pool,
 		.port = c->invoke_port,
 		.request_id = c->invoke_request_id,
 		.timeout_ms = c->vm.timeout_ms,
@@ -693,16 +604,19 @@ int invoke_run(const struct cli *c)
 				strerror(-r));
 		status = r ? 1 : 0;
 	} else {
-		/* the message is the guest's: escaped, and bounded like the protocol bounds it */
+		/* the message is the guest's (or the pool's): escaped, and bounded like the
+		 * protocol bounds it */
 		char msg[4 * MESSAGE_MAX + 1];
 		bool cut = res.payload_len > MESSAGE_MAX;
+		bool pool_status = res.status >= INVOKE_BUSY;
 
 		invoke_escape(res.payload, cut ? MESSAGE_MAX : res.payload_len, msg, sizeof(msg));
-		fprintf(stderr, "ember invoke: the function answered %s (%u): %s%s\n",
-			invoke_status_name(res.status), res.status, msg, cut ? "..." : "");
-		status = 3;
+		fprintf(stderr, "ember invoke: the %s answered %s (%u): %s%s\n",
+			pool_status ? "pool" : "function", invoke_status_name(res.status),
+			res.status, msg, cut ? "..." : "");
+		status = pool_status ? 4 : 3;
 	}
-	if (c->vm.timings || c->invoke_json)
+	if (c->vm.timings || c->json)
 		print_timings(c, &res, INVOKE_HDR_SIZE + len);
 	invoke_result_free(&res);
 	return status;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "pool.h"
 #include "arch/x86_64/x86.h"
 
 static void report_stop(struct vm *vm)
@@ -149,6 +150,10 @@ int main(int argc, char **argv)
 		return ctl_run(&c);
 	case CLI_INVOKE:
 		return invoke_run(&c);
+	case CLI_POOL:
+		return pool_run(&c);
+	case CLI_POOL_STATUS:
+		return pool_status_run(&c);
 	}
 	return 2;
 }

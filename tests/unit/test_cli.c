@@ -399,7 +399,7 @@ Test(cli, invoke_defaults)
 	cr_assert_eq(c.invoke_request_id, 1);
 	cr_assert_null(c.invoke_payload);
 	cr_assert(!c.vm.timings);
-	cr_assert(!c.invoke_json);
+	cr_assert(!c.json);
 }
 
 Test(cli, invoke_all_flags)
@@ -415,7 +415,7 @@ Test(cli, invoke_all_flags)
 	cr_assert_eq(c.invoke_request_id, UINT64_MAX);
 	cr_assert_eq(c.vm.timeout_ms, 300);
 	cr_assert(c.vm.timings);
-	cr_assert(c.invoke_json);
+	cr_assert(c.json);
 }
 
 Test(cli, invoke_payload_from_stdin)
@@ -438,9 +438,10 @@ Test(cli, invoke_port_zero_is_a_port)
 	cr_assert_eq(c.invoke_port, 0);
 }
 
-Test(cli, invoke_requires_vsock_uds)
+Test(cli, invoke_requires_vsock_uds_or_pool)
 {
-	EXPECT_ERROR("ember invoke: --vsock-uds PATH is required", "invoke", "--port", "5000");
+	EXPECT_ERROR("ember invoke: --vsock-uds PATH (a VM) or --pool PATH (an ember pool) is "
+		     "required", "invoke", "--port", "5000");
 }
 
 Test(cli, invoke_port_out_of_range)

@@ -774,7 +774,10 @@ Test(invoke, status_names)
 	cr_assert_str_eq(invoke_status_name(2), "TOO_LARGE");
 	cr_assert_str_eq(invoke_status_name(3), "FUNCTION_ERROR");
 	cr_assert_str_eq(invoke_status_name(4), "UNSUPPORTED_VERSION");
-	cr_assert_str_eq(invoke_status_name(5), "UNKNOWN");
+	cr_assert_str_eq(invoke_status_name(5), "BUSY");
+	cr_assert_str_eq(invoke_status_name(6), "UNAVAILABLE");
+	cr_assert_str_eq(invoke_status_name(7), "SHUTTING_DOWN");
+	cr_assert_str_eq(invoke_status_name(8), "UNKNOWN");
 	cr_assert_str_eq(invoke_status_name(65535), "UNKNOWN");
 }
 
