@@ -165,13 +165,16 @@ const char *ember_test_write_file(const char *dir, const char *name, const void 
 	return path;
 }
 
-void ember_test_kill_strays(const char *dir)
+/* Every process but this one whose command line names dir: signalled with sig (0: none).
+ * Returns how many there were. */
+static unsigned procs_naming(const char *dir, int sig)
 {
 	DIR *proc = opendir("/proc");
 	struct dirent *e;
+	unsigned n_found = 0;
 
 	if (!proc)
-		return;
+		return 0;
 	while ((e = readdir(proc))) {
 		char path[64], cmd[8192];
 		ssize_t n;
@@ -187,13 +190,27 @@ void ember_test_kill_strays(const char *dir)
 		n = read(fd, cmd, sizeof(cmd) - 1);
 		close(fd);
 		if (n <= 0)
-			continue;
+			continue; /* a zombie has an empty command line */
 		for (ssize_t i = 0; i < n; i++)
 			if (!cmd[i])
 				cmd[i] = ' '; /* the arguments are NUL-separated */
 		cmd[n] = 0;
-		if (strstr(cmd, dir))
-			kill(pid, SIGKILL);
+		if (!strstr(cmd, dir))
+			continue;
+		n_found++;
+		if (sig)
+			kill(pid, sig);
 	}
 	closedir(proc);
+	return n_found;
+}
+
+void ember_test_kill_strays(const char *dir)
+{
+	procs_naming(dir, SIGKILL);
+}
+
+unsigned ember_test_count_procs(const char *dir)
+{
+	return procs_naming(dir, 0);
 }

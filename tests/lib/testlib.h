@@ -155,6 +155,8 @@ void ember_test_rmtree(const char *dir);
 /* SIGKILLs every process whose command line names dir: what a failed assertion left
  * running (Criterion ends the test there; its children outlive it). */
 void ember_test_kill_strays(const char *dir);
+/* How many live processes (zombies excepted) have dir in their command line. */
+unsigned ember_test_count_procs(const char *dir);
 /* Writes len bytes to dir/name; returns the path in a ring buffer (as above). */
 const char *ember_test_write_file(const char *dir, const char *name, const void *data,
 				  size_t len);
