@@ -82,12 +82,14 @@ int api_decode_request(const uint8_t *body, size_t len, struct api_request *rq,
 			r = get_str(v, rq->dir, sizeof(rq->dir), "dir", eb);
 		} else if (key_is(k, "cmd")) {
 			r = get_str(v, rq->cmd, sizeof(rq->cmd), "cmd", eb);
-		} else if (key_is(k, "diff") || key_is(k, "compress")) {
-			bool *dst = key_is(k, "diff") ? &rq->diff : &rq->compress;
+		} else if (key_is(k, "diff") || key_is(k, "compress") || key_is(k, "standby")) {
+			const char *name = key_is(k, "diff") ? "diff" : key_is(k, "compress") ? "compress"
+											   : "standby";
+			bool *dst = name[0] == 'd' ? &rq->diff : name[0] == 'c' ? &rq->compress
+									      : &rq->standby;
 
 			if (v->type != MSGPACK_OBJECT_BOOLEAN)
-				r = errbuf_set(eb, -EINVAL, "'%s' must be a boolean",
-					       dst == &rq->diff ? "diff" : "compress");
+				r = errbuf_set(eb, -EINVAL, "'%s' must be a boolean", name);
 			else
 				*dst = v->via.boolean;
 		} else if (key_is(k, "id")) {
@@ -165,10 +167,39 @@ static void respond_error(struct vm *vm, struct api_client *c, const struct api_
 
 /* ---- verbs -------------------------------------------------------------------------- */
 
+/*
+ * Back to the snapshot, then running again unless the request says standby (or the VM
+ * was in standby). A failed reset leaves the VM in an unknown state: it stops for good.
+ */
+static int api_reset(struct vm *vm, const struct api_request *rq, struct reset_stats *rs,
+		     struct errbuf *eb)
+{
+	bool run = !rq->standby && !vm->standby;
+	bool was_paused = vm->paused;
+	int r;
+
+	vm_pause(vm);
+	r = vm_reset(vm, rs, eb);
+	if (r && rs->changed) {
+		vm_request_stop(vm, VM_STOP_ERROR, 0, "%s", eb->msg);
+		return r;
+	}
+	if (r) { /* refused before anything changed */
+		if (!was_paused)
+			vm_resume(vm);
+		return r;
+	}
+	vm->standby = !run;
+	if (run)
+		vm_resume(vm);
+	return 0;
+}
+
 static void handle_request(struct vm *vm, struct api_client *c, const struct api_request *rq)
 {
 	struct errbuf eb = { "" };
 	struct snapshot_stats ss;
+	struct reset_stats rs;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	unsigned extra = 0;
@@ -180,8 +211,16 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 
 	if (!strcmp(rq->verb, "pause")) {
 		vm_pause(vm);
+		vm->standby = false;
 	} else if (!strcmp(rq->verb, "resume")) {
+		if (vm->standby)
+			timing_mark("standby-resume");
+		vm->standby = false;
 		vm_resume(vm);
+	} else if (!strcmp(rq->verb, "reset")) {
+		r = api_reset(vm, rq, &rs, &eb);
+		if (!r)
+			extra = 5;
 	} else if (!strcmp(rq->verb, "shutdown")) {
 		vm_request_stop(vm, VM_STOP_REQUEST, 0, "shutdown requested on the control socket");
 	} else if (!strcmp(rq->verb, "guest-cmd")) {
@@ -204,10 +243,10 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 				extra = 5;
 		}
 	} else if (!strcmp(rq->verb, "status")) {
-		extra = 6;
+		extra = 8;
 	} else {
-		r = errbuf_set(&eb, -EINVAL, "unknown verb '%s' (status, pause, resume, snapshot, "
-			       "guest-cmd, shutdown)", rq->verb);
+		r = errbuf_set(&eb, -EINVAL, "unknown verb '%s' (status, pause, resume, reset, "
+			       "snapshot, guest-cmd, shutdown)", rq->verb);
 	}
 	if (r) {
 		respond_error(vm, c, rq, eb.msg);
@@ -226,8 +265,20 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		pack_kv_u64(&pk, "us_total", ss.us_total);
 		pack_kv_u64(&pk, "bytes_written", ss.bytes_written);
 		pack_kv_u64(&pk, "zero_pages", ss.zero_pages);
+	} else if (!strcmp(rq->verb, "reset")) {
+		pack_kv_u64(&pk, "generation", vm->generation);
+		pack_kv_u64(&pk, "pages_reverted", rs.pages_reverted);
+		pack_kv_u64(&pk, "us_memory", rs.us_memory);
+		pack_kv_u64(&pk, "us_state", rs.us_state);
+		pack_kv_u64(&pk, "us_total", rs.us_total);
 	} else if (!strcmp(rq->verb, "status")) {
-		pack_kv_str(&pk, "state", vm->paused ? "paused" : "running");
+		uint64_t report = atomic_load(&vm->first_report_us);
+
+		pack_kv_str(&pk, "state", vm->standby ? "standby" : vm->paused ? "paused" : "running");
+		pack_kv_u64(&pk, "resets", vm->resets);
+		/* the guest's first port write after the last reset; 0: none yet */
+		pack_kv_u64(&pk, "reset_to_report_us", vm->resets && report >= vm->reset_start_us
+							      ? report - vm->reset_start_us : 0);
 		pack_kv_u64(&pk, "vcpus", vm->nr_vcpus);
 		pack_kv_u64(&pk, "mem_bytes", vm->mem.size);
 		pack_kv_u64(&pk, "generation", vm->generation);

@@ -54,6 +54,8 @@ void cli_usage(FILE *f)
 		"                           report, saved as the snapshot's working set (ws.bin)\n"
 		"  --prefetch ws|none       uffd: load the recorded working set in bulk (default none)\n"
 		"  --no-io-uring            uffd: read with pread instead (for measurements)\n"
+		"  --standby                build the VM and set its state, but run it only when\n"
+		"                           'ember ctl resume' says so (needs --api-sock)\n"
 		"common options:\n"
 		"  --api-sock PATH          serve the control socket at PATH (see FORMAT.md)\n"
 		"  --console KIND           stdio (default), none, or file:PATH\n"
@@ -62,6 +64,8 @@ void cli_usage(FILE *f)
 		"  --guest-cmd NAME         queue a command for the guest's WAIT ucall (repeatable)\n"
 		"  --timeout SEC            stop the VM after SEC seconds (exit 124)\n"
 		"  --dump-regs              print every vCPU's registers when the VM stops\n"
+		"  --ready-fd N             write 'ready pid=<pid>' to fd N (>= 3) and close it once\n"
+		"                           the VM runs, or is in standby (for launchers)\n"
 		"  --vsock-cid N            give the guest a virtio-vsock device with context id N,\n"
 		"                           3..4294967294 (restore: optional, the snapshot has it)\n"
 		"  --vsock-uds PATH         the vsock device's host side: a Unix socket, connected to\n"
@@ -95,7 +99,8 @@ void cli_usage(FILE *f)
 		"  --json                   print the status as one JSON object\n"
 		"ctl verbs:\n"
 		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
-		"  guest-cmd NAME\n"
+		"  guest-cmd NAME | reset [--standby]  (back to the snapshot the VM was restored\n"
+		"  from, in place; running again unless --standby)\n"
 		"\n"
 		"exit status: 0 guest reset/done, 1 VMM error, 2 usage error,\n"
 		"             3 guest assertion failed, 124 timeout, 128+N signal N\n"
@@ -194,6 +199,8 @@ static const struct cli_flag {
 	{ "--record-ws", false, ON_RESTORE },
 	{ "--prefetch", true, ON_RESTORE },
 	{ "--no-io-uring", false, ON_RESTORE },
+	{ "--standby", false, ON_RESTORE | ON_CTL },
+	{ "--ready-fd", true, ON_RUN },
 	{ "--api-sock", true, ON_RUN | ON_CTL },
 	{ "--console", true, ON_RUN },
 	{ "--console-input", false, ON_RUN },
@@ -374,6 +381,14 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 		if (parse_seconds_ms(val, &vc->timeout_ms))
 			return errbuf_set(eb, -EINVAL, "--timeout: '%s' is not a positive number of seconds",
 					  val);
+	} else if (!strcmp(flag, "--standby")) {
+		c->standby = true;
+	} else if (!strcmp(flag, "--ready-fd")) {
+		/* 0-2 are the standard streams: a line there is not a notification */
+		if (parse_u64(val, 3, INT_MAX, &n))
+			return errbuf_set(eb, -EINVAL, "--ready-fd: '%s' is not a file descriptor "
+					  "number of 3 or more", val);
+		c->ready_fd = (int)n;
 	} else if (!strcmp(flag, "--dump-regs")) {
 		c->dump_regs = true;
 	} else if (!strcmp(flag, "--vsock-cid")) {
@@ -465,6 +480,12 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 		return errbuf_set(eb, -EINVAL, "--no-io-uring needs --mem-backend uffd");
 	if (c->exit_after_snapshot && !c->snapshot_on_ready)
 		return errbuf_set(eb, -EINVAL, "--exit-after-snapshot needs --snapshot-on-ready DIR");
+	if (c->cmd == CLI_RESTORE && c->standby && !c->api_sock)
+		return errbuf_set(eb, -EINVAL, "--standby needs --api-sock PATH: a standby VM runs "
+				  "when 'ember ctl resume' (or reset) says so");
+	if (c->cmd == CLI_CTL && c->standby &&
+	    (c->nr_ctl_args == 0 || strcmp(c->ctl_args[0], "reset")))
+		return errbuf_set(eb, -EINVAL, "ember ctl: --standby only applies to reset");
 	if (c->vm.console_input && c->vm.console != CONSOLE_STDIO)
 		return errbuf_set(eb, -EINVAL, "--console-input needs --console stdio");
 	return 0;
@@ -478,6 +499,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.mem_bytes = DEFAULT_MEM_MIB * MiB;
 	c->vm.nr_vcpus = 1;
 	c->vm.console = CONSOLE_STDIO;
+	c->ready_fd = -1;
 
 	if (argc < 2)
 		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl, invoke, pool)");

@@ -27,6 +27,8 @@ struct cli {
 	unsigned nr_ctl_args;
 	bool ctl_diff;                   /* ctl snapshot --diff */
 	bool compress;                   /* boot --compress, ctl snapshot --compress */
+	bool standby;                    /* restore --standby, ctl reset --standby */
+	int ready_fd;                    /* --ready-fd N, -1 for none */
 	/* invoke: the socket is vm.vsock_uds, the deadline vm.timeout_ms, --timings
 	 * vm.timings */
 	uint32_t invoke_port;            /* --port, default 5000 (pool: the VMs' port) */

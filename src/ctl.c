@@ -24,6 +24,7 @@ static const struct {
 } verbs[] = {
 	{ "status", 0, NULL },	 { "pause", 0, NULL },	{ "resume", 0, NULL },
 	{ "shutdown", 0, NULL }, { "snapshot", 1, "dir" }, { "guest-cmd", 1, "cmd" },
+	{ "reset", 0, NULL },
 };
 
 static void pack_str(msgpack_packer *pk, const char *s)
@@ -277,7 +278,8 @@ int ctl_run(const struct cli *c)
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 1 + verbs[i].nargs + (c->ctl_diff ? 1 : 0) + (c->compress ? 1 : 0));
+	msgpack_pack_map(&pk, 1 + verbs[i].nargs + (c->ctl_diff ? 1 : 0) + (c->compress ? 1 : 0) +
+			      (c->standby ? 1 : 0));
 	pack_str(&pk, "verb");
 	pack_str(&pk, verb);
 	if (verbs[i].nargs) {
@@ -300,6 +302,10 @@ int ctl_run(const struct cli *c)
 	}
 	if (c->compress) {
 		pack_str(&pk, "compress");
+		msgpack_pack_true(&pk);
+	}
+	if (c->standby) {
+		pack_str(&pk, "standby");
 		msgpack_pack_true(&pk);
 	}
 	r = ctl_exchange(c->api_sock, sb.data, sb.size, resp, sizeof(resp), &len);

@@ -58,6 +58,8 @@ static int run_vm(struct vm *vm, const struct cli *c)
 		pr_err("%s", eb.msg);
 		return 1;
 	}
+	/* ours to close from here: vm_run writes the ready line */
+	vm->ready_fd = c->ready_fd;
 	for (;;) {
 		enum vm_stop_reason why = vm_run(vm);
 
@@ -119,6 +121,7 @@ static int cmd_restore(struct cli *c)
 		pr_err("%s", eb.msg);
 		return 1;
 	}
+	vm->standby = c->standby;
 	status = run_vm(vm, c);
 	vm_destroy(vm);
 	return status;

@@ -86,7 +86,8 @@ void mem_free(struct guest_mem *m)
 	if (m->base && m->owned)
 		munmap(m->base, m->size);
 	free(m->host_dirty);
-	m->host_dirty = NULL;
+	free(m->since_reset);
+	m->host_dirty = m->since_reset = NULL;
 	m->base = NULL;
 	m->owned = false;
 }
@@ -95,7 +96,8 @@ int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *
 {
 	if (dirty_log) {
 		m->host_dirty = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
-		if (!m->host_dirty)
+		m->since_reset = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+		if (!m->host_dirty || !m->since_reset)
 			return errbuf_set(eb, -ENOMEM, "out of memory for the dirty bitmap");
 		m->dirty_log = true;
 	}
@@ -207,6 +209,44 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
 	}
 	for (uint64_t w = 0; w < words; w++)
 		bitmap[w] |= __atomic_exchange_n(&m->host_dirty[w], 0, __ATOMIC_RELAXED);
+	if (bitmap != m->since_reset)
+		for (uint64_t w = 0; w < words; w++)
+			m->since_reset[w] |= bitmap[w];
+	return 0;
+}
+
+int mem_written_since_reset(struct guest_mem *m, int vm_fd, uint64_t **bitmap,
+			    struct errbuf *eb)
+{
+	int r = mem_dirty_collect(m, vm_fd, m->since_reset, eb);
+
+	*bitmap = r ? NULL : m->since_reset;
+	return r;
+}
+
+int bm_for_each_run(const uint64_t *bm, uint64_t npages,
+		    int (*fn)(void *opaque, uint64_t first, uint64_t count), void *opaque)
+{
+	uint64_t pg = 0;
+
+	while (pg < npages) {
+		uint64_t w = bm[pg / 64] >> (pg % 64), first;
+		int r;
+
+		if (!w) {
+			pg = (pg / 64 + 1) * 64; /* the rest of this word is clear */
+			continue;
+		}
+		pg += (uint64_t)__builtin_ctzll(w);
+		if (pg >= npages)
+			break;
+		first = pg;
+		while (pg < npages && (bm[pg / 64] >> (pg % 64)) & 1)
+			pg++;
+		r = fn(opaque, first, pg - first);
+		if (r)
+			return r;
+	}
 	return 0;
 }
 

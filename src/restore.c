@@ -11,6 +11,7 @@
  */
 #include <cpuid.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +25,8 @@
 #include "paging/paging.h"
 #include "snapfmt.h"
 
-/* A fresh, non-zero generation per restore: two clones never share one. */
-static int new_generation(uint64_t *gen, struct errbuf *eb)
+/* A fresh, non-zero generation per restore and reset: two clones never share one. */
+int vm_new_generation(uint64_t *gen, struct errbuf *eb)
 {
 	do {
 		if (getrandom(gen, sizeof(*gen), 0) != sizeof(*gen))
@@ -139,7 +140,7 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
  */
 static int load_eager(struct vm *vm, const struct snap_dir *d, struct errbuf *eb)
 {
-	const struct snap_lz4_index *ix = d->lz4;
+	const struct snap_lz4_index *ix = vm->lz4;
 	struct snap_err se;
 	uint8_t *scratch = NULL;
 	int r = mem_alloc_anon(&vm->mem, eb);
@@ -172,6 +173,21 @@ static int load_eager(struct vm *vm, const struct snap_dir *d, struct errbuf *eb
 	return r;
 }
 
+/* The eager backend reads written pages back from the image on a reset. */
+static int keep_image(struct vm *vm, struct snap_dir *d, struct errbuf *eb)
+{
+	if (d->lz4) {
+		vm->lz4 = d->lz4; /* owns the payload fd */
+		d->lz4 = NULL;
+		d->mem_fd = -1;
+		return 0;
+	}
+	vm->golden_fd = fcntl(d->mem_fd, F_DUPFD_CLOEXEC, 0);
+	if (vm->golden_fd < 0)
+		return errbuf_set(eb, -errno, "memory file: %s", strerror(errno));
+	return 0;
+}
+
 static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct errbuf *eb)
 {
 	struct mem_region regions[MEM_MAX_REGIONS];
@@ -191,7 +207,7 @@ static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct
 	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
 		r = start_pager(vm, d, dir, eb);
 	else if (vm->cfg.mem_backend == MEM_BACKEND_EAGER)
-		r = load_eager(vm, d, eb);
+		r = keep_image(vm, d, eb) ?: load_eager(vm, d, eb);
 	else
 		r = mem_map_file(&vm->mem, d->mem_fd, eb);
 	if (r)
@@ -252,7 +268,7 @@ static int cpu_check_join(struct cpu_check *c, struct errbuf *eb)
 	return c->r;
 }
 
-static int restore_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
+int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 {
 	int r = x86_vm_restore(vm, &st->vm, eb);
 
@@ -312,7 +328,7 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 		goto out;
 	}
 	check.started = true;
-	r = new_generation(&vm->generation, eb);
+	r = vm_new_generation(&vm->generation, eb);
 	if (r)
 		goto out;
 
@@ -341,11 +357,19 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	r = cpu_check_join(&check, eb);
 	if (r)
 		goto out;
-	r = restore_state(vm, &d.state, eb);
+	r = vm_set_state(vm, &d.state, eb);
 	if (r)
 		goto out;
 	devices_post_restore(vm);
 	snprintf(vm->last_snapshot_id, sizeof(vm->last_snapshot_id), "%s", d.state.header.id);
+	/* kept for in-place resets: the VM owns the decoded state from here */
+	vm->golden = malloc(sizeof(*vm->golden));
+	if (!vm->golden) {
+		r = errbuf_set(eb, -ENOMEM, "out of memory");
+		goto out;
+	}
+	*vm->golden = d.state;
+	memset(&d.state, 0, sizeof(d.state));
 	vm->entry_phase = "resumed";
 	atomic_store(&vm->first_report_pending, true);
 	timing_mark("state-set");

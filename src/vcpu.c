@@ -116,8 +116,10 @@ static void handle_io(struct vcpu *v)
 
 	/* restore latency is measured to the guest's first sign of life */
 	if (out && atomic_load_explicit(&v->vm->first_report_pending, memory_order_relaxed) &&
-	    atomic_exchange(&v->vm->first_report_pending, false))
+	    atomic_exchange(&v->vm->first_report_pending, false)) {
+		atomic_store(&v->vm->first_report_us, timing_now_us());
 		timing_mark("first-report");
+	}
 	for (uint32_t i = 0; i < run->io.count; i++) {
 		bus_pio(v->vm, run->io.port, out, data, run->io.size);
 		data += run->io.size;

@@ -69,6 +69,8 @@ struct vm *vm_alloc(const struct vm_config *cfg)
 	vm->event_fd = -1;
 	vm->sig_fd = -1;
 	vm->ep = -1;
+	vm->golden_fd = -1;
+	vm->ready_fd = -1;
 	vm->entry_phase = "first-entry";
 	pthread_mutex_init(&vm->cmd_lock, NULL);
 	pthread_mutex_init(&vm->stop_lock, NULL);
@@ -396,6 +398,21 @@ int vm_loop_once(struct vm *vm, int timeout_ms)
 	return n;
 }
 
+/* --ready-fd: one line for whoever started us (ember pool), then the fd is closed. */
+static void tell_ready(struct vm *vm)
+{
+	char line[64];
+	int n;
+
+	if (vm->ready_fd < 0)
+		return;
+	n = snprintf(line, sizeof(line), "ready pid=%d\n", (int)getpid());
+	if (write(vm->ready_fd, line, (size_t)n) != n)
+		pr_warn("--ready-fd: %s", strerror(errno));
+	close(vm->ready_fd);
+	vm->ready_fd = -1;
+}
+
 enum vm_stop_reason vm_run(struct vm *vm)
 {
 	uint64_t deadline = 0, counter;
@@ -424,10 +441,13 @@ enum vm_stop_reason vm_run(struct vm *vm)
 	if (vm->cfg.timeout_ms)
 		deadline = mono_ms() + vm->cfg.timeout_ms;
 
-	vm->paused = false;
-	vcpus_send(vm, VCPU_MSG_RUN);
+	/* standby: everything is ready but the vCPUs wait for a resume (control socket) */
+	vm->paused = vm->standby;
+	if (!vm->standby)
+		vcpus_send(vm, VCPU_MSG_RUN);
 	if (vm->pager)
 		pager_prefetch_begin(vm->pager);
+	tell_ready(vm);
 	while (!atomic_load(&vm->stopping)) {
 		int timeout = -1, n;
 
@@ -485,6 +505,13 @@ void vm_destroy(struct vm *vm)
 	pager_destroy(vm->pager);
 	mem_free(&vm->mem);
 	snap_lz4_index_free(vm->lz4);
+	if (vm->golden)
+		snap_state_free(vm->golden);
+	free(vm->golden);
+	if (vm->golden_fd >= 0)
+		close(vm->golden_fd);
+	if (vm->ready_fd >= 0)
+		close(vm->ready_fd);
 	free(vm->snapshot_dir);
 	kvm_close(&vm->kvm);
 	if (vm->console_fd_owned)

@@ -101,6 +101,10 @@ struct guest_mem {
 	/* Pages ember itself wrote (KVM's dirty log only sees guest writes), one bit per
 	 * page of the host mapping; only kept while dirty_log is on. */
 	uint64_t *host_dirty;
+	/* Pages written (by the guest or by ember) since the VM was restored or last reset,
+	 * whoever collected the dirty log in between (a diff snapshot does): what an
+	 * in-place reset must put back. Kept while dirty_log is on. */
+	uint64_t *since_reset;
 };
 
 /* Splits ram_bytes into regions around the hole. ram_bytes must be page aligned. */
@@ -126,6 +130,14 @@ void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
 /* ORs the pages written since the last call (guest and host writes) into bitmap (one
  * bit per page of the host mapping, m->size / PAGE_SIZE bits) and restarts tracking. */
 int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct errbuf *eb);
+/* Collects the dirty log into m->since_reset and returns it: the pages written since
+ * restore or the last reset. The caller clears it once those pages are reverted. */
+int mem_written_since_reset(struct guest_mem *m, int vm_fd, uint64_t **bitmap,
+			    struct errbuf *eb);
+/* Calls fn for every run of set bits [first, first + count) in a page bitmap of
+ * npages bits; stops at (and returns) fn's first non-zero result. */
+int bm_for_each_run(const uint64_t *bm, uint64_t npages,
+		    int (*fn)(void *opaque, uint64_t first, uint64_t count), void *opaque);
 
 /*
  * THE bounds check: every guest physical address ember dereferences goes through
@@ -237,6 +249,7 @@ struct vcpu {
 	unsigned seq;                 /* message sequence number sent */
 	uint64_t entries;             /* KVM_RUN calls that returned */
 	uint32_t wake_seen;           /* vm->wake_seq when its last PARK/WAIT returned */
+	bool cpuid_set;               /* the snapshot's CPUID is in KVM (see restore_cpuid) */
 };
 
 struct vm;
@@ -283,6 +296,17 @@ struct vm {
 	struct pager *pager;
 	struct snap_lz4_index *lz4;
 	char *snapshot_dir;          /* restored from; where --record-ws saves ws.bin */
+	/* restore: the decoded snapshot state, what an in-place reset puts back (reset.c);
+	 * the eager backend keeps the raw image open (golden_fd) or the lz4 index (lz4) to
+	 * read written pages back */
+	struct snap_state *golden;
+	int golden_fd;
+	bool standby;                /* --standby: built, not run until resumed */
+	int ready_fd;                /* --ready-fd: told once the VM is ready, -1 */
+	uint64_t resets;             /* in-place resets done */
+	uint64_t reset_start_us;     /* when the last reset began (timing_now_us) */
+	/* the guest's first port write after a restore, resume or reset (timing_now_us) */
+	_Atomic uint64_t first_report_us;
 	atomic_bool wedged;          /* guest memory could not be served: never run again */
 
 	/* guest command queue for EMBER_UCALL_WAIT */
@@ -371,6 +395,20 @@ int vm_save_working_set(struct vm *vm, struct errbuf *eb);
 /* uffd backend: prints "ember-pager faults=... bytes_read=..." on stderr. */
 void vm_report_paging(struct vm *vm);
 
+/* reset.c: in-place reset to the snapshot the VM was restored from (memory, VM, vCPU
+ * and device state; vsock connections end; a new generation). The VM must be paused
+ * (vm_pause) and stays paused. On failure the VM must not run again. */
+struct reset_stats {
+	uint64_t pages_reverted;
+	uint64_t us_memory, us_state, us_total;
+	bool whole_mapping;         /* memory reverted in one call instead of per run */
+	bool changed;               /* the VM was touched: after a failure it must not run */
+};
+int vm_reset(struct vm *vm, struct reset_stats *rs, struct errbuf *eb);
+/* restore.c, shared with reset.c */
+int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb);
+int vm_new_generation(uint64_t *gen, struct errbuf *eb);
+
 /* ---- api.c: the control socket (FORMAT.md, "Control socket") ---------------- */
 #define API_MAX_FRAME 65536
 struct api_request {
@@ -379,6 +417,7 @@ struct api_request {
 	char cmd[EMBER_UCALL_DATA_MAX];
 	bool diff;
 	bool compress;
+	bool standby;       /* reset: stay paused afterwards */
 	uint64_t id;
 	bool has_id;
 };

@@ -179,6 +179,11 @@ struct virtio_dev {
 	struct virtq vq[VIRTIO_MAX_QUEUES];
 	int kick_fd[VIRTIO_MAX_QUEUES]; /* eventfds: the guest notified queue q */
 	int irq_fd;                 /* KVM irqfd on the device's GSI; -1: KVM_IRQ_LINE */
+	/* KVM_IRQ_LINE even with an irqfd (post-restore, vCPUs stopped): KVM injects an
+	 * irqfd's interrupt into the PIC/IOAPIC from a kworker, some time later; a restore
+	 * or reset must leave the interrupt in the irqchip state before anything runs or
+	 * is saved */
+	bool irq_direct;
 	bool ioeventfd;             /* KVM signals kick_fd without an exit */
 	uint64_t interrupts;        /* raised so far (statistics, tests) */
 	uint64_t exit_kicks;        /* notifications that took the exit path */

@@ -56,7 +56,7 @@ static void irq_pulse(struct virtio_dev *vd)
 	struct device *d = vd->dev;
 	uint64_t one = 1;
 
-	if (vd->irq_fd >= 0) {
+	if (vd->irq_fd >= 0 && !vd->irq_direct) {
 		if (write(vd->irq_fd, &one, sizeof(one)) < 0) {
 			/* the counter cannot overflow with KVM consuming it */
 		}
@@ -594,10 +594,14 @@ int virtio_restore(struct virtio_dev *vd, const struct snap_device *sd, struct e
 
 void virtio_post_restore(struct virtio_dev *vd)
 {
+	bool direct = vd->irq_direct;
+
 	/* an interrupt the guest had not taken yet must reach it (Firecracker does too),
 	 * and buffers a kick announced before the snapshot are looked at again */
+	vd->irq_direct = true;
 	if (vd->t.interrupt_status)
 		irq_pulse(vd);
+	vd->irq_direct = direct;
 	for (unsigned q = 0; q < vd->ops->nr_queues; q++)
 		if (vd->vq[q].s.ready)
 			virtio_kick(vd, q);

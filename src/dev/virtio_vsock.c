@@ -494,8 +494,14 @@ static int vsock_restore(struct device *d, const struct snap_device *sd, struct 
 				  (unsigned long long)d->vm->cfg.vsock_cid, (unsigned long long)cid);
 	pthread_mutex_lock(&d->lock);
 	r = virtio_restore(&vs->vd, sd, eb);
-	if (!r)
+	if (!r) {
 		vs->cid = cid;
+		/* an in-place reset: connections are not part of the state, and nothing the
+		 * previous guest asked for is owed to this one */
+		vsock_conn_close_all(vs);
+		vs->kick_rx = vs->kick_tx = vs->kick_evt = vs->rx_starved = false;
+		vs->event_pending = vs->guest_reset_pending = false;
+	}
 	pthread_mutex_unlock(&d->lock);
 	return r;
 }
@@ -511,8 +517,10 @@ static void vsock_post_restore(struct device *d)
 	pthread_mutex_lock(&d->lock);
 	vs->event_pending = true;
 	virtio_post_restore(&vs->vd);
+	vs->vd.irq_direct = true; /* the event's interrupt too: see irq_direct */
 	if (ch && virtio_live(&vs->vd))
 		process_event(vs, ch);
+	vs->vd.irq_direct = false;
 	pthread_mutex_unlock(&d->lock);
 	free(ch);
 }

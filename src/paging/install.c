@@ -3,7 +3,9 @@
  * as UFFDIO_ZEROPAGE (the shared zero page: no copy, no memory), the rest as
  * UFFDIO_COPY, one ioctl per run. Used by demand faults and prefetch alike.
  */
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "pager_int.h"
 
@@ -48,4 +50,29 @@ uint64_t pg_install(struct pager *p, uint64_t first, const uint8_t *src, uint64_
 		i += run;
 	}
 	return installed;
+}
+
+static int discard_run(void *opaque, uint64_t first, uint64_t count)
+{
+	struct pager *p = opaque;
+
+	if (first >= p->npages || count > p->npages - first)
+		return -EINVAL;
+	if (madvise(p->base + first * PAGE_SIZE, count * PAGE_SIZE, MADV_DONTNEED) < 0)
+		return -errno;
+	for (uint64_t k = 0; k < count; k++)
+		p->present_bm[(first + k) / 64] &= ~(1ull << ((first + k) % 64));
+	return 0;
+}
+
+int pager_discard(struct pager *p, const uint64_t *pages)
+{
+	int r;
+
+	if (pager_error(p, NULL, 0))
+		return -EIO; /* a page it could not serve: the VM is wedged for good */
+	pthread_mutex_lock(&p->bm_lock);
+	r = bm_for_each_run(pages, p->npages, discard_run, p);
+	pthread_mutex_unlock(&p->bm_lock);
+	return r;
 }

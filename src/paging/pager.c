@@ -193,6 +193,7 @@ static void pager_free(struct pager *p)
 	free(p->rec);
 	pthread_mutex_destroy(&p->rec_lock);
 	pthread_mutex_destroy(&p->err_lock);
+	pthread_mutex_destroy(&p->bm_lock);
 	free(p);
 }
 
@@ -212,6 +213,7 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 		return errbuf_set(eb, -ENOMEM, "pager: out of memory");
 	pthread_mutex_init(&p->rec_lock, NULL);
 	pthread_mutex_init(&p->err_lock, NULL);
+	pthread_mutex_init(&p->bm_lock, NULL);
 	p->uffd = p->stop_fd = p->go_fd = p->fd = -1;
 	p->dio.efd = -1;
 	p->cfg = *c;
@@ -311,8 +313,10 @@ static void *pager_thread(void *arg)
 
 		if (!go && read(p->go_fd, &count, sizeof(count)) == sizeof(count)) {
 			go = true;
+			pthread_mutex_lock(&p->bm_lock);
 			pg_prefetch_setup(p);
 			pg_prefetch_step(p);
+			pthread_mutex_unlock(&p->bm_lock);
 			continue;
 		}
 
@@ -330,7 +334,11 @@ static void *pager_thread(void *arg)
 		if (fds[1].revents)
 			break;
 		if (fds[0].revents & POLLIN) {
-			int r = pg_fault_serve(p);
+			int r;
+
+			pthread_mutex_lock(&p->bm_lock);
+			r = pg_fault_serve(p);
+			pthread_mutex_unlock(&p->bm_lock);
 
 			last_fault = pg_now_ns();
 			if (r < 0) {
@@ -341,8 +349,11 @@ static void *pager_thread(void *arg)
 			pg_fail(p, "pager: userfaultfd closed");
 			break;
 		}
-		if (go && pg_prefetch_active(p))
+		if (go && pg_prefetch_active(p)) {
+			pthread_mutex_lock(&p->bm_lock);
 			pg_prefetch_step(p);
+			pthread_mutex_unlock(&p->bm_lock);
+		}
 	}
 	return NULL;
 }

@@ -109,6 +109,9 @@ struct pager {
 	const struct snap_lz4_index *lz4;
 	uint64_t chunk_pages;       /* lz4: pages per chunk */
 
+	/* held by the pager thread while it installs pages, and by pager_discard: the
+	 * only other writer of present_bm */
+	pthread_mutex_t bm_lock;
 	uint64_t *present_bm;       /* installed by us */
 	uint64_t *failed_bm;        /* could not be served: never installed */
 

@@ -76,6 +76,14 @@ void pager_record_stop(struct pager *p);
  * -EINVAL when the pager was not created with record_ws. */
 int pager_ws_pages(struct pager *p, uint64_t **pages, uint64_t *n);
 
+/*
+ * In-place reset: drops the pages set in `pages` (one bit per page of guest RAM) from
+ * guest RAM and forgets they were installed, so the next touch faults and is served
+ * from the snapshot again. The vCPUs and devices must not touch guest RAM meanwhile.
+ * -EIO once the pager has failed (the VM must not run again).
+ */
+int pager_discard(struct pager *p, const uint64_t *pages);
+
 struct pager_stats {
 	bool io_uring;                 /* reads go through io_uring (else pread) */
 	uint64_t faults;               /* page-fault messages read from the uffd */

@@ -129,3 +129,22 @@ Test(api, rejects_non_map_and_garbage)
 	cr_assert_eq(api_decode_request(trailing, sizeof(trailing), &rq, &eb), -EINVAL);
 	cr_assert_eq(api_decode_request((const uint8_t *)"", 0, &rq, &eb), -EINVAL);
 }
+
+Test(api, decodes_reset_with_standby)
+{
+	struct api_request rq;
+	struct errbuf eb;
+
+	begin(2);
+	str("verb"); str("reset");
+	str("standby"); msgpack_pack_true(&pk);
+	cr_assert_eq(decode(&rq, &eb), 0, "%s", eb.msg);
+	cr_assert_str_eq(rq.verb, "reset");
+	cr_assert(rq.standby);
+
+	begin(2);
+	str("verb"); str("reset");
+	str("standby"); str("yes");
+	cr_assert_eq(decode(&rq, &eb), -EINVAL);
+	cr_assert(strstr(eb.msg, "'standby' must be a boolean"), "%s", eb.msg);
+}

@@ -548,3 +548,42 @@ Test(cli, usage_lists_invoke_and_the_vsock_flags)
 		cr_assert_not_null(strstr(text, *w), "usage does not mention '%s'", *w);
 	free(text);
 }
+
+Test(cli, restore_standby_and_ready_fd)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "d", "--standby", "--api-sock", "/s",
+			   "--ready-fd", "5"), 0, "%s", eb.msg);
+	cr_assert(c.standby);
+	cr_assert_eq(c.ready_fd, 5);
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "d"), 0, "%s", eb.msg);
+	cr_assert_not(c.standby);
+	cr_assert_eq(c.ready_fd, -1, "no --ready-fd must not mean fd 0");
+}
+
+Test(cli, standby_needs_the_control_socket_that_resumes_it)
+{
+	EXPECT_ERROR("--standby needs --api-sock", "restore", "--snapshot", "d", "--standby");
+	EXPECT_ERROR("does not apply", "boot", "--kernel", "k", "--standby");
+}
+
+Test(cli, ready_fd_must_not_be_a_standard_stream)
+{
+	EXPECT_ERROR("--ready-fd", "restore", "--snapshot", "d", "--ready-fd", "2");
+	EXPECT_ERROR("--ready-fd", "restore", "--snapshot", "d", "--ready-fd", "x");
+	EXPECT_ERROR("--ready-fd", "restore", "--snapshot", "d", "--ready-fd", "99999999999");
+}
+
+Test(cli, ctl_standby_only_goes_with_reset)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "ctl", "--api-sock", "/s", "reset", "--standby"), 0, "%s",
+		     eb.msg);
+	cr_assert(c.standby);
+	cr_assert_str_eq(c.ctl_args[0], "reset");
+	EXPECT_ERROR("only applies to reset", "ctl", "--api-sock", "/s", "status", "--standby");
+}

@@ -104,3 +104,61 @@ Test(mem, gpa_read_write_round_trip_and_fault)
 	cr_assert_eq(gpa_write(&m, 8190, &v, sizeof(v)), -EFAULT);
 	cr_assert_eq(gpa_read(&m, 8190, &w, sizeof(w)), -EFAULT);
 }
+
+struct runs {
+	uint64_t first[16], count[16];
+	unsigned n;
+};
+
+static int note_run(void *opaque, uint64_t first, uint64_t count)
+{
+	struct runs *r = opaque;
+
+	cr_assert_lt(r->n, 16);
+	r->first[r->n] = first;
+	r->count[r->n++] = count;
+	return 0;
+}
+
+Test(mem, bitmap_runs_cross_words_and_stop_at_npages)
+{
+	uint64_t bm[3] = { 0 };
+	struct runs r = { .n = 0 };
+
+	bm[0] = 1ull | 1ull << 62 | 1ull << 63; /* 0; 62..65 across the word */
+	bm[1] = 0x3;
+	bm[2] = ~0ull;                          /* 128..: only up to npages */
+	cr_assert_eq(bm_for_each_run(bm, 130, note_run, &r), 0);
+	cr_assert_eq(r.n, 3);
+	cr_assert_eq(r.first[0], 0);
+	cr_assert_eq(r.count[0], 1);
+	cr_assert_eq(r.first[1], 62);
+	cr_assert_eq(r.count[1], 4);
+	cr_assert_eq(r.first[2], 128);
+	cr_assert_eq(r.count[2], 2);
+}
+
+static int stop_at_second(void *opaque, uint64_t first, uint64_t count)
+{
+	unsigned *calls = opaque;
+
+	return ++*calls == 2 ? -EIO : 0;
+}
+
+Test(mem, bitmap_runs_stop_at_the_first_error)
+{
+	uint64_t bm[1] = { 0x5 | 1ull << 40 };
+	unsigned calls = 0;
+
+	cr_assert_eq(bm_for_each_run(bm, 64, stop_at_second, &calls), -EIO);
+	cr_assert_eq(calls, 2);
+}
+
+Test(mem, empty_bitmap_has_no_runs)
+{
+	uint64_t bm[2] = { 0 };
+	struct runs r = { .n = 0 };
+
+	cr_assert_eq(bm_for_each_run(bm, 128, note_run, &r), 0);
+	cr_assert_eq(r.n, 0);
+}

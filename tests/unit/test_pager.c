@@ -425,3 +425,34 @@ Test(pager, missing_io_uring_falls_back_to_pread, .init = setup, .fini = teardow
 	pager_stats(v.p, &s);
 	cr_assert_not(s.io_uring);
 }
+
+/* In-place reset: written pages dropped and served from the file again. */
+Test(pager, discarded_pages_are_served_from_the_file_again, .init = setup, .fini = teardown)
+{
+	uint64_t *bm = calloc(NPAGES / 64, sizeof(uint64_t));
+
+	cr_assert_not_null(bm);
+	px_pager_up(&v, &f, NULL, true);
+	assert_all_pages_right();
+	/* scribble over every page kind (data, written zeros, holes) and mark it */
+	for (uint64_t pg = 0; pg < NPAGES; pg += 3) {
+		memset(v.m.base + pg * PAGE_SIZE, 0xee, PAGE_SIZE);
+		bm[pg / 64] |= 1ull << (pg % 64);
+	}
+	cr_assert_neq(px_first_mismatch(v.m.base, f.expect, RAM), -1);
+	cr_assert_eq(pager_discard(v.p, bm), 0);
+	assert_all_pages_right();
+	free(bm);
+}
+
+Test(pager, discard_of_nothing_changes_nothing, .init = setup, .fini = teardown)
+{
+	uint64_t *bm = calloc(NPAGES / 64, sizeof(uint64_t));
+
+	cr_assert_not_null(bm);
+	px_pager_up(&v, &f, NULL, true);
+	v.m.base[5 * PAGE_SIZE] = 0x11;
+	cr_assert_eq(pager_discard(v.p, bm), 0);
+	cr_assert_eq(v.m.base[5 * PAGE_SIZE], 0x11);
+	free(bm);
+}

@@ -512,6 +512,10 @@ static int restore_cpuid(struct vcpu *v, const struct snap_vcpu *in, struct errb
 	struct kvm_cpuid2 *c;
 	int r = 0;
 
+	/* An in-place reset sets the same snapshot's state again: KVM refuses a CPUID
+	 * change once a vCPU has run (before Linux 5.19 even an identical one). */
+	if (v->cpuid_set)
+		return 0;
 	if (in->nr_cpuid == 0 || in->nr_cpuid > SNAP_MAX_CPUID || !in->cpuid)
 		return errbuf_set(eb, -EINVAL, "vCPU %u: snapshot has %u CPUID entries (1..%u needed)",
 				  v->id, in->nr_cpuid, SNAP_MAX_CPUID);
@@ -524,6 +528,7 @@ static int restore_cpuid(struct vcpu *v, const struct snap_vcpu *in, struct errb
 	if (ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
 		r = errbuf_set(eb, -errno, "vCPU %u: KVM_SET_CPUID2 (%u entries from the snapshot): %s",
 			       v->id, c->nent, strerror(errno));
+	v->cpuid_set = r == 0;
 	free(c);
 	return r;
 }
