@@ -587,3 +587,105 @@ Test(cli, ctl_standby_only_goes_with_reset)
 	cr_assert_str_eq(c.ctl_args[0], "reset");
 	EXPECT_ERROR("only applies to reset", "ctl", "--api-sock", "/s", "status", "--standby");
 }
+
+/* ---- ember pool -------------------------------------------------------------------- */
+
+Test(cli, pool_defaults)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "pool", "--snapshot", "golden", "--socket", "/tmp/p.sock"), 0,
+		     "%s", eb.msg);
+	cr_assert_eq(c.cmd, CLI_POOL);
+	cr_assert_str_eq(c.snapshot, "golden");
+	cr_assert_str_eq(c.pool_socket, "/tmp/p.sock");
+	cr_assert_eq(c.pool_size, 2);
+	cr_assert_eq(c.pool_max_uses, 1000);
+	cr_assert_eq(c.pool_queue, 64);
+	cr_assert_eq(c.pool_timeout_ms, 10000);
+	cr_assert_eq(c.pool_max_payload, 1u << 20);
+	cr_assert_eq(c.invoke_port, 5000);
+}
+
+Test(cli, pool_all_flags)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "pool", "--snapshot=g", "--socket", "s", "--size", "64",
+			   "--max-uses", "0", "--queue=0", "--timeout-ms", "1", "--port", "5003",
+			   "--max-payload", "16777216"), 0, "%s", eb.msg);
+	cr_assert_eq(c.pool_size, 64);
+	cr_assert_eq(c.pool_max_uses, 0);
+	cr_assert_eq(c.pool_queue, 0);
+	cr_assert_eq(c.pool_timeout_ms, 1);
+	cr_assert_eq(c.invoke_port, 5003);
+	cr_assert_eq(c.pool_max_payload, 16u << 20);
+}
+
+Test(cli, pool_needs_snapshot_and_socket)
+{
+	EXPECT_ERROR("ember pool: --snapshot DIR is required", "pool", "--socket", "s");
+	EXPECT_ERROR("ember pool: --socket PATH is required", "pool", "--snapshot", "g");
+}
+
+Test(cli, pool_values_out_of_range)
+{
+	EXPECT_ERROR("--size: '0'", "pool", "--snapshot", "g", "--socket", "s", "--size", "0");
+	EXPECT_ERROR("--size: '65'", "pool", "--snapshot", "g", "--socket", "s", "--size", "65");
+	EXPECT_ERROR("--queue: '4097'", "pool", "--snapshot", "g", "--socket", "s", "--queue",
+		     "4097");
+	EXPECT_ERROR("--timeout-ms: '0'", "pool", "--snapshot", "g", "--socket", "s",
+		     "--timeout-ms", "0");
+	EXPECT_ERROR("--max-payload: '16777217'", "pool", "--snapshot", "g", "--socket", "s",
+		     "--max-payload", "16777217");
+	EXPECT_ERROR("--max-uses: '-1'", "pool", "--snapshot", "g", "--socket", "s",
+		     "--max-uses", "-1");
+}
+
+Test(cli, pool_socket_longer_than_a_unix_path_is_refused)
+{
+	char path[200];
+
+	memset(path, 'a', sizeof(path) - 1);
+	path[sizeof(path) - 1] = 0;
+	EXPECT_ERROR("longer than a Unix socket path", "pool", "--snapshot", "g", "--socket", path);
+	EXPECT_ERROR("longer than a Unix socket path", "invoke", "--pool", path);
+}
+
+Test(cli, pool_status)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "pool", "status", "--socket", "s", "--json"), 0, "%s", eb.msg);
+	cr_assert_eq(c.cmd, CLI_POOL_STATUS);
+	cr_assert_str_eq(c.pool_socket, "s");
+	cr_assert(c.json);
+	EXPECT_ERROR("ember pool status: --socket PATH is required", "pool", "status");
+	EXPECT_ERROR("'--size' does not apply to 'ember pool status'", "pool", "status",
+		     "--socket", "s", "--size", "2");
+}
+
+Test(cli, run_options_do_not_apply_to_pool)
+{
+	EXPECT_ERROR("'--json' does not apply to 'ember pool'", "pool", "--snapshot", "g",
+		     "--socket", "s", "--json");
+	EXPECT_ERROR("'--mem-backend' does not apply to 'ember pool'", "pool", "--snapshot", "g",
+		     "--socket", "s", "--mem-backend", "uffd");
+}
+
+Test(cli, invoke_pool)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--pool", "/tmp/p.sock", "--payload", "-"), 0, "%s",
+		     eb.msg);
+	cr_assert_str_eq(c.invoke_pool, "/tmp/p.sock");
+	cr_assert_null(c.vm.vsock_uds);
+	EXPECT_ERROR("--vsock-uds and --pool exclude each other", "invoke", "--pool", "p",
+		     "--vsock-uds", "v");
+	EXPECT_ERROR("--port does not apply with --pool", "invoke", "--pool", "p", "--port", "1");
+}
