@@ -454,7 +454,7 @@ static int walk_devices(struct dctx *c, const msgpack_object *v, struct snap_sta
 }
 
 /* ---- top level ---- */
-static const msgpack_object *map_get(const msgpack_object *m, const char *key)
+const msgpack_object *snap_map_get(const msgpack_object *m, const char *key)
 {
 	if (m->type != MSGPACK_OBJECT_MAP)
 		return NULL;
@@ -473,13 +473,13 @@ static const msgpack_object *map_get(const msgpack_object *m, const char *key)
  */
 static int check_major_first(const msgpack_object *root, struct snap_err *err)
 {
-	const msgpack_object *h = map_get(root, "header"), *maj, *min;
+	const msgpack_object *h = snap_map_get(root, "header"), *maj, *min;
 
-	if (!h || !(maj = map_get(h, "major")) || maj->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+	if (!h || !(maj = snap_map_get(h, "major")) || maj->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 		return 0; /* the schema walk names what is missing */
 	if (maj->via.u64 <= SNAP_FORMAT_MAJOR)
 		return 0;
-	min = map_get(h, "minor");
+	min = snap_map_get(h, "minor");
 	if (min && min->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
 		return snap_err_set(err, -ENOTSUP, "snapshot format %" PRIu64 ".%" PRIu64
 				    " is newer than this ember (%u.%u)", maj->via.u64, min->via.u64,

@@ -320,6 +320,9 @@ int snap_state_decode(const void *file, size_t len, struct snap_state *st, struc
 
 /* Bounds pre-pass over a msgpack body (exposed for tests and fuzzing). */
 int snap_msgpack_precheck(const uint8_t *body, size_t len, struct snap_err *err);
+/* The value of string key `key` in map m (the first one), or NULL; NULL for a non-map. */
+struct msgpack_object;
+const struct msgpack_object *snap_map_get(const struct msgpack_object *m, const char *key);
 
 /* CRC32C (Castagnoli). crc is the previous result (0 to start): chains like zlib's crc32. */
 uint32_t snap_crc32c(uint32_t crc, const void *buf, size_t len);

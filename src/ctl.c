@@ -200,8 +200,8 @@ int ctl_print_response(const uint8_t *body, size_t len, bool json)
 	msgpack_unpacked u;
 	struct snap_err se;
 	size_t off = 0;
-	bool ok = false;
-	const msgpack_object *err = NULL;
+	const msgpack_object *err, *ok_v;
+	bool ok;
 
 	if (snap_msgpack_precheck(body, len, &se)) {
 		fprintf(stderr, "ember ctl: malformed response: %s\n", se.msg);
@@ -213,16 +213,9 @@ int ctl_print_response(const uint8_t *body, size_t len, bool json)
 		fprintf(stderr, "ember ctl: malformed response\n");
 		return 1;
 	}
-	for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-		const msgpack_object *k = &u.data.via.map.ptr[i].key, *v = &u.data.via.map.ptr[i].val;
-
-		if (k->type != MSGPACK_OBJECT_STR)
-			continue;
-		if (k->via.str.size == 2 && !memcmp(k->via.str.ptr, "ok", 2))
-			ok = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
-		else if (k->via.str.size == 5 && !memcmp(k->via.str.ptr, "error", 5))
-			err = v;
-	}
+	ok_v = snap_map_get(&u.data, "ok");
+	ok = ok_v && ok_v->type == MSGPACK_OBJECT_BOOLEAN && ok_v->via.boolean;
+	err = snap_map_get(&u.data, "error");
 	if (json) {
 		json_value(&u.data);
 		printf("\n");

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "pool.h"
+#include "snapfmt.h"
 
 #define RELAY_SIZE         (64u << 10) /* per VM and direction */
 #define CTL_RESP_MAX       4096        /* a child's answers to resume/reset/shutdown */
@@ -566,26 +567,27 @@ static int ctl_io(struct pool_vm *vm, bool *ok, char *err, size_t errcap)
 		vm->ctl_in_len += (size_t)n;
 	}
 	{
+		/* a VM process is not trusted: bounds first, as for any msgpack from outside */
 		msgpack_unpacked u;
+		struct snap_err se;
 		size_t off = 0;
 
 		*ok = false;
 		snprintf(err, errcap, "(no message)");
+		if (snap_msgpack_precheck(vm->ctl_in + 4, vm->ctl_in_len - 4, &se)) {
+			snprintf(err, errcap, "malformed answer: %.200s", se.msg);
+			vm->ctl_in_len = 0;
+			return 1;
+		}
 		msgpack_unpacked_init(&u);
 		if (msgpack_unpack_next(&u, (const char *)vm->ctl_in + 4, vm->ctl_in_len - 4, &off) ==
-			    MSGPACK_UNPACK_SUCCESS && u.data.type == MSGPACK_OBJECT_MAP) {
-			for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-				const msgpack_object *k = &u.data.via.map.ptr[i].key;
-				const msgpack_object *v = &u.data.via.map.ptr[i].val;
+		    MSGPACK_UNPACK_SUCCESS) {
+			const msgpack_object *o = snap_map_get(&u.data, "ok");
+			const msgpack_object *e = snap_map_get(&u.data, "error");
 
-				if (k->type != MSGPACK_OBJECT_STR)
-					continue;
-				if (k->via.str.size == 2 && !memcmp(k->via.str.ptr, "ok", 2))
-					*ok = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
-				else if (k->via.str.size == 5 && !memcmp(k->via.str.ptr, "error", 5) &&
-					 v->type == MSGPACK_OBJECT_STR)
-					invoke_escape(v->via.str.ptr, v->via.str.size, err, errcap);
-			}
+			*ok = o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
+			if (e && e->type == MSGPACK_OBJECT_STR)
+				invoke_escape(e->via.str.ptr, e->via.str.size, err, errcap);
 		}
 		msgpack_unpacked_destroy(&u);
 	}

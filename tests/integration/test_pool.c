@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "snapfmt.h"
 #include "testlib.h"
 
 #define HEAP_MIB   16
@@ -87,18 +88,6 @@ static void status_get(msgpack_unpacked *u)
 	cr_assert_eq(u->data.type, MSGPACK_OBJECT_MAP);
 }
 
-static const msgpack_object *map_get(const msgpack_object *m, const char *key)
-{
-	for (uint32_t i = 0; i < m->via.map.size; i++) {
-		const msgpack_object *k = &m->via.map.ptr[i].key;
-
-		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
-		    !memcmp(k->via.str.ptr, key, k->via.str.size))
-			return &m->via.map.ptr[i].val;
-	}
-	return NULL;
-}
-
 static uint64_t stat_u64(const char *key)
 {
 	msgpack_unpacked u;
@@ -106,7 +95,7 @@ static uint64_t stat_u64(const char *key)
 	uint64_t n;
 
 	status_get(&u);
-	v = map_get(&u.data, key);
+	v = snap_map_get(&u.data, key);
 	cr_assert(v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "status has no u64 '%s'", key);
 	n = v->via.u64;
 	msgpack_unpacked_destroy(&u);
@@ -136,11 +125,11 @@ static pid_t vm_pid(const char *state)
 	pid_t pid = 0;
 
 	status_get(&u);
-	vms = map_get(&u.data, "vms");
+	vms = snap_map_get(&u.data, "vms");
 	cr_assert(vms && vms->type == MSGPACK_OBJECT_ARRAY);
 	for (uint32_t i = 0; !pid && i < vms->via.array.size; i++) {
-		const msgpack_object *st = map_get(&vms->via.array.ptr[i], "state");
-		const msgpack_object *p = map_get(&vms->via.array.ptr[i], "pid");
+		const msgpack_object *st = snap_map_get(&vms->via.array.ptr[i], "state");
+		const msgpack_object *p = snap_map_get(&vms->via.array.ptr[i], "pid");
 
 		if (st && p && st->via.str.size == strlen(state) &&
 		    !memcmp(st->via.str.ptr, state, st->via.str.size))

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "pool.h"
+#include "snapfmt.h"
 
 #define MAX_PAYLOAD (64u << 10)
 
@@ -175,21 +176,9 @@ Test(pool_proto, huge_samples_saturate)
 
 /* ---- the status document ---------------------------------------------------------- */
 
-static const msgpack_object *get(const msgpack_object *m, const char *key)
-{
-	for (uint32_t i = 0; i < m->via.map.size; i++) {
-		const msgpack_object *k = &m->via.map.ptr[i].key;
-
-		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
-		    !memcmp(k->via.str.ptr, key, k->via.str.size))
-			return &m->via.map.ptr[i].val;
-	}
-	return NULL;
-}
-
 static uint64_t get_u64(const msgpack_object *m, const char *key)
 {
-	const msgpack_object *v = get(m, key);
+	const msgpack_object *v = snap_map_get(m, key);
 
 	cr_assert(v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER, "no u64 '%s'", key);
 	return v->via.u64;
@@ -224,8 +213,8 @@ Test(pool_proto, status_document_has_every_key_with_its_value)
 	msgpack_unpacked_init(&u);
 	cr_assert_eq(msgpack_unpack_next(&u, (const char *)body, len, &off), MSGPACK_UNPACK_SUCCESS);
 	cr_assert_eq(off, len);
-	cr_assert(get(&u.data, "ok")->via.boolean);
-	state = get(&u.data, "state");
+	cr_assert(snap_map_get(&u.data, "ok")->via.boolean);
+	state = snap_map_get(&u.data, "state");
 	cr_assert(state->via.str.size == 8 && !memcmp(state->via.str.ptr, "draining", 8));
 	cr_assert_eq(get_u64(&u.data, "size"), 2);
 	cr_assert_eq(get_u64(&u.data, "queued"), 3);
@@ -239,7 +228,7 @@ Test(pool_proto, status_document_has_every_key_with_its_value)
 	cr_assert_eq(get_u64(&u.data, "latency_us_p99"), 1000);
 	cr_assert_eq(get_u64(&u.data, "latency_us_max"), 1000);
 	cr_assert_eq(get_u64(&u.data, "reset_us_p50"), 700);
-	arr = get(&u.data, "vms");
+	arr = snap_map_get(&u.data, "vms");
 	cr_assert(arr && arr->type == MSGPACK_OBJECT_ARRAY && arr->via.array.size == 2);
 	cr_assert_eq(get_u64(&arr->via.array.ptr[1], "pid"), 5555);
 	cr_assert_eq(get_u64(&arr->via.array.ptr[0], "uses"), 9);
