@@ -34,10 +34,39 @@ int mem_layout(struct guest_mem *m, uint64_t ram_bytes, struct errbuf *eb)
 	return 0;
 }
 
+int mem_reserve(struct guest_mem *m, struct errbuf *eb)
+{
+	void *p;
+
+	if (m->base || m->reserved)
+		return errbuf_set(eb, -EINVAL, "guest RAM is already mapped");
+	p = mmap(NULL, m->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return errbuf_set(eb, -errno, "cannot reserve %llu MiB of address space for guest "
+				  "RAM: %s", (unsigned long long)(m->size / MiB), strerror(errno));
+	m->reserved = p;
+	return 0;
+}
+
+void *mem_map_backing(struct guest_mem *m, int flags, int fd)
+{
+	return mmap(m->reserved, m->size, PROT_READ | PROT_WRITE,
+		    flags | (m->reserved ? MAP_FIXED : 0), fd, 0);
+}
+
+void mem_unmap_backing(struct guest_mem *m, void *p)
+{
+	/* never a hole another thread's mmap could land in while the reservation is ours */
+	if (m->reserved && p == m->reserved)
+		mmap(p, m->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+		     -1, 0);
+	else
+		munmap(p, m->size);
+}
+
 int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb)
 {
-	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *p = mem_map_backing(m, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
 
 	if (p == MAP_FAILED)
 		return errbuf_set(eb, -errno, "cannot map %llu MiB of guest RAM: %s",
@@ -50,7 +79,7 @@ int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb)
 
 int mem_map_file(struct guest_mem *m, int fd, struct errbuf *eb)
 {
-	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	void *p = mem_map_backing(m, MAP_PRIVATE | MAP_NORESERVE, fd);
 
 	if (p == MAP_FAILED)
 		return errbuf_set(eb, -errno, "cannot map the %llu MiB memory file: %s",
@@ -85,6 +114,9 @@ void mem_free(struct guest_mem *m)
 {
 	if (m->base && m->owned)
 		munmap(m->base, m->size);
+	else if (m->reserved)
+		munmap(m->reserved, m->size);
+	m->reserved = NULL;
 	free(m->host_dirty);
 	free(m->since_reset);
 	m->host_dirty = m->since_reset = NULL;
@@ -94,6 +126,10 @@ void mem_free(struct guest_mem *m)
 
 int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb)
 {
+	uint8_t *host = m->base ? m->base : m->reserved;
+
+	if (!host)
+		return errbuf_set(eb, -EINVAL, "guest RAM has neither memory nor reserved space");
 	if (dirty_log) {
 		m->host_dirty = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
 		m->since_reset = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
@@ -107,7 +143,7 @@ int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *
 			.flags = dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 			.guest_phys_addr = m->regions[i].gpa,
 			.memory_size = m->regions[i].size,
-			.userspace_addr = (uint64_t)(uintptr_t)(m->base + m->regions[i].offset),
+			.userspace_addr = (uint64_t)(uintptr_t)(host + m->regions[i].offset),
 		};
 		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
 			return errbuf_set(eb, -errno, "KVM_SET_USER_MEMORY_REGION slot %u: %s", i,

@@ -3,9 +3,10 @@
  * KVM is touched (format, checksum, limits, regions against the memory file's size,
  * device sections), so a bad file costs no VM. Whether this host's CPU can run the
  * vCPUs needs KVM's CPUID table and is checked beside VM creation, before any state is
- * set. The VM is built in the cheapest order (memslots before the irqchip,
- * PLATFORM.md), memory comes from the chosen backend (mmap: MAP_PRIVATE, lazy, one
- * page cache for every clone; uffd: the page server; eager: read up front), and state is set:
+ * set. The VM is built by vm_build, as a boot builds it (memslots over reserved address
+ * space before the irqchip, PLATFORM.md); memory then comes from the chosen backend into
+ * that space (mmap: MAP_PRIVATE, lazy, one page cache for every clone; uffd: the page
+ * server; eager: read up front), and state is set:
  * VM-wide state (PIT, clock, irqchip) before the vCPUs whose LAPICs refer to it, then
  * devices, whose interrupt lines are re-driven from their restored state.
  */
@@ -188,12 +189,19 @@ static int keep_image(struct vm *vm, struct snap_dir *d, struct errbuf *eb)
 	return 0;
 }
 
+/* Attaches guest memory from the chosen backend into the range vm_build reserved. */
 static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct errbuf *eb)
 {
-	struct mem_region regions[MEM_MAX_REGIONS];
-	const struct snap_state *st = &d->state;
-	int r;
+	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
+		return start_pager(vm, d, dir, eb);
+	if (vm->cfg.mem_backend == MEM_BACKEND_EAGER)
+		return keep_image(vm, d, eb) ?: load_eager(vm, d, eb);
+	return mem_map_file(&vm->mem, d->mem_fd, eb);
+}
 
+static int snapshot_shape(const struct snap_state *st, struct mem_region *regions,
+			  struct vm_shape *s, struct errbuf *eb)
+{
 	if (st->vm.nr_regions > MEM_MAX_REGIONS)
 		return errbuf_set(eb, -EINVAL, "snapshot has %u memory regions, ember supports %u",
 				  st->vm.nr_regions, MEM_MAX_REGIONS);
@@ -201,18 +209,10 @@ static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct
 		regions[i] = (struct mem_region){ .gpa = st->vm.regions[i].gpa,
 						  .size = st->vm.regions[i].size,
 						  .offset = st->vm.regions[i].file_offset };
-	r = mem_set_regions(&vm->mem, regions, st->vm.nr_regions, st->memory.size, eb);
-	if (r)
-		return r;
-	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
-		r = start_pager(vm, d, dir, eb);
-	else if (vm->cfg.mem_backend == MEM_BACKEND_EAGER)
-		r = keep_image(vm, d, eb) ?: load_eager(vm, d, eb);
-	else
-		r = mem_map_file(&vm->mem, d->mem_fd, eb);
-	if (r)
-		return r;
-	return mem_register(&vm->mem, vm->kvm.vm_fd, vm->cfg.dirty_tracking, eb);
+	*s = (struct vm_shape){ .nr_vcpus = st->nr_vcpus, .regions = regions,
+				.nr_regions = st->vm.nr_regions, .mem_bytes = st->memory.size,
+				.devices = st, .fresh_vcpus = false };
+	return 0;
 }
 
 /* auto: mmap for raw files (lazy, shared page cache), uffd for what mmap cannot map. */
@@ -284,6 +284,8 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 {
 	struct vm_config cfg = *cfg_in;
 	struct cpu_check check = { .started = false };
+	struct mem_region regions[MEM_MAX_REGIONS];
+	struct vm_shape shape;
 	struct snap_dir d;
 	struct snap_err se;
 	struct vm *vm = NULL;
@@ -316,11 +318,6 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	r = kvm_open(&vm->kvm, eb);
 	if (r)
 		goto out;
-	if (d.state.nr_vcpus > (unsigned)vm->kvm.max_vcpus) {
-		r = errbuf_set(eb, -EINVAL, "snapshot has %u vCPUs, this KVM supports %d",
-			       d.state.nr_vcpus, vm->kvm.max_vcpus);
-		goto out;
-	}
 	check.vm = vm;
 	check.st = &d.state;
 	if (pthread_create(&check.thread, NULL, cpu_check_run, &check)) {
@@ -332,28 +329,19 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	if (r)
 		goto out;
 
-	r = kvm_create_vm(&vm->kvm, eb);
-	if (r)
-		goto out;
-	timing_mark("vm-created");
 	vm->snapshot_dir = strdup(dir);
 	if (!vm->snapshot_dir) {
 		r = errbuf_set(eb, -ENOMEM, "out of memory");
 		goto out;
 	}
-	r = map_memory(vm, &d, dir, eb);
+	r = snapshot_shape(&d.state, regions, &shape, eb);
+	if (!r)
+		r = vm_build(vm, &shape, eb);
+	if (!r)
+		r = map_memory(vm, &d, dir, eb);
 	if (r)
 		goto out;
 	timing_mark("memory-mapped");
-	r = kvm_create_irqchip(&vm->kvm, eb);
-	if (r)
-		goto out;
-	r = vm_create_vcpus(vm, false, eb);
-	if (r)
-		goto out;
-	r = vm_attach_devices(vm, &d.state, eb);
-	if (r)
-		goto out;
 	r = cpu_check_join(&check, eb);
 	if (r)
 		goto out;

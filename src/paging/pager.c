@@ -270,8 +270,7 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 	if (r < 0)
 		goto fail;
 	p->uffd = r;
-	base = mmap(NULL, p->size, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	base = mem_map_backing(m, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
 	if (base == MAP_FAILED) {
 		r = errbuf_set(eb, -errno, "pager: cannot map %llu MiB of guest RAM: %s",
 			       (unsigned long long)(p->size / MiB), strerror(errno));
@@ -279,7 +278,7 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 	}
 	r = pg_uffd_register(p->uffd, base, p->size, eb);
 	if (r) {
-		munmap(base, p->size);
+		mem_unmap_backing(m, base);
 		goto fail;
 	}
 	p->base = base;
