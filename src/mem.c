@@ -131,8 +131,8 @@ int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *
 	if (!host)
 		return errbuf_set(eb, -EINVAL, "guest RAM has neither memory nor reserved space");
 	if (dirty_log) {
-		m->host_dirty = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
-		m->since_reset = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+		m->host_dirty = bm_alloc(m->size / PAGE_SIZE);
+		m->since_reset = bm_alloc(m->size / PAGE_SIZE);
 		if (!m->host_dirty || !m->since_reset)
 			return errbuf_set(eb, -ENOMEM, "out of memory for the dirty bitmap");
 		m->dirty_log = true;
@@ -221,13 +221,13 @@ void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
 
 int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct errbuf *eb)
 {
-	uint64_t words = (m->size / PAGE_SIZE + 63) / 64;
+	uint64_t words = bm_words(m->size / PAGE_SIZE);
 
 	if (!m->dirty_log)
 		return errbuf_set(eb, -EINVAL, "dirty page tracking is off for this VM");
 	for (unsigned i = 0; i < m->nr_regions; i++) {
 		uint64_t pages = m->regions[i].size / PAGE_SIZE, base = m->regions[i].offset / PAGE_SIZE;
-		uint64_t *slot = calloc((pages + 63) / 64, sizeof(uint64_t));
+		uint64_t *slot = bm_alloc(pages);
 		struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = slot };
 
 		if (!slot)
@@ -239,8 +239,8 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
 			return errbuf_set(eb, r, "KVM_GET_DIRTY_LOG slot %u: %s", i, strerror(-r));
 		}
 		for (uint64_t pg = 0; pg < pages; pg++)
-			if (slot[pg / 64] & (1ull << (pg % 64)))
-				bitmap[(base + pg) / 64] |= 1ull << ((base + pg) % 64);
+			if (bm_test(slot, pg))
+				bm_set(bitmap, base + pg);
 		free(slot);
 	}
 	for (uint64_t w = 0; w < words; w++)
@@ -260,6 +260,11 @@ int mem_written_since_reset(struct guest_mem *m, int vm_fd, uint64_t **bitmap,
 	return r;
 }
 
+uint64_t *bm_alloc(uint64_t nbits)
+{
+	return calloc(bm_words(nbits), sizeof(uint64_t));
+}
+
 int bm_for_each_run(const uint64_t *bm, uint64_t npages,
 		    int (*fn)(void *opaque, uint64_t first, uint64_t count), void *opaque)
 {
@@ -277,7 +282,7 @@ int bm_for_each_run(const uint64_t *bm, uint64_t npages,
 		if (pg >= npages)
 			break;
 		first = pg;
-		while (pg < npages && (bm[pg / 64] >> (pg % 64)) & 1)
+		while (pg < npages && bm_test(bm, pg))
 			pg++;
 		r = fn(opaque, first, pg - first);
 		if (r)
@@ -312,7 +317,7 @@ int mem_populated_bitmap(const struct guest_mem *m, uint64_t *bitmap, struct err
 		n = (uint64_t)got / sizeof(ent[0]);
 		for (uint64_t i = 0; i < n; i++)
 			if (ent[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))
-				bitmap[(pg + i) / 64] |= 1ull << ((pg + i) % 64);
+				bm_set(bitmap, pg + i);
 		pg += n;
 	}
 	close(fd);

@@ -10,7 +10,6 @@
  * VM-wide state (PIT, clock, irqchip) before the vCPUs whose LAPICs refer to it, then
  * devices, whose interrupt lines are re-driven from their restored state.
  */
-#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -34,56 +33,6 @@ int vm_new_generation(uint64_t *gen, struct errbuf *eb)
 			return errbuf_set(eb, -errno, "getrandom: %s", strerror(errno));
 	} while (*gen == 0);
 	return 0;
-}
-
-/*
- * The features a guest can use here: what KVM reports as supported, plus what the CPU
- * executes natively. On hardware KVM the first is the reference; on a software KVM
- * such as this platform's kvm_pvm, KVM_GET_SUPPORTED_CPUID under-reports (leaf 1 ECX
- * lacks even SSE3) while the vCPU runs guest code natively and KVM_GET_CPUID2 returns
- * the host's features, so a snapshot taken there lists them.
- */
-static void add_native_features(struct kvm_cpuid2 *c)
-{
-	for (uint32_t i = 0; i < c->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &c->entries[i];
-		unsigned a, b, cx, d;
-
-		if (e->function != 1 && e->function != 7 && e->function != 0xd &&
-		    e->function != 0x80000001)
-			continue;
-		__cpuid_count(e->function, e->index, a, b, cx, d);
-		if (e->function == 7 && e->index == 1)
-			e->eax |= a;
-		if (e->function == 0xd && e->index == 1)
-			e->eax |= a;
-		if (e->function == 1 || e->function == 7 || e->function == 0x80000001) {
-			e->ebx |= e->function == 1 ? 0 : b; /* leaf 1 EBX is ids, not features */
-			e->ecx |= cx;
-			e->edx |= d;
-		}
-	}
-}
-
-/* CPU compatibility: can this host run the snapshot's vCPUs as they were? */
-static int check_against_host(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
-{
-	struct kvm_cpuid2 *usable;
-	size_t sz;
-	int r;
-
-	r = cpuid_get_supported(vm->kvm.dev_fd, &vm->supported_cpuid, eb);
-	if (r)
-		return r;
-	sz = sizeof(*usable) + vm->supported_cpuid->nent * sizeof(usable->entries[0]);
-	usable = malloc(sz);
-	if (!usable)
-		return errbuf_set(eb, -ENOMEM, "out of memory");
-	memcpy(usable, vm->supported_cpuid, sz);
-	add_native_features(usable);
-	r = x86_check_snapshot_cpu(st, usable, eb);
-	free(usable);
-	return r;
 }
 
 /* The page server cannot serve a page: stop for good, and let no guest I/O out. */
@@ -253,7 +202,7 @@ static void *cpu_check_run(void *arg)
 {
 	struct cpu_check *c = arg;
 
-	c->r = check_against_host(c->vm, c->st, &c->eb);
+	c->r = x86_check_host_cpu(c->vm->kvm.dev_fd, c->st, &c->vm->supported_cpuid, &c->eb);
 	return NULL;
 }
 
@@ -373,44 +322,4 @@ out:
 		vm_destroy(vm);
 	snap_dir_close(&d);
 	return r;
-}
-
-void vm_report_paging(struct vm *vm)
-{
-	struct pager_stats ps;
-
-	if (!vm->pager)
-		return;
-	pager_stats(vm->pager, &ps);
-	fprintf(stderr,
-		"ember-pager io=%s faults=%llu pages_copied=%llu pages_zeroed=%llu "
-		"pages_prefetched=%llu bytes_read=%llu chunks_decoded=%llu prefetch_done=%d "
-		"prefetch_us=%llu fault_p50_ns=%llu fault_p99_ns=%llu\n",
-		ps.io_uring ? "io_uring" : "pread", (unsigned long long)ps.faults,
-		(unsigned long long)ps.pages_copied, (unsigned long long)ps.pages_zeroed,
-		(unsigned long long)ps.pages_prefetched, (unsigned long long)ps.bytes_read,
-		(unsigned long long)ps.chunks_decoded, ps.prefetch_done,
-		(unsigned long long)(ps.prefetch_ns / 1000), (unsigned long long)ps.lat_p50_ns,
-		(unsigned long long)ps.lat_p99_ns);
-}
-
-int vm_save_working_set(struct vm *vm, struct errbuf *eb)
-{
-	uint64_t *pages = NULL, n = 0;
-	struct snap_err se;
-	int r;
-
-	if (!vm->pager || !vm->cfg.record_ws)
-		return 0;
-	pager_record_stop(vm->pager);
-	r = pager_ws_pages(vm->pager, &pages, &n);
-	if (r)
-		return errbuf_set(eb, r, "working set: %s", strerror(-r));
-	r = snap_ws_write(vm->snapshot_dir, pages, n, &se);
-	free(pages);
-	if (r)
-		return errbuf_set(eb, r, "working set of %s: %s", vm->snapshot_dir, se.msg);
-	pr_info("recorded a working set of %llu pages in %s", (unsigned long long)n,
-		vm->snapshot_dir);
-	return 0;
 }

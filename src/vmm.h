@@ -147,8 +147,28 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
  * restore or the last reset. The caller clears it once those pages are reverted. */
 int mem_written_since_reset(struct guest_mem *m, int vm_fd, uint64_t **bitmap,
 			    struct errbuf *eb);
-/* Calls fn for every run of set bits [first, first + count) in a page bitmap of
- * npages bits; stops at (and returns) fn's first non-zero result. */
+
+/* Page bitmaps: one bit per page of the host mapping (dirty logs, populated pages, the
+ * page server's installed pages). */
+static inline uint64_t bm_words(uint64_t nbits)
+{
+	return (nbits + 63) / 64;
+}
+static inline bool bm_test(const uint64_t *w, uint64_t i)
+{
+	return (w[i / 64] >> (i % 64)) & 1;
+}
+static inline void bm_set(uint64_t *w, uint64_t i)
+{
+	w[i / 64] |= 1ull << (i % 64);
+}
+static inline void bm_clear(uint64_t *w, uint64_t i)
+{
+	w[i / 64] &= ~(1ull << (i % 64));
+}
+uint64_t *bm_alloc(uint64_t nbits); /* zeroed; NULL when out of memory */
+/* Calls fn for every run of set bits [first, first + count) in a bitmap of npages
+ * bits, in order; stops at (and returns) fn's first non-zero result. */
 int bm_for_each_run(const uint64_t *bm, uint64_t npages,
 		    int (*fn)(void *opaque, uint64_t first, uint64_t count), void *opaque);
 
@@ -419,10 +439,6 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
  * cfg supplies console, timings, guest commands; vCPU count and RAM come from the
  * snapshot. */
 int vm_restore(struct vm **out, const struct vm_config *cfg, const char *dir, struct errbuf *eb);
-/* --record-ws: writes the pages recorded since restore as the snapshot's ws.bin. */
-int vm_save_working_set(struct vm *vm, struct errbuf *eb);
-/* uffd backend: prints "ember-pager faults=... bytes_read=..." on stderr. */
-void vm_report_paging(struct vm *vm);
 
 /* reset.c: in-place reset to the snapshot the VM was restored from (memory, VM, vCPU
  * and device state; vsock connections end; a new generation). The VM must be paused
