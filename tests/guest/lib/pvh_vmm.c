@@ -43,20 +43,31 @@ void pvh_debug_exit(uint8_t code)
 	outb(DEBUG_EXIT_PORT, code); /* QEMU exits with status (code << 1) | 1 */
 }
 
+/* A field of the block: NUL-terminated by the sender, bounded here all the same
+ * (fmt has no precision for %s). */
+static void write_field(const char *s, size_t max)
+{
+	serial_write(s, strnlen(s, max));
+}
+
 void pvh_ucall(struct ember_ucall *uc)
 {
 	switch (uc->cmd) {
 	case EMBER_UCALL_PRINT:
-		serial_write(uc->msg, strnlen(uc->msg, sizeof(uc->msg)));
+		write_field(uc->msg, sizeof(uc->msg));
 		break;
 	case EMBER_UCALL_REPORT:
 		/* ember's own stderr line, less the host's timestamp */
-		serial_printf("ember-report %.*s %lu %lu %lu %lu\n", (int)sizeof(uc->msg), uc->msg,
-			      uc->args[0], uc->args[1], uc->args[2], uc->args[3]);
+		serial_write("ember-report ", 13);
+		write_field(uc->msg, sizeof(uc->msg));
+		serial_printf(" %lu %lu %lu %lu\n", uc->args[0], uc->args[1], uc->args[2],
+			      uc->args[3]);
 		break;
 	case EMBER_UCALL_ASSERT:
-		serial_printf("%.*s:%u: %.*s\n", (int)sizeof(uc->file), uc->file, uc->line,
-			      (int)sizeof(uc->msg), uc->msg);
+		write_field(uc->file, sizeof(uc->file));
+		serial_printf(":%u: ", uc->line);
+		write_field(uc->msg, sizeof(uc->msg));
+		serial_write("\n", 1);
 		pvh_debug_exit(3); /* ember's exit status for a failed assertion */
 		break;
 	case EMBER_UCALL_DONE:
