@@ -1,8 +1,9 @@
 #!/bin/sh
 # QEMU's microvm as the side-by-side peer (bench/README.md, section qemu): the same
 # sandbox guest, heap and RAM as the restore section, booted through its PVH note
-# (tests/guest/lib/pvh.S) and restored from a migration file, against ember's restore
-# of its own golden snapshot of that guest, interleaved. The event both VMMs show the
+# (tests/guest/lib/pvh.S) and restored from a migration file ("qemu"; and, QEMU at its
+# fastest, from a privately mapped RAM file plus a device-state stream, "qemu-mapped"),
+# against ember's restore of its own golden snapshot of that guest, interleaved. The event both VMMs show the
 # same way: the sandbox's "resumed" line (resume_line), the first thing a restored
 # clone writes to the UART. Prints markdown; writes JSON to $1 (default /dev/null).
 #
