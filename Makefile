@@ -63,6 +63,9 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 .PHONY: all test unit integration demo bench clean deps guests tests
 
+# `make` alone builds everything; guest.mk's rules would otherwise be the default
+.DEFAULT_GOAL := all
+
 # ---- test guests (freestanding, never sanitized) -----------------------------------
 include tests/guest/guest.mk
 

@@ -3,7 +3,8 @@
 # number (with the raw samples) to bench/results/<date>.json. See bench/README.md.
 #
 #   bench/run.sh                            all sections
-#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory)
+#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory vsock
+#                                           idle qemu)
 #   BENCH_RUNS=10 bench/run.sh              runs per command in every section (defaults:
 #                                           boot 100, restore 50, snapshot 10, memory 20)
 #   BENCH_HEAPS="64" bench/run.sh           sandbox heap sizes in MiB (default 16 64 256)
@@ -12,6 +13,8 @@
 #   BENCH_MEM_RUNS=5 bench/run.sh           memory section runs only
 #   BENCH_VSOCK_N=500 bench/run.sh          vsock section: 64-byte round trips (2000)
 #   BENCH_IDLE_CLONES=20 bench/run.sh       idle section: parked clones (100)
+#   BENCH_QEMU_RUNS=20 bench/run.sh         qemu section: restore runs (BENCH_RUNS, else 50);
+#                                           bench/qemu_peer.sh lists its other knobs
 #
 # A section is a shell function section_NAME that writes "$tmp/NAME.json"; add one and
 # list it in SECTIONS below.
@@ -30,7 +33,7 @@ MEM_TARGET_WS=32 # the issue's targets are stated at ws = 32 MiB
 VSOCK_N=${BENCH_VSOCK_N:-2000}
 IDLE_CLONES=${BENCH_IDLE_CLONES:-100}
 IDLE_WINDOW=${BENCH_IDLE_WINDOW:-10}
-SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle"}
+SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle qemu"}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
@@ -39,7 +42,8 @@ RESULTS=bench/results
 [ -c /dev/kvm ] || { echo "bench: /dev/kvm is missing: nothing to measure" >&2; exit 1; }
 for f in "$H" "$EMBER" "$B/ember-snap" "$B/bench/floor_boot" "$B/bench/floor_restore" \
 	"$B/bench/floor_snapshot" "$B/bench/pager_micro" "$B/bench/floor_vsock" \
-	"$B/bench/vsock_client" "$GUESTS/hello.elf" "$GUESTS/sandbox.elf" "$GUESTS/fn.elf"; do
+	"$B/bench/vsock_client" "$B/bench/serial_first" "$GUESTS/hello.elf" "$GUESTS/sandbox.elf" \
+	"$GUESTS/fn.elf"; do
 	[ -x "$f" ] || [ -f "$f" ] || { echo "bench: $f is not built (make bench builds it)" >&2; exit 1; }
 done
 for h in $HEAPS $MEM_WS $MEM_HEAP; do
@@ -431,6 +435,15 @@ section_idle() {
 		printf "- %d idle clones use < 5%% of one CPU: %s (%.2f%%)\n", n, cpu < 5 ? "ok" : "**MISSED**", cpu
 		printf "- every parked clone answered its next invocation (%d of %d)\n", nr, n
 	}' "$tmp/idle-invoke"
+}
+
+# ---- qemu: QEMU's microvm as the peer ------------------------------------------------------
+
+# The same sandbox restored by QEMU from a migration file (and from a mapped RAM file)
+# against ember's restore, spawn -> the "resumed" line; QEMU installed if missing, the
+# section skipped loudly if it cannot be (bench/qemu_peer.sh).
+section_qemu() {
+	EMBER_BUILD=$B BENCH_QEMU_RUNS=${BENCH_QEMU_RUNS:-$RESTORE_RUNS} bench/qemu_peer.sh "$tmp/qemu.json"
 }
 
 # ---- summary against the targets (bench/README.md) --------------------------------------

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "pool.h"
 #include "arch/x86_64/x86.h"
+#include "paging/paging.h"
 
 static void report_stop(struct vm *vm)
 {
@@ -75,10 +76,12 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	}
 	timing_mark("exit");
 	timing_report_memory(&vm->mem);
-	if (c->vm.timings)
-		vm_report_paging(vm);
+	if (c->vm.timings && vm->pager)
+		pager_report(vm->pager, stderr);
 	report_stop(vm);
-	if (c->vm.record_ws && !atomic_load(&vm->wedged) && vm_save_working_set(vm, &eb)) {
+	/* --record-ws: the pages touched until the first report, as the snapshot's ws.bin */
+	if (c->vm.record_ws && vm->pager && !atomic_load(&vm->wedged) &&
+	    pager_save_ws(vm->pager, vm->snapshot_dir, &eb)) {
 		pr_err("%s", eb.msg);
 		return 1;
 	}

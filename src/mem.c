@@ -34,10 +34,39 @@ int mem_layout(struct guest_mem *m, uint64_t ram_bytes, struct errbuf *eb)
 	return 0;
 }
 
+int mem_reserve(struct guest_mem *m, struct errbuf *eb)
+{
+	void *p;
+
+	if (m->base || m->reserved)
+		return errbuf_set(eb, -EINVAL, "guest RAM is already mapped");
+	p = mmap(NULL, m->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return errbuf_set(eb, -errno, "cannot reserve %llu MiB of address space for guest "
+				  "RAM: %s", (unsigned long long)(m->size / MiB), strerror(errno));
+	m->reserved = p;
+	return 0;
+}
+
+void *mem_map_backing(struct guest_mem *m, int flags, int fd)
+{
+	return mmap(m->reserved, m->size, PROT_READ | PROT_WRITE,
+		    flags | (m->reserved ? MAP_FIXED : 0), fd, 0);
+}
+
+void mem_unmap_backing(struct guest_mem *m, void *p)
+{
+	/* never a hole another thread's mmap could land in while the reservation is ours */
+	if (m->reserved && p == m->reserved)
+		mmap(p, m->size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+		     -1, 0);
+	else
+		munmap(p, m->size);
+}
+
 int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb)
 {
-	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *p = mem_map_backing(m, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
 
 	if (p == MAP_FAILED)
 		return errbuf_set(eb, -errno, "cannot map %llu MiB of guest RAM: %s",
@@ -50,7 +79,7 @@ int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb)
 
 int mem_map_file(struct guest_mem *m, int fd, struct errbuf *eb)
 {
-	void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	void *p = mem_map_backing(m, MAP_PRIVATE | MAP_NORESERVE, fd);
 
 	if (p == MAP_FAILED)
 		return errbuf_set(eb, -errno, "cannot map the %llu MiB memory file: %s",
@@ -85,6 +114,9 @@ void mem_free(struct guest_mem *m)
 {
 	if (m->base && m->owned)
 		munmap(m->base, m->size);
+	else if (m->reserved)
+		munmap(m->reserved, m->size);
+	m->reserved = NULL;
 	free(m->host_dirty);
 	free(m->since_reset);
 	m->host_dirty = m->since_reset = NULL;
@@ -94,9 +126,13 @@ void mem_free(struct guest_mem *m)
 
 int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *eb)
 {
+	uint8_t *host = m->base ? m->base : m->reserved;
+
+	if (!host)
+		return errbuf_set(eb, -EINVAL, "guest RAM has neither memory nor reserved space");
 	if (dirty_log) {
-		m->host_dirty = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
-		m->since_reset = calloc((m->size / PAGE_SIZE + 63) / 64, sizeof(uint64_t));
+		m->host_dirty = bm_alloc(m->size / PAGE_SIZE);
+		m->since_reset = bm_alloc(m->size / PAGE_SIZE);
 		if (!m->host_dirty || !m->since_reset)
 			return errbuf_set(eb, -ENOMEM, "out of memory for the dirty bitmap");
 		m->dirty_log = true;
@@ -107,7 +143,7 @@ int mem_register(struct guest_mem *m, int vm_fd, bool dirty_log, struct errbuf *
 			.flags = dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 			.guest_phys_addr = m->regions[i].gpa,
 			.memory_size = m->regions[i].size,
-			.userspace_addr = (uint64_t)(uintptr_t)(m->base + m->regions[i].offset),
+			.userspace_addr = (uint64_t)(uintptr_t)(host + m->regions[i].offset),
 		};
 		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
 			return errbuf_set(eb, -errno, "KVM_SET_USER_MEMORY_REGION slot %u: %s", i,
@@ -185,13 +221,13 @@ void mem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
 
 int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct errbuf *eb)
 {
-	uint64_t words = (m->size / PAGE_SIZE + 63) / 64;
+	uint64_t words = bm_words(m->size / PAGE_SIZE);
 
 	if (!m->dirty_log)
 		return errbuf_set(eb, -EINVAL, "dirty page tracking is off for this VM");
 	for (unsigned i = 0; i < m->nr_regions; i++) {
 		uint64_t pages = m->regions[i].size / PAGE_SIZE, base = m->regions[i].offset / PAGE_SIZE;
-		uint64_t *slot = calloc((pages + 63) / 64, sizeof(uint64_t));
+		uint64_t *slot = bm_alloc(pages);
 		struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = slot };
 
 		if (!slot)
@@ -203,8 +239,8 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
 			return errbuf_set(eb, r, "KVM_GET_DIRTY_LOG slot %u: %s", i, strerror(-r));
 		}
 		for (uint64_t pg = 0; pg < pages; pg++)
-			if (slot[pg / 64] & (1ull << (pg % 64)))
-				bitmap[(base + pg) / 64] |= 1ull << ((base + pg) % 64);
+			if (bm_test(slot, pg))
+				bm_set(bitmap, base + pg);
 		free(slot);
 	}
 	for (uint64_t w = 0; w < words; w++)
@@ -224,6 +260,11 @@ int mem_written_since_reset(struct guest_mem *m, int vm_fd, uint64_t **bitmap,
 	return r;
 }
 
+uint64_t *bm_alloc(uint64_t nbits)
+{
+	return calloc(bm_words(nbits), sizeof(uint64_t));
+}
+
 int bm_for_each_run(const uint64_t *bm, uint64_t npages,
 		    int (*fn)(void *opaque, uint64_t first, uint64_t count), void *opaque)
 {
@@ -241,7 +282,7 @@ int bm_for_each_run(const uint64_t *bm, uint64_t npages,
 		if (pg >= npages)
 			break;
 		first = pg;
-		while (pg < npages && (bm[pg / 64] >> (pg % 64)) & 1)
+		while (pg < npages && bm_test(bm, pg))
 			pg++;
 		r = fn(opaque, first, pg - first);
 		if (r)
@@ -276,7 +317,7 @@ int mem_populated_bitmap(const struct guest_mem *m, uint64_t *bitmap, struct err
 		n = (uint64_t)got / sizeof(ent[0]);
 		for (uint64_t i = 0; i < n; i++)
 			if (ent[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))
-				bitmap[(pg + i) / 64] |= 1ull << ((pg + i) % 64);
+				bm_set(bitmap, pg + i);
 		pg += n;
 	}
 	close(fd);

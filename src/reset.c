@@ -143,7 +143,7 @@ static int revert_memory(struct vm *vm, struct reset_stats *rs, struct errbuf *e
 		break;
 	}
 	if (!r)
-		memset(written, 0, (npages + 63) / 64 * sizeof(uint64_t));
+		memset(written, 0, bm_words(npages) * sizeof(uint64_t));
 	return r;
 }
 

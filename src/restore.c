@@ -3,13 +3,13 @@
  * KVM is touched (format, checksum, limits, regions against the memory file's size,
  * device sections), so a bad file costs no VM. Whether this host's CPU can run the
  * vCPUs needs KVM's CPUID table and is checked beside VM creation, before any state is
- * set. The VM is built in the cheapest order (memslots before the irqchip,
- * PLATFORM.md), memory comes from the chosen backend (mmap: MAP_PRIVATE, lazy, one
- * page cache for every clone; uffd: the page server; eager: read up front), and state is set:
+ * set. The VM is built by vm_build, as a boot builds it (memslots over reserved address
+ * space before the irqchip, PLATFORM.md); memory then comes from the chosen backend into
+ * that space (mmap: MAP_PRIVATE, lazy, one page cache for every clone; uffd: the page
+ * server; eager: read up front), and state is set:
  * VM-wide state (PIT, clock, irqchip) before the vCPUs whose LAPICs refer to it, then
  * devices, whose interrupt lines are re-driven from their restored state.
  */
-#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -33,56 +33,6 @@ int vm_new_generation(uint64_t *gen, struct errbuf *eb)
 			return errbuf_set(eb, -errno, "getrandom: %s", strerror(errno));
 	} while (*gen == 0);
 	return 0;
-}
-
-/*
- * The features a guest can use here: what KVM reports as supported, plus what the CPU
- * executes natively. On hardware KVM the first is the reference; on a software KVM
- * such as this platform's kvm_pvm, KVM_GET_SUPPORTED_CPUID under-reports (leaf 1 ECX
- * lacks even SSE3) while the vCPU runs guest code natively and KVM_GET_CPUID2 returns
- * the host's features, so a snapshot taken there lists them.
- */
-static void add_native_features(struct kvm_cpuid2 *c)
-{
-	for (uint32_t i = 0; i < c->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &c->entries[i];
-		unsigned a, b, cx, d;
-
-		if (e->function != 1 && e->function != 7 && e->function != 0xd &&
-		    e->function != 0x80000001)
-			continue;
-		__cpuid_count(e->function, e->index, a, b, cx, d);
-		if (e->function == 7 && e->index == 1)
-			e->eax |= a;
-		if (e->function == 0xd && e->index == 1)
-			e->eax |= a;
-		if (e->function == 1 || e->function == 7 || e->function == 0x80000001) {
-			e->ebx |= e->function == 1 ? 0 : b; /* leaf 1 EBX is ids, not features */
-			e->ecx |= cx;
-			e->edx |= d;
-		}
-	}
-}
-
-/* CPU compatibility: can this host run the snapshot's vCPUs as they were? */
-static int check_against_host(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
-{
-	struct kvm_cpuid2 *usable;
-	size_t sz;
-	int r;
-
-	r = cpuid_get_supported(vm->kvm.dev_fd, &vm->supported_cpuid, eb);
-	if (r)
-		return r;
-	sz = sizeof(*usable) + vm->supported_cpuid->nent * sizeof(usable->entries[0]);
-	usable = malloc(sz);
-	if (!usable)
-		return errbuf_set(eb, -ENOMEM, "out of memory");
-	memcpy(usable, vm->supported_cpuid, sz);
-	add_native_features(usable);
-	r = x86_check_snapshot_cpu(st, usable, eb);
-	free(usable);
-	return r;
 }
 
 /* The page server cannot serve a page: stop for good, and let no guest I/O out. */
@@ -188,12 +138,19 @@ static int keep_image(struct vm *vm, struct snap_dir *d, struct errbuf *eb)
 	return 0;
 }
 
+/* Attaches guest memory from the chosen backend into the range vm_build reserved. */
 static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct errbuf *eb)
 {
-	struct mem_region regions[MEM_MAX_REGIONS];
-	const struct snap_state *st = &d->state;
-	int r;
+	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
+		return start_pager(vm, d, dir, eb);
+	if (vm->cfg.mem_backend == MEM_BACKEND_EAGER)
+		return keep_image(vm, d, eb) ?: load_eager(vm, d, eb);
+	return mem_map_file(&vm->mem, d->mem_fd, eb);
+}
 
+static int snapshot_shape(const struct snap_state *st, struct mem_region *regions,
+			  struct vm_shape *s, struct errbuf *eb)
+{
 	if (st->vm.nr_regions > MEM_MAX_REGIONS)
 		return errbuf_set(eb, -EINVAL, "snapshot has %u memory regions, ember supports %u",
 				  st->vm.nr_regions, MEM_MAX_REGIONS);
@@ -201,18 +158,10 @@ static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct
 		regions[i] = (struct mem_region){ .gpa = st->vm.regions[i].gpa,
 						  .size = st->vm.regions[i].size,
 						  .offset = st->vm.regions[i].file_offset };
-	r = mem_set_regions(&vm->mem, regions, st->vm.nr_regions, st->memory.size, eb);
-	if (r)
-		return r;
-	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
-		r = start_pager(vm, d, dir, eb);
-	else if (vm->cfg.mem_backend == MEM_BACKEND_EAGER)
-		r = keep_image(vm, d, eb) ?: load_eager(vm, d, eb);
-	else
-		r = mem_map_file(&vm->mem, d->mem_fd, eb);
-	if (r)
-		return r;
-	return mem_register(&vm->mem, vm->kvm.vm_fd, vm->cfg.dirty_tracking, eb);
+	*s = (struct vm_shape){ .nr_vcpus = st->nr_vcpus, .regions = regions,
+				.nr_regions = st->vm.nr_regions, .mem_bytes = st->memory.size,
+				.devices = st, .fresh_vcpus = false };
+	return 0;
 }
 
 /* auto: mmap for raw files (lazy, shared page cache), uffd for what mmap cannot map. */
@@ -253,7 +202,7 @@ static void *cpu_check_run(void *arg)
 {
 	struct cpu_check *c = arg;
 
-	c->r = check_against_host(c->vm, c->st, &c->eb);
+	c->r = x86_check_host_cpu(c->vm->kvm.dev_fd, c->st, &c->vm->supported_cpuid, &c->eb);
 	return NULL;
 }
 
@@ -284,6 +233,8 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 {
 	struct vm_config cfg = *cfg_in;
 	struct cpu_check check = { .started = false };
+	struct mem_region regions[MEM_MAX_REGIONS];
+	struct vm_shape shape;
 	struct snap_dir d;
 	struct snap_err se;
 	struct vm *vm = NULL;
@@ -316,11 +267,6 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	r = kvm_open(&vm->kvm, eb);
 	if (r)
 		goto out;
-	if (d.state.nr_vcpus > (unsigned)vm->kvm.max_vcpus) {
-		r = errbuf_set(eb, -EINVAL, "snapshot has %u vCPUs, this KVM supports %d",
-			       d.state.nr_vcpus, vm->kvm.max_vcpus);
-		goto out;
-	}
 	check.vm = vm;
 	check.st = &d.state;
 	if (pthread_create(&check.thread, NULL, cpu_check_run, &check)) {
@@ -332,28 +278,19 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	if (r)
 		goto out;
 
-	r = kvm_create_vm(&vm->kvm, eb);
-	if (r)
-		goto out;
-	timing_mark("vm-created");
 	vm->snapshot_dir = strdup(dir);
 	if (!vm->snapshot_dir) {
 		r = errbuf_set(eb, -ENOMEM, "out of memory");
 		goto out;
 	}
-	r = map_memory(vm, &d, dir, eb);
+	r = snapshot_shape(&d.state, regions, &shape, eb);
+	if (!r)
+		r = vm_build(vm, &shape, eb);
+	if (!r)
+		r = map_memory(vm, &d, dir, eb);
 	if (r)
 		goto out;
 	timing_mark("memory-mapped");
-	r = kvm_create_irqchip(&vm->kvm, eb);
-	if (r)
-		goto out;
-	r = vm_create_vcpus(vm, false, eb);
-	if (r)
-		goto out;
-	r = vm_attach_devices(vm, &d.state, eb);
-	if (r)
-		goto out;
 	r = cpu_check_join(&check, eb);
 	if (r)
 		goto out;
@@ -385,44 +322,4 @@ out:
 		vm_destroy(vm);
 	snap_dir_close(&d);
 	return r;
-}
-
-void vm_report_paging(struct vm *vm)
-{
-	struct pager_stats ps;
-
-	if (!vm->pager)
-		return;
-	pager_stats(vm->pager, &ps);
-	fprintf(stderr,
-		"ember-pager io=%s faults=%llu pages_copied=%llu pages_zeroed=%llu "
-		"pages_prefetched=%llu bytes_read=%llu chunks_decoded=%llu prefetch_done=%d "
-		"prefetch_us=%llu fault_p50_ns=%llu fault_p99_ns=%llu\n",
-		ps.io_uring ? "io_uring" : "pread", (unsigned long long)ps.faults,
-		(unsigned long long)ps.pages_copied, (unsigned long long)ps.pages_zeroed,
-		(unsigned long long)ps.pages_prefetched, (unsigned long long)ps.bytes_read,
-		(unsigned long long)ps.chunks_decoded, ps.prefetch_done,
-		(unsigned long long)(ps.prefetch_ns / 1000), (unsigned long long)ps.lat_p50_ns,
-		(unsigned long long)ps.lat_p99_ns);
-}
-
-int vm_save_working_set(struct vm *vm, struct errbuf *eb)
-{
-	uint64_t *pages = NULL, n = 0;
-	struct snap_err se;
-	int r;
-
-	if (!vm->pager || !vm->cfg.record_ws)
-		return 0;
-	pager_record_stop(vm->pager);
-	r = pager_ws_pages(vm->pager, &pages, &n);
-	if (r)
-		return errbuf_set(eb, r, "working set: %s", strerror(-r));
-	r = snap_ws_write(vm->snapshot_dir, pages, n, &se);
-	free(pages);
-	if (r)
-		return errbuf_set(eb, r, "working set of %s: %s", vm->snapshot_dir, se.msg);
-	pr_info("recorded a working set of %llu pages in %s", (unsigned long long)n,
-		vm->snapshot_dir);
-	return 0;
 }

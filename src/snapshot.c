@@ -20,46 +20,58 @@ static int snap_fail(struct errbuf *eb, int r, const struct snap_err *se)
 	return errbuf_set(eb, r, "%s", se->msg);
 }
 
+struct range_list {
+	struct snap_range *r;
+	uint32_t n, cap;
+};
+
+static int add_range(void *opaque, uint64_t first, uint64_t count)
+{
+	struct range_list *l = opaque;
+
+	if (l->n == SNAP_MAX_RANGES)
+		return -E2BIG;
+	if (l->n == l->cap) {
+		uint32_t cap = l->cap ? l->cap * 2 : 64;
+		struct snap_range *r = realloc(l->r, cap * sizeof(*r));
+
+		if (!r)
+			return -ENOMEM;
+		l->r = r;
+		l->cap = cap;
+	}
+	l->r[l->n++] = (struct snap_range){ .first = first, .count = count };
+	return 0;
+}
+
 /* Turns a page bitmap into sorted, merged page ranges. */
 static int bitmap_to_ranges(const uint64_t *bm, uint64_t pages, struct snap_range **out,
 			    uint32_t *nr)
 {
-	struct snap_range *r = NULL;
-	uint32_t n = 0, cap = 0;
+	struct range_list l = { NULL, 0, 0 };
+	int r = bm_for_each_run(bm, pages, add_range, &l);
 
-	for (uint64_t pg = 0; pg < pages;) {
-		uint64_t start;
-
-		if (!bm[pg / 64]) {
-			pg = (pg / 64 + 1) * 64;
-			continue;
-		}
-		if (!(bm[pg / 64] & (1ull << (pg % 64)))) {
-			pg++;
-			continue;
-		}
-		start = pg;
-		while (pg < pages && (bm[pg / 64] & (1ull << (pg % 64))))
-			pg++;
-		if (n == cap) {
-			struct snap_range *nr_ = realloc(r, (cap ? cap * 2 : 64) * sizeof(*r));
-
-			if (!nr_) {
-				free(r);
-				return -ENOMEM;
-			}
-			r = nr_;
-			cap = cap ? cap * 2 : 64;
-		}
-		if (n == SNAP_MAX_RANGES) {
-			free(r);
-			return -E2BIG;
-		}
-		r[n++] = (struct snap_range){ .first = start, .count = pg - start };
+	if (r) {
+		free(l.r);
+		return r;
 	}
-	*out = r;
-	*nr = n;
+	*out = l.r;
+	*nr = l.n;
 	return 0;
+}
+
+struct sparse_out {
+	struct vm *vm;
+	struct snap_writer *w;
+	struct snap_err *se;
+};
+
+static int write_run(void *opaque, uint64_t first, uint64_t count)
+{
+	struct sparse_out *o = opaque;
+
+	return snap_writer_write_sparse(o->w, first * PAGE_SIZE, o->vm->mem.base + first * PAGE_SIZE,
+					count * PAGE_SIZE, o->se);
 }
 
 /*
@@ -70,7 +82,8 @@ static int bitmap_to_ranges(const uint64_t *bm, uint64_t pages, struct snap_rang
 static int write_populated(struct vm *vm, struct snap_writer *w, struct snap_err *se)
 {
 	uint64_t pages = vm->mem.size / PAGE_SIZE;
-	uint64_t *pop = calloc((pages + 63) / 64, sizeof(uint64_t));
+	uint64_t *pop = bm_alloc(pages);
+	struct sparse_out o = { vm, w, se };
 	struct errbuf eb;
 	int r;
 
@@ -79,19 +92,8 @@ static int write_populated(struct vm *vm, struct snap_writer *w, struct snap_err
 	r = mem_populated_bitmap(&vm->mem, pop, &eb);
 	if (r)
 		snap_err_set(se, r, "%s", eb.msg);
-	for (uint64_t pg = 0; !r && pg < pages;) {
-		uint64_t start;
-
-		if (!(pop[pg / 64] & (1ull << (pg % 64)))) {
-			pg++;
-			continue;
-		}
-		start = pg;
-		while (pg < pages && (pop[pg / 64] & (1ull << (pg % 64))))
-			pg++;
-		r = snap_writer_write_sparse(w, start * PAGE_SIZE, vm->mem.base + start * PAGE_SIZE,
-					     (pg - start) * PAGE_SIZE, se);
-	}
+	else
+		r = bm_for_each_run(pop, pages, write_run, &o);
 	free(pop);
 	return r;
 }
@@ -159,7 +161,7 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	/* Collecting the dirty log also restarts it, so the next diff is relative to
 	 * this snapshot whatever its kind. */
 	if (vm->mem.dirty_log) {
-		dirty = calloc((pages + 63) / 64, sizeof(uint64_t));
+		dirty = bm_alloc(pages);
 		if (!dirty) {
 			r = errbuf_set(eb, -ENOMEM, "out of memory for the dirty bitmap");
 			goto out;
@@ -221,7 +223,7 @@ out:
 	devices_unquiesce(vm);
 	if (r && dirty && vm->mem.dirty_log) {
 		/* the pages we consumed from the log are still unsaved: give them back */
-		for (uint64_t wd = 0; wd < (pages + 63) / 64; wd++)
+		for (uint64_t wd = 0; wd < bm_words(pages); wd++)
 			__atomic_or_fetch(&vm->mem.host_dirty[wd], dirty[wd], __ATOMIC_RELAXED);
 	}
 	free(ranges);

@@ -88,14 +88,14 @@ fail:
 	return NULL;
 }
 
-int vm_create_vcpus(struct vm *vm, bool fresh, struct errbuf *eb)
+static int create_vcpus(struct vm *vm, unsigned n, bool fresh, struct errbuf *eb)
 {
 	int r;
 
-	vm->vcpus = calloc(vm->cfg.nr_vcpus, sizeof(*vm->vcpus));
+	vm->vcpus = calloc(n, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		return errbuf_set(eb, -ENOMEM, "out of memory");
-	for (unsigned i = 0; i < vm->cfg.nr_vcpus; i++) {
+	for (unsigned i = 0; i < n; i++) {
 		r = vcpu_create(vm, &vm->vcpus[i], i, eb);
 		if (r)
 			return r;
@@ -110,17 +110,41 @@ int vm_create_vcpus(struct vm *vm, bool fresh, struct errbuf *eb)
 	return 0;
 }
 
-int vm_attach_devices(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
+int vm_build(struct vm *vm, const struct vm_shape *s, struct errbuf *eb)
 {
-	int r = console_open(vm, eb);
+	int r;
 
+	if (s->nr_vcpus < 1 || s->nr_vcpus > VM_MAX_VCPUS ||
+	    s->nr_vcpus > (unsigned)vm->kvm.max_vcpus)
+		return errbuf_set(eb, -EINVAL, "%u vCPUs: ember supports 1..%u, this KVM %d%s",
+				  s->nr_vcpus, VM_MAX_VCPUS, vm->kvm.max_vcpus,
+				  s->devices ? " (the snapshot's count)" : "");
+	r = kvm_create_vm(&vm->kvm, eb);
 	if (r)
 		return r;
-	return devices_create(vm, st, eb);
+	timing_mark("vm-created");
+	r = mem_set_regions(&vm->mem, s->regions, s->nr_regions, s->mem_bytes, eb);
+	if (!r)
+		r = mem_reserve(&vm->mem, eb);
+	if (!r)
+		r = mem_register(&vm->mem, vm->kvm.vm_fd, vm->cfg.dirty_tracking, eb);
+	if (!r)
+		r = kvm_create_irqchip(&vm->kvm, eb);
+	if (!r && s->fresh_vcpus)
+		r = cpuid_get_supported(vm->kvm.dev_fd, &vm->supported_cpuid, eb);
+	if (!r)
+		r = create_vcpus(vm, s->nr_vcpus, s->fresh_vcpus, eb);
+	if (!r)
+		r = console_open(vm, eb);
+	if (!r)
+		r = devices_create(vm, s->devices, eb);
+	return r;
 }
 
 int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
 {
+	struct guest_mem layout;
+	struct vm_shape shape;
 	struct vm *vm;
 	int r;
 
@@ -128,6 +152,9 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
 	if (cfg->nr_vcpus < 1 || cfg->nr_vcpus > VM_MAX_VCPUS)
 		return errbuf_set(eb, -EINVAL, "vCPU count %u is outside 1..%u", cfg->nr_vcpus,
 				  VM_MAX_VCPUS);
+	r = mem_layout(&layout, cfg->mem_bytes, eb);
+	if (r)
+		return r;
 	vm = vm_alloc(cfg);
 	if (!vm)
 		return errbuf_set(eb, -ENOMEM, "out of memory");
@@ -139,29 +166,12 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb)
 			       vm->kvm.max_vcpus);
 		goto fail;
 	}
-	r = kvm_create_vm(&vm->kvm, eb);
-	if (r)
-		goto fail;
-
-	r = mem_layout(&vm->mem, cfg->mem_bytes, eb);
-	if (r)
-		goto fail;
-	r = mem_alloc_anon(&vm->mem, eb);
-	if (r)
-		goto fail;
-	r = mem_register(&vm->mem, vm->kvm.vm_fd, cfg->dirty_tracking, eb);
-	if (r)
-		goto fail;
-	r = kvm_create_irqchip(&vm->kvm, eb);
-	if (r)
-		goto fail;
-	r = cpuid_get_supported(vm->kvm.dev_fd, &vm->supported_cpuid, eb);
-	if (r)
-		goto fail;
-	r = vm_create_vcpus(vm, true, eb);
-	if (r)
-		goto fail;
-	r = vm_attach_devices(vm, NULL, eb);
+	shape = (struct vm_shape){ .nr_vcpus = cfg->nr_vcpus, .regions = layout.regions,
+				   .nr_regions = layout.nr_regions, .mem_bytes = layout.size,
+				   .devices = NULL, .fresh_vcpus = true };
+	r = vm_build(vm, &shape, eb);
+	if (!r)
+		r = mem_alloc_anon(&vm->mem, eb);
 	if (r)
 		goto fail;
 	timing_mark("kvm-ready");

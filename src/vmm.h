@@ -95,6 +95,9 @@ struct guest_mem {
 	unsigned nr_regions;
 	uint64_t size;      /* total RAM bytes = sum of region sizes */
 	uint8_t *base;      /* one host mapping holding all regions back to back */
+	/* address space reserved (PROT_NONE) by mem_reserve: memslots point into it before
+	 * a backend maps the memory over it; base == reserved once one has */
+	uint8_t *reserved;
 	bool owned;         /* base was mapped by mem_alloc_anon / mem_map_file */
 	bool anonymous;     /* plain anonymous memory: a page never touched is zero */
 	bool dirty_log;     /* memslots registered with KVM_MEM_LOG_DIRTY_PAGES */
@@ -109,6 +112,16 @@ struct guest_mem {
 
 /* Splits ram_bytes into regions around the hole. ram_bytes must be page aligned. */
 int mem_layout(struct guest_mem *m, uint64_t ram_bytes, struct errbuf *eb);
+/*
+ * Reserves m->size bytes of address space for guest RAM, mapped PROT_NONE, so that the
+ * memslots (and after them the irqchip: PLATFORM.md, ~7 ms the other way round) exist
+ * before the memory does; the backends below, and the page server, map over it.
+ */
+int mem_reserve(struct guest_mem *m, struct errbuf *eb);
+/* mmap of the guest RAM range: over the reservation if there is one, else anywhere. */
+void *mem_map_backing(struct guest_mem *m, int flags, int fd);
+/* Undoes mem_map_backing (of a failed set-up): the range is reserved again, if it was. */
+void mem_unmap_backing(struct guest_mem *m, void *p);
 int mem_alloc_anon(struct guest_mem *m, struct errbuf *eb);
 /* Maps fd (a raw memory image of m->size bytes) MAP_PRIVATE: lazy, copy-on-write,
  * and the page cache is shared by every VM restored from the same file. */
@@ -134,8 +147,28 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
  * restore or the last reset. The caller clears it once those pages are reverted. */
 int mem_written_since_reset(struct guest_mem *m, int vm_fd, uint64_t **bitmap,
 			    struct errbuf *eb);
-/* Calls fn for every run of set bits [first, first + count) in a page bitmap of
- * npages bits; stops at (and returns) fn's first non-zero result. */
+
+/* Page bitmaps: one bit per page of the host mapping (dirty logs, populated pages, the
+ * page server's installed pages). */
+static inline uint64_t bm_words(uint64_t nbits)
+{
+	return (nbits + 63) / 64;
+}
+static inline bool bm_test(const uint64_t *w, uint64_t i)
+{
+	return (w[i / 64] >> (i % 64)) & 1;
+}
+static inline void bm_set(uint64_t *w, uint64_t i)
+{
+	w[i / 64] |= 1ull << (i % 64);
+}
+static inline void bm_clear(uint64_t *w, uint64_t i)
+{
+	w[i / 64] &= ~(1ull << (i % 64));
+}
+uint64_t *bm_alloc(uint64_t nbits); /* zeroed; NULL when out of memory */
+/* Calls fn for every run of set bits [first, first + count) in a bitmap of npages
+ * bits, in order; stops at (and returns) fn's first non-zero result. */
 int bm_for_each_run(const uint64_t *bm, uint64_t npages,
 		    int (*fn)(void *opaque, uint64_t first, uint64_t count), void *opaque);
 
@@ -365,12 +398,28 @@ int vm_loop_once(struct vm *vm, int timeout_ms);
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 
-/* Pieces of vm_create shared with vm_restore (restore.c). */
-struct vm *vm_alloc(const struct vm_config *cfg);
-int vm_create_vcpus(struct vm *vm, bool fresh, struct errbuf *eb);
-/* Console and devices: those the config asks for (st NULL) or the snapshot holds. */
+/*
+ * A VM's shape: the KVM objects it is made of. Boot takes it from the config (--mem,
+ * --vcpus, the devices the flags ask for), restore from the snapshot. Everything else
+ * in vm_config is per run (console, sockets, timings); the generation is per restore.
+ */
 struct snap_state;
-int vm_attach_devices(struct vm *vm, const struct snap_state *st, struct errbuf *eb);
+struct vm_shape {
+	unsigned nr_vcpus;
+	const struct mem_region *regions;
+	unsigned nr_regions;
+	uint64_t mem_bytes;
+	const struct snap_state *devices; /* NULL: the devices the config asks for (boot) */
+	bool fresh_vcpus;                 /* boot: power-on CPUID and MSRs */
+};
+struct vm *vm_alloc(const struct vm_config *cfg);
+/*
+ * The one build sequence, for boot and restore alike, in the order that is cheapest on
+ * KVM: VM, memslots over reserved address space, irqchip, vCPUs, console and devices.
+ * Guest memory itself is attached afterwards by the caller's backend (mem_alloc_anon,
+ * mem_map_file, the page server), into the reservation.
+ */
+int vm_build(struct vm *vm, const struct vm_shape *s, struct errbuf *eb);
 
 /* ---- snapshot.c / restore.c ------------------------------------------------------ */
 struct snapshot_opts {
@@ -390,10 +439,6 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
  * cfg supplies console, timings, guest commands; vCPU count and RAM come from the
  * snapshot. */
 int vm_restore(struct vm **out, const struct vm_config *cfg, const char *dir, struct errbuf *eb);
-/* --record-ws: writes the pages recorded since restore as the snapshot's ws.bin. */
-int vm_save_working_set(struct vm *vm, struct errbuf *eb);
-/* uffd backend: prints "ember-pager faults=... bytes_read=..." on stderr. */
-void vm_report_paging(struct vm *vm);
 
 /* reset.c: in-place reset to the snapshot the VM was restored from (memory, VM, vCPU
  * and device state; vsock connections end; a new generation). The VM must be paused

@@ -61,7 +61,7 @@ static int discard_run(void *opaque, uint64_t first, uint64_t count)
 	if (madvise(p->base + first * PAGE_SIZE, count * PAGE_SIZE, MADV_DONTNEED) < 0)
 		return -errno;
 	for (uint64_t k = 0; k < count; k++)
-		p->present_bm[(first + k) / 64] &= ~(1ull << ((first + k) % 64));
+		bm_clear(p->present_bm, first + k);
 	return 0;
 }
 

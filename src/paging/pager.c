@@ -30,11 +30,6 @@
 
 #include "pager_int.h"
 
-uint64_t *bm_alloc(uint64_t nbits)
-{
-	return calloc((nbits + 63) / 64, sizeof(uint64_t));
-}
-
 bool pg_page_is_zero(const uint8_t *page)
 {
 	const uint64_t *w = (const uint64_t *)page;
@@ -270,8 +265,7 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 	if (r < 0)
 		goto fail;
 	p->uffd = r;
-	base = mmap(NULL, p->size, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	base = mem_map_backing(m, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
 	if (base == MAP_FAILED) {
 		r = errbuf_set(eb, -errno, "pager: cannot map %llu MiB of guest RAM: %s",
 			       (unsigned long long)(p->size / MiB), strerror(errno));
@@ -279,7 +273,7 @@ int pager_create(struct guest_mem *m, const struct pager_config *c, struct pager
 	}
 	r = pg_uffd_register(p->uffd, base, p->size, eb);
 	if (r) {
-		munmap(base, p->size);
+		mem_unmap_backing(m, base);
 		goto fail;
 	}
 	p->base = base;
@@ -449,4 +443,21 @@ void pager_stats(struct pager *p, struct pager_stats *s)
 		hist[b] = LD(p->lat_hist[b]);
 	s->lat_p50_ns = lat_percentile(hist, 50);
 	s->lat_p99_ns = lat_percentile(hist, 99);
+}
+
+void pager_report(struct pager *p, FILE *f)
+{
+	struct pager_stats ps;
+
+	pager_stats(p, &ps);
+	fprintf(f,
+		"ember-pager io=%s faults=%llu pages_copied=%llu pages_zeroed=%llu "
+		"pages_prefetched=%llu bytes_read=%llu chunks_decoded=%llu prefetch_done=%d "
+		"prefetch_us=%llu fault_p50_ns=%llu fault_p99_ns=%llu\n",
+		ps.io_uring ? "io_uring" : "pread", (unsigned long long)ps.faults,
+		(unsigned long long)ps.pages_copied, (unsigned long long)ps.pages_zeroed,
+		(unsigned long long)ps.pages_prefetched, (unsigned long long)ps.bytes_read,
+		(unsigned long long)ps.chunks_decoded, ps.prefetch_done,
+		(unsigned long long)(ps.prefetch_ns / 1000), (unsigned long long)ps.lat_p50_ns,
+		(unsigned long long)ps.lat_p99_ns);
 }

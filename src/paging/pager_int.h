@@ -19,16 +19,6 @@
 #define PG_LAT_BUCKETS 256
 #define PG_SPIN_NS     50000ull /* default busy-poll after a fault */
 
-/* ---- bitmaps (one bit per page) ----------------------------------------------- */
-static inline bool bm_test(const uint64_t *w, uint64_t i)
-{
-	return (w[i / 64] >> (i % 64)) & 1;
-}
-static inline void bm_set(uint64_t *w, uint64_t i)
-{
-	w[i / 64] |= 1ull << (i % 64);
-}
-uint64_t *bm_alloc(uint64_t nbits);
 /* A 4 KiB page of zero bytes: installed as UFFDIO_ZEROPAGE (no copy, no RSS). */
 bool pg_page_is_zero(const uint8_t *page);
 

@@ -22,6 +22,7 @@
 #define EMBER_PAGING_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -84,6 +85,9 @@ int pager_ws_pages(struct pager *p, uint64_t **pages, uint64_t *n);
  */
 int pager_discard(struct pager *p, const uint64_t *pages);
 
+/* --record-ws: stops recording and writes what was recorded as dir's ws.bin. */
+int pager_save_ws(struct pager *p, const char *dir, struct errbuf *eb);
+
 struct pager_stats {
 	bool io_uring;                 /* reads go through io_uring (else pread) */
 	uint64_t faults;               /* page-fault messages read from the uffd */
@@ -101,6 +105,8 @@ struct pager_stats {
 	uint64_t lat_count, lat_avg_ns, lat_p50_ns, lat_p99_ns, lat_max_ns;
 };
 void pager_stats(struct pager *p, struct pager_stats *s);
+/* --timings: one "ember-pager io=... faults=... bytes_read=..." line on f. */
+void pager_report(struct pager *p, FILE *f);
 /* 0 while all is well; else non-zero with the first error's message in msg. */
 int pager_error(struct pager *p, char *msg, size_t len);
 /*

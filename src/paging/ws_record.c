@@ -65,3 +65,21 @@ int pager_ws_pages(struct pager *p, uint64_t **pages, uint64_t *n)
 	pthread_mutex_unlock(&p->rec_lock);
 	return r;
 }
+
+int pager_save_ws(struct pager *p, const char *dir, struct errbuf *eb)
+{
+	uint64_t *pages = NULL, n = 0;
+	struct snap_err se;
+	int r;
+
+	pager_record_stop(p);
+	r = pager_ws_pages(p, &pages, &n);
+	if (r)
+		return errbuf_set(eb, r, "working set: %s", strerror(-r));
+	r = snap_ws_write(dir, pages, n, &se);
+	free(pages);
+	if (r)
+		return errbuf_set(eb, r, "working set of %s: %s", dir, se.msg);
+	pr_info("recorded a working set of %llu pages in %s", (unsigned long long)n, dir);
+	return 0;
+}

@@ -63,16 +63,16 @@ $(GUEST_OUT)/%.elf: $(GUEST_OBJDIR)/%.c.o $(GUEST_LIB_OBJS) $(GUEST_LIB_A) $(GUE
 # keep the objects: they are intermediate files of the pattern rules above
 .SECONDARY: $(GUEST_LIB_OBJS) $(GUEST_LIB_OPT_OBJS) $(GUEST_NAMES:%=$(GUEST_OBJDIR)/%.c.o)
 
-# ---- host-side unit test of the library (parsing, e820, format, hash, heap, and the
-# virtio driver, virtio-rng and the vsock stack against fake devices) ----
+# ---- host-side unit test of the library (parsing, e820, PVH boot info, format, hash,
+# heap, and the virtio driver, virtio-rng and the vsock stack against fake devices) ----
 # Built like the VMM's unit tests (host flags, sanitizers under SAN=1); the lib files
 # it links have no port I/O or ring-0 code: host/fake_virtio.c stands in for mmio.c,
 # the park ucall and the TSC.
 GUEST_HOST_TEST := $(B)/tests/guest/test_guestlib
 GUEST_HOST_TEST_OBJS := $(B)/obj/$(GUEST_DIR)/host/test_guestlib.o \
 	$(B)/obj/$(GUEST_DIR)/host/test_fn.o $(B)/obj/$(GUEST_DIR)/host/fake_virtio.o \
-	$(B)/obj/$(GUEST_DIR)/host/fn_guest.o \
-	$(patsubst %,$(B)/obj/$(GUEST_DIR)/lib/%.o,format cmdline e820 hash heap virtio vsock rng)
+	$(B)/obj/$(GUEST_DIR)/host/fn_guest.o $(B)/obj/$(GUEST_DIR)/host/test_pvh.o \
+	$(patsubst %,$(B)/obj/$(GUEST_DIR)/lib/%.o,format cmdline e820 hash heap virtio vsock rng pvh)
 
 # The fn guest itself, run on the host against the fake vsock device (host/test_fn.c):
 # guest_main renamed, and the heap placed in memory the test maps below 4 GiB.

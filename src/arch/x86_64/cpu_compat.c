@@ -337,3 +337,53 @@ out:
 	free(norm);
 	return r;
 }
+
+/*
+ * The features a guest can use here: what KVM reports as supported, plus what the CPU
+ * executes natively. On hardware KVM the first is the reference; on a software KVM
+ * such as this platform's kvm_pvm, KVM_GET_SUPPORTED_CPUID under-reports (leaf 1 ECX
+ * lacks even SSE3) while the vCPU runs guest code natively and KVM_GET_CPUID2 returns
+ * the host's features, so a snapshot taken there lists them.
+ */
+static void add_native_features(struct kvm_cpuid2 *c)
+{
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+		unsigned a, b, cx, d;
+
+		if (e->function != 1 && e->function != 7 && e->function != 0xd &&
+		    e->function != 0x80000001)
+			continue;
+		__cpuid_count(e->function, e->index, a, b, cx, d);
+		if (e->function == 7 && e->index == 1)
+			e->eax |= a;
+		if (e->function == 0xd && e->index == 1)
+			e->eax |= a;
+		if (e->function == 1 || e->function == 7 || e->function == 0x80000001) {
+			e->ebx |= e->function == 1 ? 0 : b; /* leaf 1 EBX is ids, not features */
+			e->ecx |= cx;
+			e->edx |= d;
+		}
+	}
+}
+
+int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
+		       struct errbuf *eb)
+{
+	struct kvm_cpuid2 *usable;
+	size_t sz;
+	int r;
+
+	r = cpuid_get_supported(kvm_fd, supported, eb);
+	if (r)
+		return r;
+	sz = sizeof(*usable) + (*supported)->nent * sizeof(usable->entries[0]);
+	usable = malloc(sz);
+	if (!usable)
+		return errbuf_set(eb, -ENOMEM, "out of memory");
+	memcpy(usable, *supported, sz);
+	add_native_features(usable);
+	r = x86_check_snapshot_cpu(st, usable, eb);
+	free(usable);
+	return r;
+}

@@ -155,6 +155,10 @@ void x86_host_cpu_info(struct snap_cpu_info *out); /* from the CPUID instruction
  * and its XSAVE area fits this host's KVM (x86_xsave_fits with the size the table
  * implies).
  */
+/* Restore's check: KVM's supported table (stored in *supported for the caller) plus
+ * the features the CPU runs natively, then x86_check_snapshot_cpu. */
+int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
+		       struct errbuf *eb);
 int x86_check_snapshot_cpu(const struct snap_state *st, const struct kvm_cpuid2 *host_supported,
 			   struct errbuf *eb);
 /*

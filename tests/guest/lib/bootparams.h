@@ -5,6 +5,7 @@
 #ifndef EMBER_GUEST_BOOTPARAMS_H
 #define EMBER_GUEST_BOOTPARAMS_H
 
+#define BP_ZERO_PAGE_SIZE   4096
 #define BP_EXT_CMD_LINE_PTR 0x0c8 /* u32: bits 63:32 of the command line address */
 #define BP_E820_ENTRIES     0x1e8 /* u8 */
 #define BP_CMD_LINE_PTR     0x228 /* u32 */

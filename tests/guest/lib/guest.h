@@ -126,12 +126,21 @@ int guest_poll_cmd(char *buf, size_t len);
  * through work; spurious EVENT returns happen, so callers re-check and loop.
  */
 int guest_park(uint64_t timeout_us);
-/* "Initialisation finished": the host's golden-snapshot point. */
+/* "Initialisation finished": the host's golden-snapshot point. Under PVH (QEMU) with
+ * `pvh_snapshot` on the command line it prints "pvh: ready" on the UART and returns
+ * only once the VM was stopped and resumed (a migration restored): see pvh_vmm.c. */
 void guest_ready(void);
 noreturn_fn void guest_reset(void);
-/* 0 on a cold boot, a fresh random value in every restored clone. */
+/* 0 on a cold boot, a fresh random value in every restored clone (0 under PVH). */
 uint64_t guest_generation(void);
-uint32_t guest_abi_version(void);
+uint32_t guest_abi_version(void); /* 0 under PVH */
+/*
+ * true when a PVH loader (QEMU's microvm, through the XEN_ELFNOTE_PHYS32_ENTRY note)
+ * booted the guest rather than ember: ember's ports are absent, so ucalls are served
+ * in the guest (PRINT, REPORT and ASSERT text goes to the UART, WAIT answers "no
+ * commands", DONE and reset leave through QEMU's isa-debug-exit port when present).
+ */
+bool guest_booted_pvh(void);
 
 #define GUEST_SYNC(stage) guest_sync(stage)
 #define GUEST_DONE() guest_done()

@@ -6,6 +6,8 @@
 
 void lib_bsp_start(void)
 {
+	if (pvh_start_info_gpa)
+		pvh_boot_init(); /* boot information from hvm_start_info, not boot_params */
 	guest_main();
 	guest_done();
 }
