@@ -8,7 +8,7 @@
  *                                             invocation: spawn, connect, invoke, then
  *                                             the process is stopped off the clock
  * common: [--ember PATH] [--n N] [--concurrency C] [--payload-bytes B] [--port P]
- *         [--warmup W] [--timeout SEC] [--tmp DIR]
+ *         [--warmup W] [--timeout SEC] [--tmp DIR] [--samples FILE]
  *
  * C threads share N invocations (after W untimed ones each) of the fn guest's mix
  * function with a B-byte random payload (default 1024); with --pool each thread keeps
@@ -19,7 +19,8 @@
  * run. Prints one line on stdout (bench/README.md):
  *   pool-load mode=pool|fresh n= concurrency= payload_bytes= ok= errors= p50_us= p90_us=
  *   p99_us= max_us= mean_us= wall_ms= inv_per_s=
- * and exits 1 if any invocation failed.
+ * and exits 1 if any invocation failed. --samples FILE appends every sample (µs), one per
+ * line, for runs to be pooled across rounds.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,7 +46,7 @@
 #define RETRY_NS    100000ull
 
 static struct {
-	const char *pool, *fresh, *ember, *tmp;
+	const char *pool, *fresh, *ember, *tmp, *samples_path;
 	unsigned n, conc, warmup;
 	uint32_t bytes, port;
 	uint64_t timeout_ns;
@@ -157,6 +158,8 @@ static pid_t spawn_restore(const char *uds)
 
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+	/* its ember-report lines are not ours to print; a failure shows as no answer */
+	posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
 	r = posix_spawn(&pid, opt.ember, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	return r ? -r : pid;
@@ -168,6 +171,7 @@ static int fresh_one(const char *uds, const uint8_t *payload, uint64_t *us)
 	struct invoke_result res;
 	struct errbuf eb = { "" };
 	bool ok = false;
+	uint32_t host_port;
 	pid_t pid = spawn_restore(uds);
 	int fd = -1, r;
 
@@ -177,7 +181,7 @@ static int fresh_one(const char *uds, const uint8_t *payload, uint64_t *us)
 	}
 	/* connect as soon as the socket accepts and the guest answers */
 	while (fd < 0 && invoke_clock_ns() < deadline) {
-		fd = invoke_connect(uds, opt.port, deadline, NULL, &eb);
+		fd = invoke_connect(uds, opt.port, deadline, &host_port, &eb);
 		if (fd < 0) {
 			struct timespec ts = { 0, RETRY_NS };
 
@@ -265,6 +269,8 @@ int main(int argc, char **argv)
 			opt.ember = v;
 		else if (!strcmp(a, "--tmp"))
 			opt.tmp = v;
+		else if (!strcmp(a, "--samples"))
+			opt.samples_path = v;
 		else if (!strcmp(a, "--n"))
 			opt.n = parse_u(a, v, 1, 10000000);
 		else if (!strcmp(a, "--concurrency"))
@@ -312,6 +318,17 @@ int main(int argc, char **argv)
 	if (ok == 0) {
 		fprintf(stderr, "pool_load: no invocation completed\n");
 		return 1;
+	}
+	if (opt.samples_path) {
+		FILE *f = fopen(opt.samples_path, "a");
+
+		if (!f) {
+			fprintf(stderr, "pool_load: %s: %s\n", opt.samples_path, strerror(errno));
+			return 1;
+		}
+		for (unsigned i = 0; i < ok; i++)
+			fprintf(f, "%" PRIu64 "\n", samples[i]);
+		fclose(f);
 	}
 	qsort(samples, ok, sizeof(*samples), bench_cmp_u64);
 	for (unsigned i = 0; i < ok; i++)

@@ -4,7 +4,7 @@
 #
 #   bench/run.sh                            all sections
 #   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory vsock
-#                                           idle qemu)
+#                                           idle pool qemu)
 #   BENCH_RUNS=10 bench/run.sh              runs per command in every section (defaults:
 #                                           boot 100, restore 50, snapshot 10, memory 20)
 #   BENCH_HEAPS="64" bench/run.sh           sandbox heap sizes in MiB (default 16 64 256)
@@ -13,6 +13,8 @@
 #   BENCH_MEM_RUNS=5 bench/run.sh           memory section runs only
 #   BENCH_VSOCK_N=500 bench/run.sh          vsock section: 64-byte round trips (2000)
 #   BENCH_IDLE_CLONES=20 bench/run.sh       idle section: parked clones (100)
+#   BENCH_POOL_N=500 bench/run.sh           pool section: invocations per pool cell (2000;
+#                                           more knobs in bench/pool.sh)
 #   BENCH_QEMU_RUNS=20 bench/run.sh         qemu section: restore runs (BENCH_RUNS, else 50);
 #                                           bench/qemu_peer.sh lists its other knobs
 #
@@ -33,7 +35,7 @@ MEM_TARGET_WS=32 # the issue's targets are stated at ws = 32 MiB
 VSOCK_N=${BENCH_VSOCK_N:-2000}
 IDLE_CLONES=${BENCH_IDLE_CLONES:-100}
 IDLE_WINDOW=${BENCH_IDLE_WINDOW:-10}
-SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle qemu"}
+SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle pool qemu"}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
@@ -542,6 +544,9 @@ summary() {
 				printf "- heap %sM: restored heap checksum %s equals the golden guest'"'"'s\n", H[i], ok_verify[H[i]]
 	}' $files
 }
+
+# sections in files of their own
+. bench/pool.sh
 
 # ---- run and collect ----------------------------------------------------------------------
 
