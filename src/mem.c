@@ -202,9 +202,22 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
 			free(slot);
 			return errbuf_set(eb, r, "KVM_GET_DIRTY_LOG slot %u: %s", i, strerror(-r));
 		}
-		for (uint64_t pg = 0; pg < pages; pg++)
-			if (slot[pg / 64] & (1ull << (pg % 64)))
-				bitmap[(base + pg) / 64] |= 1ull << ((base + pg) % 64);
+		/* word by word, set bits only: a bit at a time cost ~70 µs per 256 MiB here,
+		 * most of an in-place reset's memory phase when few pages were written */
+		for (uint64_t w = 0; w < (pages + 63) / 64; w++) {
+			uint64_t bits = slot[w];
+
+			if (bits && base % 64 == 0) {
+				bitmap[base / 64 + w] |= bits; /* KVM leaves the bits past `pages` clear */
+				continue;
+			}
+			while (bits) {
+				uint64_t pg = base + w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+				bitmap[pg / 64] |= 1ull << (pg % 64);
+				bits &= bits - 1;
+			}
+		}
 		free(slot);
 	}
 	for (uint64_t w = 0; w < words; w++)
