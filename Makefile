@@ -141,7 +141,7 @@ $(B)/bench/%: bench/%.c $(LIBSNAP)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 # bench programs that measure ember's own layers (the page server) link libember too
-BENCH_EMBER_BINS := $(B)/bench/pager_micro $(B)/bench/vsock_client
+BENCH_EMBER_BINS := $(B)/bench/pager_micro $(B)/bench/vsock_client $(B)/bench/warm
 $(BENCH_EMBER_BINS): $(B)/bench/%: bench/%.c $(LIBEMBER) $(LIBSNAP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")

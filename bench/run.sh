@@ -3,7 +3,8 @@
 # number (with the raw samples) to bench/results/<date>.json. See bench/README.md.
 #
 #   bench/run.sh                            all sections
-#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory)
+#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory
+#                                           vsock idle standby reset standby_mem)
 #   BENCH_RUNS=10 bench/run.sh              runs per command in every section (defaults:
 #                                           boot 100, restore 50, snapshot 10, memory 20)
 #   BENCH_HEAPS="64" bench/run.sh           sandbox heap sizes in MiB (default 16 64 256)
@@ -12,6 +13,8 @@
 #   BENCH_MEM_RUNS=5 bench/run.sh           memory section runs only
 #   BENCH_VSOCK_N=500 bench/run.sh          vsock section: 64-byte round trips (2000)
 #   BENCH_IDLE_CLONES=20 bench/run.sh       idle section: parked clones (100)
+#   BENCH_WARM_RUNS=10 bench/run.sh         standby, reset: runs (100, 30; bench/warm.sh)
+#   BENCH_STANDBY_VMS=50 bench/run.sh       standby_mem: VMs at once (200)
 #
 # A section is a shell function section_NAME that writes "$tmp/NAME.json"; add one and
 # list it in SECTIONS below.
@@ -30,7 +33,7 @@ MEM_TARGET_WS=32 # the issue's targets are stated at ws = 32 MiB
 VSOCK_N=${BENCH_VSOCK_N:-2000}
 IDLE_CLONES=${BENCH_IDLE_CLONES:-100}
 IDLE_WINDOW=${BENCH_IDLE_WINDOW:-10}
-SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle"}
+SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle standby reset standby_mem"}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
@@ -432,6 +435,9 @@ section_idle() {
 		printf "- every parked clone answered its next invocation (%d of %d)\n", nr, n
 	}' "$tmp/idle-invoke"
 }
+
+# ---- standby, reset, standby_mem: warm starts (bench/warm.sh) ----------------------------
+. "$(dirname "$0")/warm.sh"
 
 # ---- summary against the targets (bench/README.md) --------------------------------------
 
