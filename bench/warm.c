@@ -902,7 +902,7 @@ static int run_standby(void)
 struct target {
 	char name[32];
 	bool floor, whole;
-	const char *backend;
+	char backend[24];
 	struct child c;
 };
 
@@ -1061,7 +1061,7 @@ static int run_reset(void)
 	memset(targets, 0, sizeof(targets));
 	for (unsigned i = 0; i < nb; i++) {
 		snprintf(targets[nt].name, sizeof(targets[nt].name), "ember-%.23s", backends[i]);
-		targets[nt++].backend = strdup(backends[i]);
+		snprintf(targets[nt++].backend, sizeof(targets[0].backend), "%.23s", backends[i]);
 	}
 	snprintf(targets[nt].name, sizeof(targets[nt].name), "floor");
 	targets[nt++].floor = true;
