@@ -141,14 +141,18 @@ demo: deps
 $(B)/bench/%: bench/%.c $(LIBSNAP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 # bench programs that measure ember's own layers (the page server) link libember too
-BENCH_EMBER_BINS := $(B)/bench/pager_micro $(B)/bench/vsock_client $(B)/bench/pool_load
+BENCH_EMBER_BINS := $(B)/bench/pager_micro $(B)/bench/vsock_client $(B)/bench/pool_load \
+                    $(B)/bench/warm
 $(BENCH_EMBER_BINS): $(B)/bench/%: bench/%.c $(LIBEMBER) $(LIBSNAP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
+
+# the bench programs' shared headers (their .d files are not under obj/)
+$(BENCH_BINS): bench/bench.h bench/floor_vm.h
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)

@@ -3,8 +3,8 @@
 # number (with the raw samples) to bench/results/<date>.json. See bench/README.md.
 #
 #   bench/run.sh                            all sections
-#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory vsock
-#                                           idle pool qemu)
+#   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory
+#                                           vsock idle standby reset standby_mem pool qemu)
 #   BENCH_RUNS=10 bench/run.sh              runs per command in every section (defaults:
 #                                           boot 100, restore 50, snapshot 10, memory 20)
 #   BENCH_HEAPS="64" bench/run.sh           sandbox heap sizes in MiB (default 16 64 256)
@@ -17,6 +17,8 @@
 #                                           more knobs in bench/pool.sh)
 #   BENCH_QEMU_RUNS=20 bench/run.sh         qemu section: restore runs (BENCH_RUNS, else 50);
 #                                           bench/qemu_peer.sh lists its other knobs
+#   BENCH_WARM_RUNS=10 bench/run.sh         standby, reset: runs (100, 30; bench/warm.sh)
+#   BENCH_STANDBY_VMS=50 bench/run.sh       standby_mem: VMs at once (200)
 #
 # A section is a shell function section_NAME that writes "$tmp/NAME.json"; add one and
 # list it in SECTIONS below.
@@ -35,7 +37,7 @@ MEM_TARGET_WS=32 # the issue's targets are stated at ws = 32 MiB
 VSOCK_N=${BENCH_VSOCK_N:-2000}
 IDLE_CLONES=${BENCH_IDLE_CLONES:-100}
 IDLE_WINDOW=${BENCH_IDLE_WINDOW:-10}
-SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle pool qemu"}
+SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle standby reset standby_mem pool qemu"}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
@@ -448,6 +450,12 @@ section_qemu() {
 	EMBER_BUILD=$B BENCH_QEMU_RUNS=${BENCH_QEMU_RUNS:-$RESTORE_RUNS} bench/qemu_peer.sh "$tmp/qemu.json"
 }
 
+# ---- standby, reset, standby_mem: warm starts (bench/warm.sh) ----------------------------
+. "$(dirname "$0")/warm.sh"
+
+# ---- pool: invocations through ember pool (bench/pool.sh) -------------------------------
+. "$(dirname "$0")/pool.sh"
+
 # ---- summary against the targets (bench/README.md) --------------------------------------
 
 # Reads the per-heap TSVs (command, metric, unit, n, median, p99, min, max) and prints the
@@ -544,9 +552,6 @@ summary() {
 				printf "- heap %sM: restored heap checksum %s equals the golden guest'"'"'s\n", H[i], ok_verify[H[i]]
 	}' $files
 }
-
-# sections in files of their own
-. bench/pool.sh
 
 # ---- run and collect ----------------------------------------------------------------------
 

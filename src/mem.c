@@ -238,9 +238,22 @@ int mem_dirty_collect(struct guest_mem *m, int vm_fd, uint64_t *bitmap, struct e
 			free(slot);
 			return errbuf_set(eb, r, "KVM_GET_DIRTY_LOG slot %u: %s", i, strerror(-r));
 		}
-		for (uint64_t pg = 0; pg < pages; pg++)
-			if (bm_test(slot, pg))
-				bm_set(bitmap, base + pg);
+		/* word by word, set bits only: a bit at a time cost ~70 µs per 256 MiB here,
+		 * most of an in-place reset's memory phase when few pages were written */
+		for (uint64_t w = 0; w < bm_words(pages); w++) {
+			uint64_t bits = slot[w];
+
+			if (bits && base % 64 == 0) {
+				bitmap[base / 64 + w] |= bits; /* KVM leaves the bits past `pages` clear */
+				continue;
+			}
+			while (bits) {
+				uint64_t pg = base + w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+				bm_set(bitmap, pg);
+				bits &= bits - 1;
+			}
+		}
 		free(slot);
 	}
 	for (uint64_t w = 0; w < words; w++)

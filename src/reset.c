@@ -8,9 +8,12 @@
  * it, and the devices' post-restore hooks run: a reset VM is a fresh restore.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "vmm.h"
@@ -20,12 +23,22 @@
 
 /* More runs than this and one madvise over all of guest RAM is cheaper than one per
  * run: with the mmap backend that only drops page-cache mappings besides the written
- * pages, which the guest maps again on its next touch. */
-#define RESET_MAX_RUNS 512
+ * pages, which the guest maps again on its next touch. Batched (process_madvise) runs
+ * cost about half as much: at 1052 runs here, ~2.2 ms batched against ~3.7 ms for the
+ * whole 256 MiB mapping. */
+#define RESET_MAX_RUNS         512
+#define RESET_MAX_RUNS_BATCHED 2048
+/* runs per process_madvise(2) call (at most UIO_MAXIOV) */
+#define DROP_BATCH 256
+
+static int self_pidfd = -1;
+static bool drop_unbatched; /* the kernel refused MADV_DONTNEED in process_madvise */
 
 struct revert {
 	struct vm *vm;
 	uint64_t pages, runs;
+	struct iovec *iov;       /* mmap: runs to drop, DROP_BATCH at most */
+	unsigned niov;
 	uint8_t *chunk;          /* eager lz4: one decoded chunk */
 	uint8_t *scratch;        /* eager lz4: its stored bytes */
 	uint64_t chunk_idx;      /* which chunk is in `chunk`, or UINT64_MAX */
@@ -42,16 +55,56 @@ static int count_run(void *opaque, uint64_t first, uint64_t count)
 	return 0;
 }
 
+static int drop_one(struct revert *rv, void *p, size_t len)
+{
+	uint64_t first = (uint64_t)((uint8_t *)p - rv->vm->mem.base) / PAGE_SIZE;
+
+	if (madvise(p, len, MADV_DONTNEED) < 0)
+		return errbuf_set(rv->eb, -errno, "reset: madvise(MADV_DONTNEED) of guest pages "
+				  "%llu..%llu: %s", (unsigned long long)first,
+				  (unsigned long long)(first + len / PAGE_SIZE - 1), strerror(errno));
+	return 0;
+}
+
+/*
+ * The batched runs, dropped with one process_madvise(2) on ourselves: one MMU-notifier
+ * and TLB-flush round per call instead of per run (256 scattered pages: ~0.8 -> ~0.45 ms
+ * here). Kernels that refuse MADV_DONTNEED there (before Linux 6.x) get one madvise per
+ * run, as does a batch the call did not finish (dropping twice is harmless).
+ */
+static int drop_flush(struct revert *rv)
+{
+	size_t total = 0;
+	int r = 0;
+
+	for (unsigned i = 0; i < rv->niov; i++)
+		total += rv->iov[i].iov_len;
+	if (rv->niov && !drop_unbatched) {
+		ssize_t n = -1;
+
+		if (self_pidfd < 0)
+			self_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		if (self_pidfd >= 0)
+			n = syscall(SYS_process_madvise, self_pidfd, rv->iov, (size_t)rv->niov,
+				    MADV_DONTNEED, 0);
+		if (n >= 0 && (size_t)n == total)
+			rv->niov = 0;
+		else if (n < 0 && (errno == ENOSYS || errno == EINVAL || errno == EPERM))
+			drop_unbatched = true;
+	}
+	for (unsigned i = 0; i < rv->niov && !r; i++)
+		r = drop_one(rv, rv->iov[i].iov_base, rv->iov[i].iov_len);
+	rv->niov = 0;
+	return r;
+}
+
 static int drop_run(void *opaque, uint64_t first, uint64_t count)
 {
 	struct revert *rv = opaque;
-	uint8_t *p = rv->vm->mem.base + first * PAGE_SIZE;
 
-	if (madvise(p, count * PAGE_SIZE, MADV_DONTNEED) < 0)
-		return errbuf_set(rv->eb, -errno, "reset: madvise(MADV_DONTNEED) of guest pages "
-				  "%llu..%llu: %s", (unsigned long long)first,
-				  (unsigned long long)(first + count - 1), strerror(errno));
-	return 0;
+	rv->iov[rv->niov++] = (struct iovec){ .iov_base = rv->vm->mem.base + first * PAGE_SIZE,
+					      .iov_len = count * PAGE_SIZE };
+	return rv->niov == DROP_BATCH ? drop_flush(rv) : 0;
 }
 
 /* eager, raw image: read the pages back */
@@ -133,14 +186,20 @@ static int revert_memory(struct vm *vm, struct reset_stats *rs, struct errbuf *e
 			r = bm_for_each_run(written, npages, reread_run, &rv);
 		}
 		break;
-	default: /* mmap: the private copies go, the file's pages show through again */
-		if (rv.runs > RESET_MAX_RUNS) {
+	default: { /* mmap: the private copies go, the file's pages show through again */
+		struct iovec iov[DROP_BATCH];
+
+		rv.iov = iov;
+		if (rv.runs > (drop_unbatched ? RESET_MAX_RUNS : RESET_MAX_RUNS_BATCHED)) {
 			rs->whole_mapping = true;
-			r = drop_run(&rv, 0, npages);
+			r = drop_one(&rv, m->base, npages * PAGE_SIZE);
 		} else {
 			r = bm_for_each_run(written, npages, drop_run, &rv);
+			if (!r)
+				r = drop_flush(&rv);
 		}
 		break;
+	}
 	}
 	if (!r)
 		memset(written, 0, bm_words(npages) * sizeof(uint64_t));

@@ -7,6 +7,12 @@
  *   serve       touch a working set of `ws=` bytes  -> "served ws=<bytes> checksum=<hex>"
  *                 (pages in `pattern=random|seq` order) + REPORT "serve"
  *   generation  the VM generation                   -> "generation=<hex>"
+ *   dirty N [seq]  write one word (+1) in each of N distinct heap pages -> REPORT
+ *                 "dirty" <N> <first page> <stride> <tsc cycles>, nothing printed. The
+ *                 pages are spread over the heap like serve's random pattern (a
+ *                 seed-derived stride coprime to the heap's pages), or pages 0..N-1
+ *                 with seq. For the in-place reset bench (bench/warm.c): it changes
+ *                 the heap (verify then differs); a reset reverts it.
  *   spin        loop forever in ring 3 (for signal, timeout and pause tests)
  *   exit        reset
  * With `resume_line` it prints "resumed" on the UART right after the ready point: the
@@ -74,6 +80,24 @@ static uint64_t gcd(uint64_t a, uint64_t b)
 	return a;
 }
 
+/* The first page and a stride coprime to the heap's pages: a seed-derived walk that
+ * visits distinct pages (serve's random pattern). */
+static void heap_walk(uint64_t *page, uint64_t *stride)
+{
+	uint64_t heap_pages = heap.pages, seed = heap.seed;
+
+	*page = 0;
+	*stride = 1;
+	if (heap_pages <= 1)
+		return;
+	*page = mix64(seed ^ 0x5e7e5e7eull) % heap_pages;
+	*stride = mix64(seed ^ 0x57a1deull) % heap_pages;
+	if (*stride == 0)
+		*stride = 1;
+	while (gcd(*stride, heap_pages) != 1)
+		*stride = *stride + 1 < heap_pages ? *stride + 1 : 1;
+}
+
 /*
  * Touches the working set: the same pages in the same order on every request (a
  * recorded working set stays valid for later clones). "random" walks the heap
@@ -82,17 +106,11 @@ static uint64_t gcd(uint64_t a, uint64_t b)
 static void serve(void)
 {
 	uint64_t n = cfg.ws / PAGE_SIZE, page = 0, stride = 1, sum = 0;
-	uint64_t heap_pages = heap.pages, seed = heap.seed;
+	uint64_t heap_pages = heap.pages;
 	uint64_t t0 = rdtsc();
 
-	if (cfg.random_pattern && heap_pages > 1) {
-		page = mix64(seed ^ 0x5e7e5e7eull) % heap_pages;
-		stride = mix64(seed ^ 0x57a1deull) % heap_pages;
-		if (stride == 0)
-			stride = 1;
-		while (gcd(stride, heap_pages) != 1)
-			stride = stride + 1 < heap_pages ? stride + 1 : 1;
-	}
+	if (cfg.random_pattern)
+		heap_walk(&page, &stride);
 	for (uint64_t k = 0; k < n; k++) {
 		sum = hash64(heap.base + page * PAGE_SIZE, PAGE_SIZE, sum);
 		request_counters[page % ARRAY_SIZE(request_counters)]++;
@@ -101,6 +119,37 @@ static void serve(void)
 	requests_served++;
 	guest_print("served ws=%lu checksum=%016lx\n", n * PAGE_SIZE, sum);
 	guest_report("serve", n * PAGE_SIZE, n, sum, rdtsc() - t0);
+}
+
+/* "dirty N [seq]": one written word in each of N distinct heap pages, then REPORT. */
+static void dirty(const char *args)
+{
+	uint64_t n = 0, page = 0, stride = 1, first, t0 = rdtsc();
+	size_t len = 0;
+	const char *sp;
+	bool seq;
+
+	while (args[len] && args[len] != ' ')
+		len++;
+	sp = args[len] ? args + len : NULL;
+	seq = sp && !strcmp(sp + 1, "seq");
+
+	if (parse_u64_suffix(args, len, &n) || (sp && !seq) || n > heap.pages) {
+		guest_print("dirty: '%s': expected a page count <= %lu, then optionally seq\n",
+			    args, heap.pages);
+		guest_report("dirty-error", 0, 0, 0, 0);
+		return;
+	}
+	if (!seq)
+		heap_walk(&page, &stride);
+	first = page;
+	for (uint64_t k = 0; k < n; k++) {
+		volatile uint64_t *w = (volatile uint64_t *)(heap.base + page * PAGE_SIZE);
+
+		*w += 1;
+		page = (page + stride) % heap.pages;
+	}
+	guest_report("dirty", n, first, stride, rdtsc() - t0);
 }
 
 void guest_main(void)
@@ -125,6 +174,8 @@ void guest_main(void)
 			guest_print("checksum=%016lx\n", heap_checksum(&heap));
 		else if (!strcmp(cmd, "serve"))
 			serve();
+		else if (!strncmp(cmd, "dirty ", 6))
+			dirty(cmd + 6);
 		else if (!strcmp(cmd, "generation"))
 			guest_print("generation=%016lx\n", guest_generation());
 		else if (!strcmp(cmd, "spin"))

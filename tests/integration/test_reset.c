@@ -489,3 +489,100 @@ Test(reset, ready_fd_gets_one_line_once_the_standby_vm_is_ready)
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	proc_result_free(&r);
 }
+
+/* The console file's text so far (NUL-terminated; "" while it does not exist). */
+static char *console_text(const char *path)
+{
+	size_t len = 0;
+	char *text = access(path, F_OK) ? NULL : (char *)snapt_read_file(path, &len);
+
+	text = realloc(text, len + 1);
+	cr_assert_not_null(text);
+	text[len] = 0;
+	return text;
+}
+
+/* Waits until the console holds n heap checksums and returns the n-th (from 1). */
+static uint64_t await_checksum(const char *console, unsigned n)
+{
+	for (unsigned i = 0; i < 2000; i++) {
+		char *text = console_text(console);
+		unsigned have = snapt_count(text, "\nchecksum=") + !strncmp(text, "checksum=", 9);
+		uint64_t sum = have >= n ? snapt_checksum(text, n - 1) : 0;
+
+		free(text);
+		if (have >= n)
+			return sum;
+		usleep(10000);
+	}
+	cr_assert_fail("no checksum #%u on the console %s", n, console);
+	return 0;
+}
+
+/*
+ * The sandbox writes N heap pages (`dirty`, spread over the heap: hundreds of runs, so
+ * the mmap backend's drops go in several batches), the reset must revert at least those
+ * and the heap must checksum as the golden guest's again; then once more with N pages in
+ * one run.
+ */
+static void many_pages_reverted(const char *backend)
+{
+	static const struct {
+		const char *cmd;
+		uint64_t pages;
+	} rounds[] = { { "dirty 1200", 1200 }, { "dirty 3000 seq", 3000 } };
+	char dir[PATH_MAX], ctl[PATH_MAX], console[PATH_MAX], arg[PATH_MAX + 8], name[64];
+	unsigned sums = 0;
+	uint64_t golden_sum;
+	struct proc *p;
+
+	snprintf(name, sizeof(name), "sb-%s", backend);
+	snapt_join(dir, tmp, "%s", name);
+	golden_sum = snapt_golden(dir, "heap=16M seed=5", 64);
+	snapt_join(ctl, tmp, "%s.ctl", name);
+	snapt_join(console, tmp, "%s.console", name);
+	snprintf(arg, sizeof(arg), "file:%s", console);
+	p = ember_test_start("restore", "--snapshot", dir, "--api-sock", ctl, "--console", arg,
+			     "--mem-backend", backend, NULL);
+	snapt_wait_socket(ctl, SNAPT_RUN_MS);
+	for (unsigned i = 0; i < ARRAY_SIZE(rounds); i++) {
+		struct proc_result r;
+		char line[128];
+		uint64_t reverted = 0;
+
+		fnt_guest_cmd(ctl, rounds[i].cmd);
+		fnt_guest_cmd(ctl, "verify");
+		cr_assert_neq(await_checksum(console, ++sums), golden_sum,
+			      "%s did not change the heap", rounds[i].cmd);
+		snapt_ctl(&r, ctl, "reset", NULL);
+		cr_assert_eq(r.status, 0, "reset: %s%s", r.out, r.err);
+		cr_assert_not_null(proc_find_line(r.out, "pages_reverted: ", line, sizeof(line)),
+				   "%s", r.out);
+		reverted = strtoull(line + 16, NULL, 10);
+		cr_assert_geq(reverted, rounds[i].pages, "%s: the reset reverted %llu pages",
+			      rounds[i].cmd, (unsigned long long)reverted);
+		proc_result_free(&r);
+		fnt_guest_cmd(ctl, "verify");
+		cr_assert_eq(await_checksum(console, ++sums), golden_sum,
+			     "%s, reset: the heap is not the golden one", rounds[i].cmd);
+	}
+	{
+		struct proc_result r;
+
+		fnt_guest_cmd(ctl, "exit");
+		cr_assert_eq(proc_finish(p, 10000, &r), 0);
+		ember_test_assert_no_crash(&r);
+		cr_assert_eq(r.status, 0, "%s", r.err);
+		proc_result_free(&r);
+	}
+}
+
+Test(reset, many_written_pages_are_reverted_with_the_mmap_backend)
+{
+	many_pages_reverted("mmap");
+}
+
+Test(reset, many_written_pages_are_reverted_with_the_uffd_backend)
+{
+	many_pages_reverted("uffd");
+}
