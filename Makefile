@@ -135,7 +135,7 @@ integration: all $(INTEG_BINS)
 
 # ---- demo and bench ----------------------------------------------------------------
 demo: deps
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory all $(B)/bench/pool_load
 	$(Q)EMBER_BUILD=$(B) scripts/demo.sh
 
 $(B)/bench/%: bench/%.c $(LIBSNAP)

@@ -6,7 +6,9 @@
 #   3. print boot-to-ready, snapshot time and size, restore p50/p99 and every clone's
 #      checksum and generation;
 #   4. the invocation channel: boot the fn guest with a vsock device, snapshot it at
-#      ready, restore it, and invoke its function over vsock (ember invoke).
+#      ready, restore it, and invoke its function over vsock (ember invoke);
+#   5. warm start: an ember pool of standby VMs of that snapshot, reset in place after
+#      every invocation; 1000 invocations through it, and the latency table.
 set -eu
 B=${EMBER_BUILD:-build}
 EMBER=$B/ember
@@ -132,3 +134,46 @@ od -A n -t x1 "$work/resp1" | head -3 | sed 's/^/  /'
 [ "$(wc -c <"$work/resp1")" -eq 33 ] || { echo "demo: the response is not 8 + 25 bytes" >&2; exit 1; }
 cmp -s "$work/resp1" "$work/resp2" || { echo "demo: two invocations of the same payload differ" >&2; exit 1; }
 echo "the same payload gets the same answer every time: the clone's heap is the golden one."
+
+echo
+echo "== 5. warm start: ember pool keeps standby VMs of the fn snapshot, one process each,"
+echo "   and resets a VM in place after every invocation"
+POOL_SIZE=${DEMO_POOL_SIZE:-3}
+POOL_N=${DEMO_POOL_N:-1000}
+echo "   $EMBER pool --snapshot DIR --socket POOL.sock --size $POOL_SIZE &"
+"$EMBER" pool --snapshot "$work/fn-golden" --socket "$work/pool.sock" --size "$POOL_SIZE" \
+	2>"$work/pool.err" &
+pool=$!
+n=0
+until "$EMBER" pool status --socket "$work/pool.sock" 2>/dev/null | grep -q "^idle: $POOL_SIZE\$"; do
+	n=$((n + 1))
+	[ "$n" -lt 1500 ] || { echo "demo: the pool never became ready" >&2; cat "$work/pool.err" >&2; kill "$pool"; exit 1; }
+	sleep 0.02
+done
+echo "   $EMBER invoke --pool POOL.sock --payload FILE"
+"$EMBER" invoke --pool "$work/pool.sock" --payload "$work/payload" >"$work/pool-resp" ||
+	{ cat "$work/pool.err" >&2; kill "$pool"; exit 1; }
+cmp -s "$work/pool-resp" "$work/resp1" ||
+	{ echo "demo: the pool's answer differs from the clone's" >&2; kill "$pool"; exit 1; }
+echo "   the pool's answer equals the clone's: every VM in it is the golden snapshot"
+echo "   $POOL_N invocations, 1 KiB random payloads, one client (bench/pool_load):"
+"$B/bench/pool_load" --pool "$work/pool.sock" --n "$POOL_N" --concurrency 1 >"$work/load.out" ||
+	{ cat "$work/pool.err" >&2; kill "$pool"; exit 1; }
+"$EMBER" pool status --socket "$work/pool.sock" >"$work/pool-status"
+kill -TERM "$pool"
+wait "$pool" || { echo "demo: the pool did not stop cleanly" >&2; cat "$work/pool.err" >&2; exit 1; }
+lf() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" "$work/load.out"; }
+sf() { sed -n "s/^$1: //p" "$work/pool-status"; }
+echo
+printf '| %-44s | %s |\n' "pool, $POOL_N invocations (client -> response)" "value"
+printf '|%s|%s|\n' "----------------------------------------------" "------------------------"
+printf '| %-44s | %s of %s |\n' "answered OK (status and size checked)" "$(lf ok)" "$POOL_N"
+printf '| %-44s | %s us |\n' "p50" "$(lf p50_us)"
+printf '| %-44s | %s us |\n' "p90" "$(lf p90_us)"
+printf '| %-44s | %s us |\n' "p99" "$(lf p99_us)"
+printf '| %-44s | %s us |\n' "max" "$(lf max_us)"
+printf '| %-44s | %s /s |\n' "invocations per second (one client)" "$(lf inv_per_s)"
+printf '| %-44s | %s (p50 %s us, p99 %s us) |\n' "in-place resets" "$(sf resets)" \
+	"$(sf reset_us_p50)" "$(sf reset_us_p99)"
+printf '| %-44s | %s |\n' "VM processes started / crashed" "$(sf spawned) / $(sf crashes)"
+[ "$(lf ok)" = "$POOL_N" ] || { echo "demo: not every invocation succeeded" >&2; exit 1; }
