@@ -374,10 +374,11 @@ static void restore_all(struct vm *vm, const struct snap_state *st)
 	cr_assert_eq(x86_host_cpuid(vm, &host, &eb), 0, "%s", eb.msg);
 	cr_assert_eq(x86_check_snapshot_cpu(st, host, &eb), 0, "%s", eb.msg);
 	free(host);
-	cr_assert_eq(x86_vm_restore(vm, &st->vm, &eb), 0, "%s", eb.msg);
+	cr_assert_eq(x86_vm_restore_prepare(vm, &st->vm, &eb), 0, "%s", eb.msg);
 	for (unsigned i = 0; i < st->nr_vcpus; i++)
 		cr_assert_eq(x86_vcpu_restore(&vm->vcpus[st->vcpus[i].id], &st->vcpus[i], &eb), 0,
 			     "%s", eb.msg);
+	cr_assert_eq(x86_vm_restore(vm, &st->vm, &eb), 0, "%s", eb.msg);
 }
 
 /*

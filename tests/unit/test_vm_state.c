@@ -142,8 +142,9 @@ static void snapshot_and_restore(void)
 	memcpy(vm->mem.base, fx.vm->mem.base, fx.vm->mem.size);
 	vm_destroy(fx.vm);
 	fx.vm = vm;
-	cr_assert_eq(x86_vm_restore(vm, &fx.saved, &eb), 0, "%s", eb.msg);
+	cr_assert_eq(x86_vm_restore_prepare(vm, &fx.saved, &eb), 0, "%s", eb.msg);
 	cr_assert_eq(x86_vcpu_restore(&vm->vcpus[0], &fx.vcpu, &eb), 0, "%s", eb.msg);
+	cr_assert_eq(x86_vm_restore(vm, &fx.saved, &eb), 0, "%s", eb.msg);
 	cr_assert_eq(x86_vm_save(vm, &fx.again, &eb), 0, "%s", eb.msg);
 }
 
@@ -247,6 +248,9 @@ Test(vm_state, restore_rejects_unknown_clock_flags, .fini = fx_fini)
 
 	saved_fresh();
 	fx.saved.clock.flags = 0x102;
+	/* before any vCPU state is set, and again by the step that would use them */
+	cr_assert_eq(x86_vm_restore_prepare(fx.vm, &fx.saved, &eb), -EINVAL);
+	cr_assert(strstr(eb.msg, "vm.clock.flags 0x102: unknown flags 0x100"), "%s", eb.msg);
 	cr_assert_eq(x86_vm_restore(fx.vm, &fx.saved, &eb), -EINVAL);
 	cr_assert(strstr(eb.msg, "vm.clock.flags 0x102: unknown flags 0x100"), "%s", eb.msg);
 }
@@ -267,6 +271,8 @@ Test(vm_state, restore_rejects_an_ioapic_at_another_address, .fini = fx_fini)
 
 	saved_fresh();
 	fx.saved.ioapic.base_address = 0xfed00000;
+	cr_assert_eq(x86_vm_restore_prepare(fx.vm, &fx.saved, &eb), -EINVAL);
+	cr_assert(strstr(eb.msg, "vm.ioapic.base_address 0xfed00000"), "%s", eb.msg);
 	cr_assert_eq(x86_vm_restore(fx.vm, &fx.saved, &eb), -EINVAL);
 	cr_assert(strstr(eb.msg, "vm.ioapic.base_address 0xfed00000"), "%s", eb.msg);
 }
@@ -277,11 +283,11 @@ Test(vm_state, restore_rejects_a_zero_tsc_frequency, .fini = fx_fini)
 
 	saved_fresh();
 	fx.saved.tsc_khz = 0;
-	cr_assert_eq(x86_vm_restore(fx.vm, &fx.saved, &eb), -EINVAL);
+	cr_assert_eq(x86_vm_restore_prepare(fx.vm, &fx.saved, &eb), -EINVAL);
 	cr_assert(strstr(eb.msg, "TSC frequency is 0"), "%s", eb.msg);
 }
 
-/* Runs x86_vm_restore with stderr captured into buf. */
+/* Runs x86_vm_restore_prepare (the TSC frequency) with stderr captured into buf. */
 static int restore_capturing_stderr(char *buf, size_t len, struct errbuf *eb)
 {
 	char path[] = "/tmp/ember-vm-state-XXXXXX";
@@ -292,7 +298,7 @@ static int restore_capturing_stderr(char *buf, size_t len, struct errbuf *eb)
 	unlink(path);
 	fflush(stderr);
 	dup2(fd, STDERR_FILENO);
-	r = x86_vm_restore(fx.vm, &fx.saved, eb);
+	r = x86_vm_restore_prepare(fx.vm, &fx.saved, eb);
 	fflush(stderr);
 	dup2(saved, STDERR_FILENO);
 	close(saved);
@@ -312,7 +318,7 @@ Test(vm_state, other_tsc_frequency_is_scaled_or_warned_about_naming_both, .fini 
 	host = fx.saved.tsc_khz;
 	fx.saved.tsc_khz = host + host / 100; /* 1% faster */
 	if (ioctl(fx.vm->kvm.vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0) {
-		cr_assert_eq(x86_vm_restore(fx.vm, &fx.saved, &eb), 0, "%s", eb.msg);
+		cr_assert_eq(x86_vm_restore_prepare(fx.vm, &fx.saved, &eb), 0, "%s", eb.msg);
 		cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0), (int)fx.saved.tsc_khz);
 		return;
 	}

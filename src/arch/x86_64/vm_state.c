@@ -179,18 +179,9 @@ static int restore_tsc_khz(struct vm *vm, uint32_t snap_khz, struct errbuf *eb)
 	return 0;
 }
 
-/*
- * Order: TSC frequency (before any vCPU state is restored), then PIT2, CLOCK and the
- * three irqchips, as Firecracker does. Field values are left for KVM to validate, except
- * where KVM would silently accept nonsense.
- */
-int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb)
+/* What KVM would take silently and get wrong. */
+static int check_vm_state(const struct snap_vm *in, struct errbuf *eb)
 {
-	struct kvm_clock_data clock;
-	struct kvm_pit_state2 pit;
-	struct kvm_irqchip chip;
-	int r;
-
 	if (in->clock.flags & ~CLOCK_KNOWN_FLAGS)
 		return errbuf_set(eb, -EINVAL, "vm.clock.flags 0x%x: unknown flags 0x%x", in->clock.flags,
 				  in->clock.flags & ~CLOCK_KNOWN_FLAGS);
@@ -200,10 +191,29 @@ int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb)
 		return errbuf_set(eb, -EINVAL, "vm.ioapic.base_address 0x%llx: KVM's IOAPIC is at "
 				  "0x%llx", (unsigned long long)in->ioapic.base_address,
 				  IOAPIC_DEFAULT_BASE);
-	r = restore_tsc_khz(vm, in->tsc_khz, eb);
+	return 0;
+}
+
+int x86_vm_restore_prepare(struct vm *vm, const struct snap_vm *in, struct errbuf *eb)
+{
+	return check_vm_state(in, eb) ?: restore_tsc_khz(vm, in->tsc_khz, eb);
+}
+
+/*
+ * PIT2, CLOCK and the three irqchips, as Firecracker does, once every vCPU is set
+ * (x86.h). Field values are left for KVM to validate, except where KVM would silently
+ * accept nonsense.
+ */
+int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb)
+{
+	struct kvm_clock_data clock;
+	struct kvm_pit_state2 pit;
+	struct kvm_irqchip chip;
+	int r;
+
+	r = check_vm_state(in, eb);
 	if (r)
 		return r;
-
 	memset(&pit, 0, sizeof(pit));
 	pit.flags = in->pit.flags;
 	for (unsigned i = 0; i < SNAP_PIT_CHANNELS; i++)

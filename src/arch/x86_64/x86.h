@@ -138,10 +138,17 @@ bool x86_msr_should_save(uint32_t index);
 
 /*
  * VM-wide state: kvmclock, PIC master/slave, IOAPIC, PIT, TSC frequency (not the
- * memory regions). Restore this before the vCPUs: it may set each vCPU's TSC
- * frequency, which must happen before their TSC MSR is written.
+ * memory regions). A restore is three steps, in this order (restore.c vm_set_state):
+ *  - x86_vm_restore_prepare: checks the state and sets each vCPU's TSC frequency,
+ *    which must precede the vCPUs' TSC MSR;
+ *  - x86_vcpu_restore for every vCPU;
+ *  - x86_vm_restore: PIT, kvmclock and the irqchips. Only now: setting the PICs and
+ *    the IOAPIC makes KVM deliver what they hold pending (the IOAPIC's IRR) at once,
+ *    and a LAPIC not yet restored would take it and lose it to its own SET_LAPIC.
+ *    Firecracker restores in this order too.
  */
 int x86_vm_save(struct vm *vm, struct snap_vm *out, struct errbuf *eb);
+int x86_vm_restore_prepare(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
 int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
 /* true when two TSC frequencies differ by more than calibration noise (0.1%). */
 bool x86_tsc_khz_differs(uint32_t snapshot_khz, uint32_t host_khz);

@@ -1,0 +1,236 @@
+/*
+ * The KVM calls ember makes to restore, reset and pause a VM: their order and their
+ * arguments, recorded by a link-time wrapper around ioctl (tests/wrap/ioctl_rec.c) that
+ * passes every call on to the real KVM. The VM is the clock guest (it registers a
+ * kvmclock page on vCPU 0; vCPU 1 never starts), snapshotted in-process at its ready
+ * point, restored from the directory as `ember restore` does.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arch/x86_64/x86.h"
+#include "ioctl_rec.h"
+#include "snapfmt.h"
+#include "testlib.h"
+
+#define NR_VCPUS 2
+
+static struct {
+	char tmp[PATH_MAX];
+	char dir[PATH_MAX];
+	struct vm *vm;
+	struct snap_state golden;
+	bool have_golden;
+} fx;
+
+static void fx_init(void)
+{
+	ember_test_require_kvm();
+	ember_test_tmpdir(fx.tmp, sizeof(fx.tmp));
+	snapt_join(fx.dir, fx.tmp, "golden");
+}
+
+static void fx_fini(void)
+{
+	iorec_stop();
+	iorec_set_hook(NULL, NULL);
+	vm_destroy(fx.vm);
+	if (fx.have_golden)
+		snap_state_free(&fx.golden);
+	ember_test_rmtree(fx.tmp);
+	memset(&fx, 0, sizeof(fx));
+}
+
+TestSuite(kvm_calls, .init = fx_init, .fini = fx_fini, .timeout = 120);
+
+static void base_config(struct vm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->console = CONSOLE_NONE;
+	cfg->timeout_ms = 20000;
+	cfg->dirty_tracking = true; /* an in-place reset needs it */
+}
+
+/* Boots the clock guest with nr vCPUs, snapshots it at ready into fx.dir. */
+static void make_golden(unsigned nr)
+{
+	struct snapshot_opts o = { .diff = false };
+	struct snapshot_stats ss;
+	struct errbuf eb = { "" };
+	struct snap_err se = { "" };
+	struct vm_config cfg;
+	enum vm_stop_reason why;
+	struct vm *vm;
+
+	base_config(&cfg);
+	cfg.mem_bytes = 16 * MiB;
+	cfg.nr_vcpus = nr;
+	cfg.kernel = ember_test_guest("clock");
+	cfg.cmdline = "check_ms=20";
+	cfg.stop_on_ready = true;
+	cr_assert_eq(vm_create(&vm, &cfg, &eb), 0, "%s", eb.msg);
+	cr_assert_eq(vm_boot_load(vm, &eb), 0, "%s", eb.msg);
+	why = vm_run(vm);
+	cr_assert_eq(why, VM_STOP_READY, "boot stopped with %s: %s", vm_stop_reason_name(why),
+		     vm->stop_msg);
+	cr_assert_eq(vm_snapshot_save(vm, fx.dir, &o, &ss, &eb), 0, "%s", eb.msg);
+	vm_destroy(vm);
+	cr_assert_eq(snap_state_load(fx.dir, &fx.golden, &se), 0, "%s", se.msg);
+	fx.have_golden = true;
+}
+
+static struct vm *restore_golden(void)
+{
+	struct errbuf eb = { "" };
+	struct vm_config cfg;
+	struct vm *vm;
+
+	base_config(&cfg);
+	cr_assert_eq(vm_restore(&vm, &cfg, fx.dir, &eb), 0, "%s", eb.msg);
+	return vm;
+}
+
+/* fx.vm = a restore of the golden snapshot, its KVM calls recorded. */
+static void recorded_restore(void)
+{
+	iorec_start();
+	fx.vm = restore_golden();
+	iorec_stop();
+}
+
+static void run_to_done(struct vm *vm)
+{
+	enum vm_stop_reason why = vm_run(vm);
+
+	cr_assert_eq(why, VM_STOP_DONE, "stopped with %s: %s", vm_stop_reason_name(why),
+		     vm->stop_msg);
+}
+
+static const char *name(unsigned long req)
+{
+	static char buf[8][32];
+	static unsigned n;
+
+	return iorec_name(req, buf[n++ % 8], sizeof(buf[0]));
+}
+
+static const unsigned long vcpu_sets[] = {
+	KVM_SET_CPUID2, KVM_SET_MP_STATE, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_XSAVE,
+	KVM_SET_XCRS, KVM_SET_DEBUGREGS, KVM_SET_LAPIC, KVM_SET_MSRS, KVM_SET_VCPU_EVENTS,
+};
+
+static bool is_vcpu_set(unsigned long req)
+{
+	for (unsigned i = 0; i < ARRAY_SIZE(vcpu_sets); i++)
+		if (vcpu_sets[i] == req)
+			return true;
+	return false;
+}
+
+static int vcpu_of_fd(const struct vm *vm, int fd)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		if (vm->vcpus[i].fd == fd)
+			return (int)i;
+	return -1;
+}
+
+/* Index of the last state-setting ioctl on any vCPU, -1 when none. */
+static int last_vcpu_set(const struct vm *vm)
+{
+	int last = -1;
+
+	for (unsigned i = 0; i < iorec_count(); i++) {
+		const struct iorec_call *c = iorec_get(i);
+
+		if (is_vcpu_set(c->req) && vcpu_of_fd(vm, c->fd) >= 0)
+			last = (int)i;
+	}
+	return last;
+}
+
+/*
+ * The VM-wide state (PIT, kvmclock, the PICs and the IOAPIC) is set only once every vCPU
+ * is: KVM delivers what the saved IOAPIC/PIC hold pending as soon as they are set, and a
+ * LAPIC still in its reset state would take it, to be overwritten by SET_LAPIC.
+ */
+static void assert_vcpus_before_vm_state(const struct vm *vm, const char *what)
+{
+	int last = last_vcpu_set(vm);
+	static const unsigned long vm_sets[] = { KVM_SET_PIT2, KVM_SET_CLOCK, KVM_SET_IRQCHIP };
+
+	cr_assert_geq(last, 0, "%s: no vCPU state was set", what);
+	cr_assert_eq(iorec_count_of(KVM_SET_IRQCHIP, vm->kvm.vm_fd), 3, "%s: irqchips set", what);
+	for (unsigned v = 0; v < vm->nr_vcpus; v++)
+		cr_assert_eq(iorec_count_of(KVM_SET_LAPIC, vm->vcpus[v].fd), 1,
+			     "%s: vCPU %u's LAPIC set once", what, v);
+	for (unsigned k = 0; k < ARRAY_SIZE(vm_sets); k++) {
+		int first = iorec_first(vm_sets[k], vm->kvm.vm_fd, 0);
+
+		cr_assert_geq(first, 0, "%s: no %s", what, name(vm_sets[k]));
+		cr_assert_gt(first, last, "%s: %s (call %d) before the last vCPU state call "
+			     "(%s, call %d)", what, name(vm_sets[k]), first,
+			     name(iorec_get((unsigned)last)->req), last);
+	}
+}
+
+/* The state-setting calls of the recording, as (vCPU index or -1 for the VM, request). */
+static unsigned state_sequence(const struct vm *vm, int *who, unsigned long *req, unsigned max)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < iorec_count() && n < max; i++) {
+		const struct iorec_call *c = iorec_get(i);
+		int v = vcpu_of_fd(vm, c->fd);
+
+		if ((v >= 0 && is_vcpu_set(c->req) && c->req != KVM_SET_CPUID2) ||
+		    (c->fd == vm->kvm.vm_fd && (c->req == KVM_SET_PIT2 || c->req == KVM_SET_CLOCK ||
+						  c->req == KVM_SET_IRQCHIP))) {
+			who[n] = c->fd == vm->kvm.vm_fd ? -1 : v;
+			req[n++] = c->req;
+		}
+	}
+	return n;
+}
+
+/* ---- fix 3: vCPUs before the interrupt controllers ------------------------------- */
+
+Test(kvm_calls, restore_sets_every_vcpu_before_pit_clock_and_irqchips)
+{
+	make_golden(NR_VCPUS);
+	recorded_restore();
+	assert_vcpus_before_vm_state(fx.vm, "restore");
+	run_to_done(fx.vm);
+}
+
+Test(kvm_calls, reset_sets_state_in_the_same_order_as_a_restore)
+{
+	struct reset_stats rs;
+	struct errbuf eb = { "" };
+	int who_a[256], who_b[256];
+	unsigned long req_a[256], req_b[256];
+	unsigned na, nb;
+
+	make_golden(NR_VCPUS);
+	recorded_restore();
+	na = state_sequence(fx.vm, who_a, req_a, 256);
+	run_to_done(fx.vm);
+	iorec_start();
+	cr_assert_eq(vm_reset(fx.vm, &rs, &eb), 0, "%s", eb.msg);
+	iorec_stop();
+	assert_vcpus_before_vm_state(fx.vm, "reset");
+	nb = state_sequence(fx.vm, who_b, req_b, 256);
+	cr_assert_eq(na, nb, "restore set %u things, reset %u", na, nb);
+	for (unsigned i = 0; i < na; i++)
+		cr_assert(who_a[i] == who_b[i] && req_a[i] == req_b[i],
+			  "call %u: restore %s on %d, reset %s on %d", i, name(req_a[i]), who_a[i],
+			  name(req_b[i]), who_b[i]);
+	run_to_done(fx.vm);
+}
