@@ -10,10 +10,17 @@
 
 #define IOAPIC_DEFAULT_BASE 0xfec00000ull
 
-/* KVM_SET_CLOCK uses only REALTIME (api.rst; kernels before 5.16 refuse any flag, and
- * then GET never sets it). TSC_STABLE and HOST_TSC, which GET also reports, describe
- * the source host and mean nothing to a restore. */
-#define CLOCK_SET_FLAGS ((uint32_t)KVM_CLOCK_REALTIME)
+/*
+ * kvmclock. A snapshot keeps what KVM_GET_CLOCK reported: the clock, and flags saying
+ * which of realtime (the host's wall clock at that moment) and host_tsc are valid.
+ * Restore sets the clock alone (KVM_SET_CLOCK, flags 0), as Firecracker does and QEMU
+ * (which sets only the value): the guest's kvmclock, hence Linux's CLOCK_MONOTONIC and
+ * sched_clock, goes on from where it stopped. With KVM_CLOCK_REALTIME KVM would add the
+ * wall time since the snapshot, so a clone of a day-old golden snapshot would resume a
+ * day ahead (watchdog, soft-lockup and RCU-stall reports; timers all due at once), and
+ * host kernels before 5.16 refuse the flag. ember's snapshots before this passed
+ * REALTIME on; it is ignored now.
+ */
 #define CLOCK_KNOWN_FLAGS ((uint32_t)(KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC))
 
 #define PIC_FIELDS(X) X(last_irr) X(irr) X(imr) X(isr) X(priority_add) X(irq_base) \
@@ -117,7 +124,9 @@ int x86_vm_save(struct vm *vm, struct snap_vm *out, struct errbuf *eb)
 	memset(&clock, 0, sizeof(clock));
 	VM_IOCTL(KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK");
 	out->clock.clock = clock.clock;
-	out->clock.flags = clock.flags & CLOCK_SET_FLAGS;
+	/* a flag a newer KVM may add means nothing to this ember: kept out of the file,
+	 * whose unknown flags restore refuses */
+	out->clock.flags = clock.flags & CLOCK_KNOWN_FLAGS;
 	out->clock.realtime = clock.realtime;
 	out->clock.host_tsc = clock.host_tsc;
 
@@ -221,10 +230,7 @@ int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb)
 	VM_IOCTL(KVM_SET_PIT2, &pit, "KVM_SET_PIT2");
 
 	memset(&clock, 0, sizeof(clock));
-	clock.clock = in->clock.clock;
-	clock.flags = in->clock.flags & CLOCK_SET_FLAGS;
-	clock.realtime = in->clock.realtime;
-	clock.host_tsc = in->clock.host_tsc;
+	clock.clock = in->clock.clock; /* flags 0: the saved value, not the wall clock's */
 	VM_IOCTL(KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
 
 	memset(&chip, 0, sizeof(chip));
