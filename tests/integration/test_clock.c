@@ -122,3 +122,70 @@ Test(clock, a_clone_restored_seconds_later_does_not_see_them_in_kvmclock)
 		     "kvmclock jumped %llu us across a %u s gap", (unsigned long long)before.delta_us,
 		     GAP_S);
 }
+
+static void parse_stops(const char *out, uint64_t *stops)
+{
+	char line[256];
+
+	cr_assert_not_null(proc_find_line(out, "clock: monotonic reads=", line, sizeof(line)),
+			   "no monotonic line in:\n%s", out);
+	cr_assert_eq(proc_line_u64(line, "stops", stops), 0, "%s", line);
+}
+
+/* KVM_KVMCLOCK_CTRL: a restored clone finds PVCLOCK_GUEST_STOPPED in its kvmclock page
+ * (Linux then excuses the pause instead of reporting a soft lockup), and so does the
+ * booted VM that goes on after its golden snapshot; a booted VM that never stopped
+ * does not. */
+Test(clock, a_restored_clone_is_told_it_was_stopped)
+{
+	char g[PATH_MAX], g2[PATH_MAX];
+	struct clock_seen s;
+	struct proc_result r;
+
+	snapt_join(g, tmp, "golden");
+	golden(g);
+	restore(g, &s, "restore");
+	cr_assert_eq(s.stopped, 1, "no PVCLOCK_GUEST_STOPPED after the restore");
+
+	snapt_join(g2, tmp, "golden-go-on");
+	ember_test_run(&r, SNAPT_RUN_MS, "boot", "--kernel", ember_test_guest("clock"),
+		       "--cmdline", "check_ms=50", "--snapshot-on-ready", g2, NULL);
+	parse_clock(&r, &s, "boot going on after its snapshot");
+	proc_result_free(&r);
+	cr_assert_eq(s.stopped, 1, "the VM that went on after its snapshot was not told it stood "
+		     "still");
+
+	ember_test_run(&r, SNAPT_RUN_MS, "boot", "--kernel", ember_test_guest("clock"),
+		       "--cmdline", "check_ms=50", NULL);
+	parse_clock(&r, &s, "boot");
+	proc_result_free(&r);
+	cr_assert_eq(s.stopped, 0, "a booted VM that never stopped was told it was");
+}
+
+/* Paused for a while over the control socket and resumed: the guest notices a stop. */
+Test(clock, a_paused_and_resumed_vm_is_told_it_was_stopped)
+{
+	char sock[PATH_MAX];
+	struct proc_result r, c;
+	struct proc *p;
+	uint64_t stops;
+
+	snapt_join(sock, tmp, "api.sock");
+	p = ember_test_start("boot", "--kernel", ember_test_guest("clock"), "--cmdline",
+			     "check_ms=3000", "--api-sock", sock, NULL);
+	cr_assert(proc_wait_output(p, "clock: kvmclock_delta_us=", SNAPT_RUN_MS));
+	snapt_wait_socket(sock, SNAPT_RUN_MS);
+	snapt_ctl(&c, sock, "pause", NULL);
+	cr_assert_eq(c.status, 0, "pause: %s%s", c.out, c.err);
+	proc_result_free(&c);
+	usleep(300 * 1000);
+	snapt_ctl(&c, sock, "resume", NULL);
+	cr_assert_eq(c.status, 0, "resume: %s%s", c.out, c.err);
+	proc_result_free(&c);
+	cr_assert_eq(proc_finish(p, SNAPT_RUN_MS, &r), 0);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+	parse_stops(r.out, &stops);
+	proc_result_free(&r);
+	cr_assert_geq(stops, 1, "the guest never found PVCLOCK_GUEST_STOPPED after a pause");
+}

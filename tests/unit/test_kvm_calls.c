@@ -278,3 +278,98 @@ Test(kvm_calls, restore_sets_kvmclock_to_the_saved_value_without_realtime)
 		     (unsigned long long)(now.clock - fx.golden.vm.clock.clock));
 	run_to_done(fx.vm);
 }
+
+/* ---- fix 2: PVCLOCK_GUEST_STOPPED on restore, reset and pause ------------------- */
+
+/*
+ * Every vCPU gets KVM_KVMCLOCK_CTRL once its own state is set: vCPU 0, whose guest
+ * registered a kvmclock page, accepts it; vCPU 1 (never started, no page) answers
+ * EINVAL, which is normal and must not fail the restore.
+ */
+static void assert_kvmclock_ctrl_per_vcpu(const struct vm *vm, const char *what)
+{
+	for (unsigned v = 0; v < vm->nr_vcpus; v++) {
+		int fd = vm->vcpus[v].fd;
+		int i = iorec_first(KVM_KVMCLOCK_CTRL, fd, 0);
+		const struct iorec_call *c;
+
+		cr_assert_geq(i, 0, "%s: no KVM_KVMCLOCK_CTRL for vCPU %u", what, v);
+		cr_assert_eq(iorec_count_of(KVM_KVMCLOCK_CTRL, fd), 1, "%s: vCPU %u", what, v);
+		cr_assert_gt(i, iorec_last(KVM_SET_MSRS, fd), "%s: vCPU %u: before its MSRs (which "
+			     "register its kvmclock page)", what, v);
+		cr_assert_gt(i, iorec_last(KVM_SET_CLOCK, vm->kvm.vm_fd), "%s: before KVM_SET_CLOCK",
+			     what);
+		c = iorec_get((unsigned)i);
+		if (v == 0)
+			cr_assert_eq(c->ret, 0, "%s: vCPU 0 (kvmclock page registered): errno %d",
+				     what, c->err);
+		else
+			cr_assert(c->ret < 0 && c->err == EINVAL, "%s: vCPU %u without a kvmclock "
+				  "page: ret %d errno %d", what, v, c->ret, c->err);
+	}
+}
+
+Test(kvm_calls, restore_and_reset_tell_each_vcpu_it_was_stopped)
+{
+	struct reset_stats rs;
+	struct errbuf eb = { "" };
+
+	make_golden(NR_VCPUS);
+	recorded_restore();
+	assert_kvmclock_ctrl_per_vcpu(fx.vm, "restore");
+	run_to_done(fx.vm);
+	iorec_start();
+	cr_assert_eq(vm_reset(fx.vm, &rs, &eb), 0, "%s", eb.msg);
+	iorec_stop();
+	assert_kvmclock_ctrl_per_vcpu(fx.vm, "reset");
+	run_to_done(fx.vm);
+}
+
+/* A pause from the main loop, as the control socket makes one: recorded, then resumed. */
+struct pause_probe {
+	struct vm_watch w;
+	bool done;
+};
+
+static void pause_now(struct vm *vm, struct vm_watch *w, uint32_t events)
+{
+	struct pause_probe *p = w->opaque;
+	uint64_t n;
+
+	if (read(w->fd, &n, sizeof(n)) < 0 || p->done)
+		return;
+	p->done = true;
+	iorec_start();
+	vm_pause(vm);
+	iorec_stop();
+	vm_resume(vm);
+}
+
+Test(kvm_calls, pause_tells_each_vcpu_it_is_stopped)
+{
+	struct itimerspec when = { .it_value = { .tv_nsec = 5 * 1000 * 1000 } };
+	struct pause_probe p = { .done = false };
+	unsigned ctrl = 0;
+
+	make_golden(NR_VCPUS);
+	fx.vm = restore_golden();
+	p.w.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	cr_assert_geq(p.w.fd, 0);
+	p.w.cb = pause_now;
+	p.w.opaque = &p;
+	cr_assert_eq(timerfd_settime(p.w.fd, 0, &when, NULL), 0);
+	cr_assert_eq(vm_watch_add(fx.vm, &p.w), 0);
+	run_to_done(fx.vm);
+	vm_watch_del(fx.vm, &p.w);
+	close(p.w.fd);
+	cr_assert(p.done, "the guest finished before the pause");
+	for (unsigned v = 0; v < NR_VCPUS; v++) {
+		int i = iorec_first(KVM_KVMCLOCK_CTRL, fx.vm->vcpus[v].fd, 0);
+
+		cr_expect_geq(i, 0, "no KVM_KVMCLOCK_CTRL for vCPU %u on pause", v);
+		ctrl += i >= 0;
+	}
+	cr_assert_eq(ctrl, NR_VCPUS);
+	cr_assert_eq(iorec_get((unsigned)iorec_first(KVM_KVMCLOCK_CTRL, fx.vm->vcpus[0].fd, 0))->ret,
+		     0);
+}

@@ -250,3 +250,23 @@ int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb)
 	ioapic_from_snap(&chip.chip.ioapic, &in->ioapic);
 	return set_irqchip(vm, &chip, eb);
 }
+
+/*
+ * KVM_KVMCLOCK_CTRL on every vCPU: KVM sets PVCLOCK_GUEST_STOPPED in the vCPU's kvmclock
+ * page at its next entry, and Linux's watchdogs (soft lockup, RCU stall, hung task) then
+ * excuse the time the guest did not run instead of reporting it. Firecracker asks on
+ * pause and at the end of a restore, QEMU whenever a stopped VM starts. EINVAL means the
+ * guest registered no kvmclock page on that vCPU (not booted that far, not started, or
+ * without kvmclock): normal. Any other failure is only worth a warning.
+ */
+void x86_kvmclock_stopped(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		if (ioctl(vm->vcpus[i].fd, KVM_KVMCLOCK_CTRL, 0) == 0)
+			continue;
+		if (errno == EINVAL)
+			pr_debug("vCPU %u: KVM_KVMCLOCK_CTRL: no kvmclock page registered", i);
+		else
+			pr_warn("vCPU %u: KVM_KVMCLOCK_CTRL: %s", i, strerror(errno));
+	}
+}

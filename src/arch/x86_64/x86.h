@@ -150,6 +150,9 @@ bool x86_msr_should_save(uint32_t index);
 int x86_vm_save(struct vm *vm, struct snap_vm *out, struct errbuf *eb);
 int x86_vm_restore_prepare(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
 int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
+/* Tells every vCPU's guest it was stopped (PVCLOCK_GUEST_STOPPED in its kvmclock page,
+ * KVM_KVMCLOCK_CTRL): after a restore or reset, and on pause. Never fails. */
+void x86_kvmclock_stopped(struct vm *vm);
 /* true when two TSC frequencies differ by more than calibration noise (0.1%). */
 bool x86_tsc_khz_differs(uint32_t snapshot_khz, uint32_t host_khz);
 
