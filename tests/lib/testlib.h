@@ -329,7 +329,8 @@ void fnt_guest_cmd(const char *sock, const char *cmd);
 /* ---- vcpu_compare.c: a vCPU's state across a snapshot ------------------------------ */
 
 /* Expects (cr_expect) every field of b, restored, to equal a, saved; the TSC may only
- * move forward and the LAPIC timer's current count may differ. */
+ * move forward, the LAPIC timer's current count may differ, and an IA32_TSC_DEADLINE
+ * saved as the TSC (no deadline pending) may be the new TSC. */
 struct snap_vcpu;
 void snapt_compare_vcpu(const struct snap_vcpu *a, const struct snap_vcpu *b);
 

@@ -429,6 +429,22 @@ static int kvm_state_read(struct vcpu *v, struct vcpu_kvm_state *k, struct errbu
 	return 0;
 }
 
+/*
+ * IA32_TSC_DEADLINE reads 0 when the LAPIC timer is not in TSC-deadline mode, when the
+ * guest disarmed it, and once it fired. Firecracker found snapshots of the last kind
+ * whose timer interrupt had not reached the saved LAPIC: restored as 0, that vCPU never
+ * got a timer tick again. Saved as the vCPU's TSC instead, a deadline already due: in
+ * TSC-deadline mode the restored timer fires at once (at worst one spurious tick, which
+ * guests take), in any other mode KVM ignores the write. The IA32_TSC value is read in
+ * the same KVM_GET_MSRS, first.
+ */
+static void fix_zero_tsc_deadline(struct snap_vcpu *out)
+{
+	for (uint32_t i = 0; i < out->nr_msrs; i++)
+		if (out->msrs[i].index == MSR_IA32_TSC_DEADLINE && out->msrs[i].value == 0)
+			out->msrs[i].value = out->tsc;
+}
+
 static int kvm_state_to_snap(struct vcpu *v, const struct vcpu_kvm_state *k,
 			     struct snap_vcpu *out, struct errbuf *eb)
 {
@@ -471,6 +487,7 @@ static int kvm_state_to_snap(struct vcpu *v, const struct vcpu_kvm_state *k,
 	}
 	if (!have_tsc)
 		return errbuf_set(eb, -EIO, "vCPU %u: KVM did not report IA32_TSC", v->id);
+	fix_zero_tsc_deadline(out);
 	events_to_snap(&out->events, &k->events);
 	return 0;
 }
