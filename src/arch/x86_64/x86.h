@@ -159,18 +159,31 @@ bool x86_tsc_khz_differs(uint32_t snapshot_khz, uint32_t host_khz);
 /* cpu_compat.c: may this host run a snapshot's vCPUs? */
 void x86_host_cpu_info(struct snap_cpu_info *out); /* from the CPUID instruction */
 /*
- * Pure check of st against a table of what this host gives vCPUs (x86_host_cpuid;
- * on a plain KVM, cpuid_get_supported's table would do): same CPU vendor, every named
- * feature bit a vCPU's CPUID has is in the table, each vCPU's XCR0 within the table's,
- * and its XSAVE area fits this host's KVM (x86_xsave_fits with the size the table
- * implies).
+ * Pure check of st against a table of what this host may give vCPUs (x86_cpu_reference):
+ * same CPU vendor; every feature bit a vCPU's CPUID has in the feature registers (leaf
+ * 1 ECX/EDX, 7.0 EBX/ECX/EDX, 7.1 EAX/EDX, 0xD.1 EAX, 0x80000001 ECX/EDX, 0x80000007
+ * EDX, 0x80000008 EBX), named or not, is in the table, except the few KVM emulates or
+ * ember and KVM synthesise (cpu_compat.c); each vCPU's XCR0 within the table's; its
+ * XSAVE area fits this host's KVM (x86_xsave_fits with the size the table implies).
  */
-/* Restore's check: KVM's supported table (stored in *supported for the caller) plus
- * the features the CPU runs natively, then x86_check_snapshot_cpu. */
-int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
-		       struct errbuf *eb);
 int x86_check_snapshot_cpu(const struct snap_state *st, const struct kvm_cpuid2 *host_supported,
 			   struct errbuf *eb);
+/* CPUID leaf/subleaf into r[EAX, EBX, ECX, EDX]: x86_native_cpuid (the instruction), or a
+ * table in tests. */
+typedef void (*x86_cpuid_fn)(uint32_t leaf, uint32_t subleaf, uint32_t r[4]);
+void x86_native_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4]);
+/* A software KVM that under-reports: its supported table lacks SSE3 while the CPU has it
+ * (this platform's kvm_pvm, PLATFORM.md). Hardware KVM never does. */
+bool x86_kvm_underreports(const struct kvm_cpuid2 *supported, x86_cpuid_fn native);
+/* The table to check snapshots against: a copy of KVM's supported table; on a KVM that
+ * under-reports (*software), plus the CPU's own bits in the feature registers, which
+ * its vCPUs run natively. Free *out with free(). */
+int x86_cpu_reference(const struct kvm_cpuid2 *supported, x86_cpuid_fn native,
+		      struct kvm_cpuid2 **out, bool *software, struct errbuf *eb);
+/* Restore's check: KVM's supported table (stored in *supported for the caller), its
+ * x86_cpu_reference, then x86_check_snapshot_cpu. */
+int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
+		       struct errbuf *eb);
 /*
  * The CPUID table this host's KVM really gives a vCPU, to check snapshots against:
  * ember's normalised supported table set on vCPU 0, read back with KVM_GET_CPUID2.
