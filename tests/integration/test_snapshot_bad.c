@@ -9,10 +9,13 @@
  */
 #include <cpuid.h>
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -517,4 +520,33 @@ Test(snapshot_bad, snapshot_needing_a_cpu_feature_the_host_lacks)
 	save_edit();
 	restore_refused(rare[k].name, NULL);
 	snapt_verify_ok(bad);
+}
+
+/* A guest TSC rate 1% off this host's: scaled where KVM can (KVM_CAP_TSC_CONTROL),
+ * refused where it cannot; the file itself is fine. */
+Test(snapshot_bad, guest_tsc_rate_this_host_cannot_give)
+{
+	struct proc_result r;
+	uint64_t khz;
+	int kvm;
+	bool scaling;
+
+	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	cr_assert_geq(kvm, 0);
+	scaling = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0;
+	close(kvm);
+	edit();
+	khz = snapmut_get_u64(mut, "vm.tsc_khz");
+	snapmut_set_u64(mut, "vm.tsc_khz", khz + khz / 100);
+	save_edit();
+	snapt_verify_ok(bad);
+	if (!scaling) {
+		restore_refused("KVM_CAP_TSC_CONTROL", "kHz");
+		return;
+	}
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", bad, "--guest-cmd", "exit",
+		       "--timeout", "5", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "restore with TSC scaling exited %d:\n%s", r.status, r.err);
+	proc_result_free(&r);
 }

@@ -153,7 +153,8 @@ int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
 /* Tells every vCPU's guest it was stopped (PVCLOCK_GUEST_STOPPED in its kvmclock page,
  * KVM_KVMCLOCK_CTRL): after a restore or reset, and on pause. Never fails. */
 void x86_kvmclock_stopped(struct vm *vm);
-/* true when two TSC frequencies differ by more than calibration noise (0.1%). */
+/* true when two TSC frequencies differ by more than calibration noise: 250 ppm of the
+ * snapshot's (restore then scales the guest's TSC, or refuses when KVM cannot). */
 bool x86_tsc_khz_differs(uint32_t snapshot_khz, uint32_t host_khz);
 
 /* cpu_compat.c: may this host run a snapshot's vCPUs? */
