@@ -261,6 +261,8 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	if (r)
 		goto out;
 	r = devices_check_state(&d.state, eb);
+	if (!r)
+		r = x86_check_snapshot_nested(&d.state, eb);
 	if (r)
 		goto out;
 	timing_mark("state-loaded");

@@ -390,7 +390,7 @@ Test(snapshot_bad, values_kvm_refuses_fail_the_restore_with_the_reason)
 		{ "vcpus[0].msrs[3].index", 0xdeadbeef, "MSR 0xdeadbeef" },
 		{ "vcpus[0].xcrs[0].value", ~0ull, "XCR0" },
 		{ "vcpus[0].sregs.cr0", 0, "KVM_SET_SREGS" },
-		{ "vcpus[0].sregs.cr4", ~0ull, "KVM_SET_SREGS" },
+		{ "vcpus[0].sregs.cr4", ~(1ull << 13), "KVM_SET_SREGS" }, /* VMXE: below */
 		{ "vcpus[0].sregs.efer", 0, "KVM_SET_SREGS" },
 		{ "vcpus[0].sregs.apic_base", 0x1234, "KVM_SET_SREGS" },
 		{ "vcpus[0].events.flags", 0xffffffff, "KVM_SET_VCPU_EVENTS" },
@@ -549,4 +549,29 @@ Test(snapshot_bad, guest_tsc_rate_this_host_cannot_give)
 	ember_test_assert_no_crash(&r);
 	cr_assert_eq(r.status, 0, "restore with TSC scaling exited %d:\n%s", r.status, r.err);
 	proc_result_free(&r);
+}
+
+/* A vCPU that had turned nested virtualization on: its VMCS/VMCB state is not in the
+ * file, so no restore could be right. verify and restore refuse it alike. */
+Test(snapshot_bad, vcpu_using_nested_virtualization)
+{
+	static const struct {
+		const char *path;
+		uint64_t bit;
+		const char *needle;
+	} cases[] = {
+		{ "vcpus[0].sregs.cr4", 1ull << 13, "nested virtualization (CR4.VMXE)" },
+		{ "vcpus[0].sregs.efer", 1ull << 12, "nested virtualization (EFER.SVME)" },
+	};
+
+	for (unsigned i = 0; i < ARRAY_SIZE(cases); i++) {
+		snapmut_free(mut);
+		mut = NULL;
+		ember_test_rmtree(bad);
+		edit();
+		snapmut_set_u64(mut, cases[i].path, snapmut_get_u64(mut, cases[i].path) | cases[i].bit);
+		save_edit();
+		what = cases[i].path;
+		both_refuse(cases[i].needle);
+	}
 }

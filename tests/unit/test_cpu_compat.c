@@ -541,3 +541,33 @@ Test(cpu_compat, this_kvm_is_recognised_for_what_it_is)
 		     pvm ? "has" : "lacks");
 	free(supported);
 }
+
+/* ---- nested virtualization in use: no host can restore it -------------------------- */
+
+#define CR4_VMXE  (1ull << 13)
+#define EFER_SVME (1ull << 12)
+
+Test(cpu_compat, refuses_a_vcpu_in_vmx_operation)
+{
+	snapshot_vcpus(2, 0x7);
+	fx.st.vcpus[1].sregs.cr4 |= CR4_VMXE;
+	cr_assert_eq(x86_check_snapshot_nested(&fx.st, &fx.eb), -ENOTSUP);
+	expect_message("snapshot vCPU 1 uses nested virtualization (CR4.VMXE)");
+}
+
+Test(cpu_compat, refuses_a_vcpu_with_svm_enabled)
+{
+	snapshot_vcpus(1, 0x7);
+	fx.st.vcpus[0].sregs.efer |= EFER_SVME;
+	cr_assert_eq(x86_check_snapshot_nested(&fx.st, &fx.eb), -ENOTSUP);
+	expect_message("snapshot vCPU 0 uses nested virtualization (EFER.SVME)");
+}
+
+/* Offered by an older ember but never turned on: nothing was lost, the guest keeps the
+ * CPUID it booted with. */
+Test(cpu_compat, accepts_vmx_in_cpuid_while_unused)
+{
+	leaf_of(1, 0)->ecx |= 1u << 5;
+	snapshot_vcpus(1, 0x7);
+	cr_assert_eq(x86_check_snapshot_nested(&fx.st, &fx.eb), 0, "%s", fx.eb.msg);
+}

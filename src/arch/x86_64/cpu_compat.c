@@ -481,3 +481,29 @@ int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid
 	free(usable);
 	return r;
 }
+
+/*
+ * A vCPU in VMX operation (CR4.VMXE) or with SVM enabled (EFER.SVME) runs nested
+ * virtualization, whose state (the VMCS/VMCB of its own guests, KVM_GET_NESTED_STATE) no
+ * snapshot holds: restoring the rest would leave a guest hypervisor whose guests vanished
+ * (on a KVM without nested support, KVM_SET_SREGS simply fails). ember offers neither
+ * VMX nor SVM (cpuid.c); a snapshot whose CPUID has them, from an ember that did, is
+ * restored with that CPUID as long as neither is on: the guest keeps the CPUID it booted
+ * with, and nothing was lost.
+ */
+#define CR4_VMXE  (1ull << 13)
+#define EFER_SVME (1ull << 12)
+
+int x86_check_snapshot_nested(const struct snap_state *st, struct errbuf *eb)
+{
+	for (uint32_t i = 0; i < st->nr_vcpus && st->vcpus; i++) {
+		const struct snap_vcpu *v = &st->vcpus[i];
+		const char *what = v->sregs.cr4 & CR4_VMXE ? "CR4.VMXE" :
+				   v->sregs.efer & EFER_SVME ? "EFER.SVME" : NULL;
+
+		if (what)
+			return errbuf_set(eb, -ENOTSUP, "snapshot vCPU %u uses nested virtualization "
+					  "(%s), whose state a snapshot does not hold", v->id, what);
+	}
+	return 0;
+}

@@ -181,6 +181,9 @@ bool x86_kvm_underreports(const struct kvm_cpuid2 *supported, x86_cpuid_fn nativ
  * its vCPUs run natively. Free *out with free(). */
 int x86_cpu_reference(const struct kvm_cpuid2 *supported, x86_cpuid_fn native,
 		      struct kvm_cpuid2 **out, bool *software, struct errbuf *eb);
+/* Refuses a snapshot in which a vCPU uses nested virtualization (CR4.VMXE, EFER.SVME):
+ * its state is not saved. Pure; restore, save and ember-snap verify run it. */
+int x86_check_snapshot_nested(const struct snap_state *st, struct errbuf *eb);
 /* Restore's check: KVM's supported table (stored in *supported for the caller), its
  * x86_cpu_reference, then x86_check_snapshot_cpu. */
 int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
