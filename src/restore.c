@@ -217,9 +217,10 @@ static int cpu_check_join(struct cpu_check *c, struct errbuf *eb)
 
 /*
  * The one sequence that sets a snapshot's state, for a restore and an in-place reset
- * alike (x86.h has the reasons): the TSC frequency, every vCPU, then the VM-wide state
- * (PIT, kvmclock, PICs, IOAPIC), then the devices, whose interrupt lines are re-driven
- * from their restored state; last, every guest is told it was stopped.
+ * alike (x86.h has the reasons): the TSC frequency, every vCPU and one TSC offset for
+ * them all, then the VM-wide state (PIT, kvmclock, PICs, IOAPIC), then the devices,
+ * whose interrupt lines are re-driven from their restored state; last, every guest is
+ * told it was stopped.
  */
 int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 {
@@ -227,6 +228,8 @@ int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 
 	for (unsigned i = 0; !r && i < vm->nr_vcpus; i++)
 		r = x86_vcpu_restore(&vm->vcpus[i], &st->vcpus[i], eb);
+	if (!r)
+		x86_vcpus_sync_tsc(vm);
 	if (!r)
 		r = x86_vm_restore(vm, &st->vm, eb);
 	if (!r)

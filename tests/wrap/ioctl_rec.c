@@ -1,5 +1,6 @@
 /*
- * The ioctl recorder (ioctl_rec.h): __wrap_ioctl records, then calls the real ioctl.
+ * The ioctl recorder (ioctl_rec.h): __wrap_ioctl records, then calls the real ioctl
+ * (or, for the one request iorec_fail names, fails it as a KVM without it would).
  */
 #include <errno.h>
 #include <linux/kvm.h>
@@ -23,6 +24,8 @@ static unsigned nr_calls;
 static bool recording;
 static void (*hook)(int fd, unsigned long req, void *arg, void *opaque);
 static void *hook_opaque;
+static unsigned long fail_req;
+static int fail_errno;
 
 void iorec_start(void)
 {
@@ -62,6 +65,14 @@ void iorec_set_hook(void (*before)(int fd, unsigned long req, void *arg, void *o
 	pthread_mutex_lock(&lock);
 	hook = before;
 	hook_opaque = opaque;
+	pthread_mutex_unlock(&lock);
+}
+
+void iorec_fail(unsigned long req, int err)
+{
+	pthread_mutex_lock(&lock);
+	fail_req = req;
+	fail_errno = err;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -135,7 +146,7 @@ int __wrap_ioctl(int fd, unsigned long req, ...)
 	void *opaque;
 	va_list ap;
 	void *arg;
-	int r, err;
+	int r, err, fail;
 
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
@@ -158,12 +169,18 @@ int __wrap_ioctl(int fd, unsigned long req, ...)
 	}
 	before = recording ? hook : NULL;
 	opaque = hook_opaque;
+	fail = recording && fail_req && req == fail_req ? fail_errno : 0;
 	pthread_mutex_unlock(&lock);
 
 	if (before)
 		before(fd, req, arg, opaque);
-	r = __real_ioctl(fd, req, arg);
-	err = errno;
+	if (fail) {
+		r = -1;
+		err = fail;
+	} else {
+		r = __real_ioctl(fd, req, arg);
+		err = errno;
+	}
 	if (c) {
 		pthread_mutex_lock(&lock);
 		c->ret = r;

@@ -2,8 +2,8 @@
  * A recording of the ioctls ember makes, for tests of ordering and arguments. Linked only
  * into test binaries built with -Wl,--wrap=ioctl (the Makefile's IOCTL_REC_TESTS): every
  * ioctl call in ember's objects then goes to __wrap_ioctl, which records it and passes it
- * on to the real KVM (__real_ioctl). Nothing is faked; production code calls ioctl
- * directly and pays nothing.
+ * on to the real KVM (__real_ioctl). Nothing is faked but the failure iorec_fail asks
+ * for; production code calls ioctl directly and pays nothing.
  */
 #ifndef EMBER_IOCTL_REC_H
 #define EMBER_IOCTL_REC_H
@@ -39,6 +39,10 @@ const struct iorec_call *iorec_get(unsigned i);
  * tests use it to let time pass at a chosen point. */
 void iorec_set_hook(void (*before)(int fd, unsigned long req, void *arg, void *opaque),
 		    void *opaque);
+
+/* While recording, calls of req (0: none) fail with errno err instead of reaching KVM:
+ * what a KVM without that interface would answer (ENXIO for a device attribute). */
+void iorec_fail(unsigned long req, int err);
 
 /* Index of the first / last recorded call of req on fd (fd < 0: any fd) at or after
  * `from`, or -1. */

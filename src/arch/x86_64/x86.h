@@ -126,6 +126,9 @@ void x86_dump_vcpus(struct vm *vm, FILE *f);
  */
 int x86_vcpu_save(struct vcpu *v, struct snap_vcpu *out, struct errbuf *eb);
 int x86_vcpu_restore(struct vcpu *v, const struct snap_vcpu *in, struct errbuf *eb);
+/* After every vCPU's restore: vCPU 0's TSC offset for all (KVM_VCPU_TSC_OFFSET), where
+ * KVM has the attribute. Never fails (cpu_state.c says why). */
+void x86_vcpus_sync_tsc(struct vm *vm);
 /* KVM_SET_TSC_KHZ: needs KVM_CAP_TSC_CONTROL; must precede the vCPU's TSC restore. */
 int x86_vcpu_set_tsc_khz(struct vcpu *v, uint32_t khz, struct errbuf *eb);
 /*
@@ -141,7 +144,7 @@ bool x86_msr_should_save(uint32_t index);
  * memory regions). A restore is three steps, in this order (restore.c vm_set_state):
  *  - x86_vm_restore_prepare: checks the state and sets each vCPU's TSC frequency,
  *    which must precede the vCPUs' TSC MSR;
- *  - x86_vcpu_restore for every vCPU;
+ *  - x86_vcpu_restore for every vCPU, then x86_vcpus_sync_tsc;
  *  - x86_vm_restore: PIT, kvmclock and the irqchips. Only now: setting the PICs and
  *    the IOAPIC makes KVM deliver what they hold pending (the IOAPIC's IRR) at once,
  *    and a LAPIC not yet restored would take it and lose it to its own SET_LAPIC.
