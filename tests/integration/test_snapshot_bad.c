@@ -551,27 +551,24 @@ Test(snapshot_bad, guest_tsc_rate_this_host_cannot_give)
 	proc_result_free(&r);
 }
 
+/* A fresh copy of the golden snapshot with bits set in the u64 at path. */
+static void edit_setting_bits(const char *path, uint64_t bits)
+{
+	snapmut_free(mut);
+	mut = NULL;
+	ember_test_rmtree(bad);
+	edit();
+	snapmut_set_u64(mut, path, snapmut_get_u64(mut, path) | bits);
+	save_edit();
+	what = path;
+}
+
 /* A vCPU that had turned nested virtualization on: its VMCS/VMCB state is not in the
  * file, so no restore could be right. verify and restore refuse it alike. */
 Test(snapshot_bad, vcpu_using_nested_virtualization)
 {
-	static const struct {
-		const char *path;
-		uint64_t bit;
-		const char *needle;
-	} cases[] = {
-		{ "vcpus[0].sregs.cr4", 1ull << 13, "nested virtualization (CR4.VMXE)" },
-		{ "vcpus[0].sregs.efer", 1ull << 12, "nested virtualization (EFER.SVME)" },
-	};
-
-	for (unsigned i = 0; i < ARRAY_SIZE(cases); i++) {
-		snapmut_free(mut);
-		mut = NULL;
-		ember_test_rmtree(bad);
-		edit();
-		snapmut_set_u64(mut, cases[i].path, snapmut_get_u64(mut, cases[i].path) | cases[i].bit);
-		save_edit();
-		what = cases[i].path;
-		both_refuse(cases[i].needle);
-	}
+	edit_setting_bits("vcpus[0].sregs.cr4", 1ull << 13);
+	both_refuse("nested virtualization (CR4.VMXE)");
+	edit_setting_bits("vcpus[0].sregs.efer", 1ull << 12);
+	both_refuse("nested virtualization (EFER.SVME)");
 }

@@ -158,6 +158,8 @@ void ember_test_kill_strays(const char *dir);
 /* Writes len bytes to dir/name; returns the path in a ring buffer (as above). */
 const char *ember_test_write_file(const char *dir, const char *name, const void *data,
 				  size_t len);
+/* Runs fn(arg) in this process with stderr (ember's log lines) captured into buf. */
+void ember_test_capture_stderr(void (*fn)(void *arg), void *arg, char *buf, size_t len);
 
 /* ---- snap_test.c: snapshots under test ---------------------------------------------- */
 

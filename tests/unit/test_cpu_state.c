@@ -732,21 +732,39 @@ Test(cpu_state, unstarted_ap_stays_uninitialized_and_oneshot_timer_fires_after_r
 	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
 }
 
-Test(cpu_state, halted_vcpu_with_tsc_deadline_timer_saved_mid_wait, .fini = fx_fini)
+/* The timer guest in TSC-deadline mode, armed ms_ahead ms ahead: it runs past the sync
+ * into sti; hlt and is stopped there by the 40 ms timeout. */
+static void halt_waiting_for_deadline(uint64_t ms_ahead)
 {
 	struct kvm_regs regs;
-	const struct snap_msr *deadline;
 	int khz;
 
 	start_timer_guest(1, 1, 0, 40);
 	khz = ioctl(fx.vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
 	cr_assert_gt(khz, 0);
 	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	regs.rsi = (uint64_t)khz * 150; /* TSC-deadline 150 ms ahead */
+	regs.rsi = (uint64_t)khz * ms_ahead;
 	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_SET_REGS, &regs), 0);
-	/* Runs past the sync into sti; hlt and is stopped there by the 40 ms timeout. */
 	fx.vm->cfg.stop_on_sync = false;
 	expect_stop(fx.vm, VM_STOP_TIMEOUT);
+}
+
+/* The restored timer guest gets exactly its one interrupt and finishes. */
+static void expect_one_tick_after_restore(void)
+{
+	struct kvm_regs regs;
+
+	fx.vm->cfg.stop_on_sync = false;
+	expect_stop(fx.vm, VM_STOP_DONE);
+	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
+	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
+}
+
+Test(cpu_state, halted_vcpu_with_tsc_deadline_timer_saved_mid_wait, .fini = fx_fini)
+{
+	const struct snap_msr *deadline;
+
+	halt_waiting_for_deadline(150);
 	snapshot_and_restore(10000);
 	compare_states();
 	cr_assert_eq(fx.saved.vcpus[0].mp_state, KVM_MP_STATE_HALTED);
@@ -756,11 +774,7 @@ Test(cpu_state, halted_vcpu_with_tsc_deadline_timer_saved_mid_wait, .fini = fx_f
 	deadline = find_msr(&fx.saved.vcpus[0], MSR_TSC_DEADLINE);
 	cr_assert_not_null(deadline);
 	cr_assert_gt(deadline->value, fx.saved.vcpus[0].tsc, "deadline still ahead");
-
-	fx.vm->cfg.stop_on_sync = false;
-	expect_stop(fx.vm, VM_STOP_DONE);
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
+	expect_one_tick_after_restore();
 }
 
 /* ---- ember's test guests, booted through the library ---------------------------------- */
@@ -1081,17 +1095,8 @@ Test(cpu_state, tsc_deadline_expiring_during_the_save_still_fires_after_restore,
 {
 	struct late_msrs late = { .slept = false };
 	const struct snap_msr *deadline;
-	struct kvm_regs regs;
-	int khz;
 
-	start_timer_guest(1, 1, 0, 40);
-	khz = ioctl(fx.vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
-	cr_assert_gt(khz, 0);
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	regs.rsi = (uint64_t)khz * 100;
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_SET_REGS, &regs), 0);
-	fx.vm->cfg.stop_on_sync = false;
-	expect_stop(fx.vm, VM_STOP_TIMEOUT);
+	halt_waiting_for_deadline(100);
 	late.fd = fx.vm->vcpus[0].fd;
 	iorec_set_hook(sleep_before_msrs, &late);
 	iorec_start();
@@ -1105,10 +1110,7 @@ Test(cpu_state, tsc_deadline_expiring_during_the_save_still_fires_after_restore,
 	cr_log_info("saved deadline 0x%llx, tsc 0x%llx, IRR word 0x%x",
 		    (unsigned long long)deadline->value, (unsigned long long)fx.saved.vcpus[0].tsc,
 		    lapic_reg(&fx.saved.vcpus[0], 0x200 + (TIMER_VECTOR / 32) * 0x10));
-	fx.vm->cfg.stop_on_sync = false;
-	expect_stop(fx.vm, VM_STOP_DONE);
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
+	expect_one_tick_after_restore();
 }
 
 /* ---- a zero TSC deadline is saved as the vCPU's TSC -------------------------------- */
@@ -1140,17 +1142,8 @@ Test(cpu_state, a_vcpu_whose_deadline_was_cleared_gets_a_tick_after_restore, .fi
 		struct kvm_msrs hdr;
 		struct kvm_msr_entry e[1];
 	} m;
-	struct kvm_regs regs;
-	int khz;
 
-	start_timer_guest(1, 1, 0, 40);
-	khz = ioctl(fx.vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
-	cr_assert_gt(khz, 0);
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	regs.rsi = (uint64_t)khz * 1000 * 60; /* a minute ahead */
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_SET_REGS, &regs), 0);
-	fx.vm->cfg.stop_on_sync = false;
-	expect_stop(fx.vm, VM_STOP_TIMEOUT);
+	halt_waiting_for_deadline(60 * 1000); /* a minute ahead */
 	memset(&m, 0, sizeof(m));
 	m.hdr.nmsrs = 1;
 	m.e[0].index = MSR_TSC_DEADLINE;
@@ -1158,8 +1151,5 @@ Test(cpu_state, a_vcpu_whose_deadline_was_cleared_gets_a_tick_after_restore, .fi
 	snapshot_and_restore(3000);
 	cr_assert_eq(fx.saved.vcpus[0].mp_state, KVM_MP_STATE_HALTED);
 	cr_assert_eq(lapic_reg(&fx.saved.vcpus[0], LAPIC_LVTT), TIMER_VECTOR | 0x40000);
-	fx.vm->cfg.stop_on_sync = false;
-	expect_stop(fx.vm, VM_STOP_DONE);
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
+	expect_one_tick_after_restore();
 }

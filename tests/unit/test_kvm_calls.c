@@ -7,7 +7,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,12 +106,35 @@ static void recorded_restore(void)
 	iorec_stop();
 }
 
+/* An in-place reset of fx.vm (paused: vm_run returned), its KVM calls recorded. */
+static void recorded_reset(void)
+{
+	struct reset_stats rs;
+	struct errbuf eb = { "" };
+
+	iorec_start();
+	cr_assert_eq(vm_reset(fx.vm, &rs, &eb), 0, "%s", eb.msg);
+	iorec_stop();
+}
+
 static void run_to_done(struct vm *vm)
 {
 	enum vm_stop_reason why = vm_run(vm);
 
 	cr_assert_eq(why, VM_STOP_DONE, "stopped with %s: %s", vm_stop_reason_name(why),
 		     vm->stop_msg);
+}
+
+/* The golden snapshot restored, then reset in place, each recorded and checked by check;
+ * the guest runs to its end after each. */
+static void check_restore_and_reset(void (*check)(const struct vm *vm, const char *what))
+{
+	recorded_restore();
+	check(fx.vm, "restore");
+	run_to_done(fx.vm);
+	recorded_reset();
+	check(fx.vm, "reset");
+	run_to_done(fx.vm);
 }
 
 static const char *name(unsigned long req)
@@ -214,8 +236,6 @@ Test(kvm_calls, restore_sets_every_vcpu_before_pit_clock_and_irqchips)
 
 Test(kvm_calls, reset_sets_state_in_the_same_order_as_a_restore)
 {
-	struct reset_stats rs;
-	struct errbuf eb = { "" };
 	int who_a[256], who_b[256];
 	unsigned long req_a[256], req_b[256];
 	unsigned na, nb;
@@ -224,9 +244,7 @@ Test(kvm_calls, reset_sets_state_in_the_same_order_as_a_restore)
 	recorded_restore();
 	na = state_sequence(fx.vm, who_a, req_a, 256);
 	run_to_done(fx.vm);
-	iorec_start();
-	cr_assert_eq(vm_reset(fx.vm, &rs, &eb), 0, "%s", eb.msg);
-	iorec_stop();
+	recorded_reset();
 	assert_vcpus_before_vm_state(fx.vm, "reset");
 	nb = state_sequence(fx.vm, who_b, req_b, 256);
 	cr_assert_eq(na, nb, "restore set %u things, reset %u", na, nb);
@@ -313,18 +331,8 @@ static void assert_kvmclock_ctrl_per_vcpu(const struct vm *vm, const char *what)
 
 Test(kvm_calls, restore_and_reset_tell_each_vcpu_it_was_stopped)
 {
-	struct reset_stats rs;
-	struct errbuf eb = { "" };
-
 	make_golden(NR_VCPUS);
-	recorded_restore();
-	assert_kvmclock_ctrl_per_vcpu(fx.vm, "restore");
-	run_to_done(fx.vm);
-	iorec_start();
-	cr_assert_eq(vm_reset(fx.vm, &rs, &eb), 0, "%s", eb.msg);
-	iorec_stop();
-	assert_kvmclock_ctrl_per_vcpu(fx.vm, "reset");
-	run_to_done(fx.vm);
+	check_restore_and_reset(assert_kvmclock_ctrl_per_vcpu);
 }
 
 /* A pause from the main loop, as the control socket makes one: recorded, then resumed. */
@@ -434,24 +442,20 @@ static void assert_tsc_offsets_synced(const struct vm *vm, const char *what)
 		     "%s: vCPU 0 keeps its own offset", what);
 }
 
-Test(kvm_calls, restore_and_reset_give_every_vcpu_vcpu0s_tsc_offset)
+/* The golden snapshot and a VM restored from it (fx.vm), on a KVM with the attribute. */
+static void golden_where_tsc_offsets_exist(void)
 {
-	struct reset_stats rs;
-	struct errbuf eb = { "" };
-
 	make_golden(NR_VCPUS);
 	fx.vm = restore_golden();
 	if (!has_tsc_offset_attr(fx.vm))
 		cr_skip_test("this KVM has no KVM_VCPU_TSC_OFFSET (Linux < 5.16)");
+}
+
+Test(kvm_calls, restore_and_reset_give_every_vcpu_vcpu0s_tsc_offset)
+{
+	golden_where_tsc_offsets_exist();
 	vm_destroy(fx.vm);
-	recorded_restore();
-	assert_tsc_offsets_synced(fx.vm, "restore");
-	run_to_done(fx.vm);
-	iorec_start();
-	cr_assert_eq(vm_reset(fx.vm, &rs, &eb), 0, "%s", eb.msg);
-	iorec_stop();
-	assert_tsc_offsets_synced(fx.vm, "reset");
-	run_to_done(fx.vm);
+	check_restore_and_reset(assert_tsc_offsets_synced);
 }
 
 /* vCPU 1's IA32_TSC written more than a second after vCPU 0's: past KVM's matching
@@ -468,41 +472,19 @@ static void slow_second_tsc(int fd, unsigned long req, void *arg, void *opaque)
 
 Test(kvm_calls, tscs_written_seconds_apart_still_get_one_offset)
 {
-	struct reset_stats rs;
-	struct errbuf eb = { "" };
-
-	make_golden(NR_VCPUS);
-	fx.vm = restore_golden();
-	if (!has_tsc_offset_attr(fx.vm))
-		cr_skip_test("this KVM has no KVM_VCPU_TSC_OFFSET (Linux < 5.16)");
+	golden_where_tsc_offsets_exist();
 	run_to_done(fx.vm);
 	iorec_set_hook(slow_second_tsc, fx.vm);
-	iorec_start();
-	cr_assert_eq(vm_reset(fx.vm, &rs, &eb), 0, "%s", eb.msg);
-	iorec_stop();
+	recorded_reset();
 	iorec_set_hook(NULL, NULL);
 	cr_assert_eq(tsc_offset(&fx.vm->vcpus[1]), tsc_offset(&fx.vm->vcpus[0]));
 	run_to_done(fx.vm);
 }
 
-/* Runs fn with stderr captured into buf (log lines). */
-static void capture_stderr(void (*fn)(void), char *buf, size_t len)
+static void restore_recorded(void *unused)
 {
-	char path[] = "/tmp/ember-kvm-calls-XXXXXX";
-	int fd = mkstemp(path), saved = dup(STDERR_FILENO);
-	ssize_t n;
-
-	cr_assert_geq(fd, 0);
-	unlink(path);
-	fflush(stderr);
-	dup2(fd, STDERR_FILENO);
-	fn();
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	n = pread(fd, buf, len - 1, 0);
-	buf[n > 0 ? n : 0] = 0;
-	close(fd);
+	(void)unused;
+	recorded_restore();
 }
 
 /* A KVM without the attribute (before Linux 5.16): KVM_HAS_DEVICE_ATTR fails, nothing
@@ -515,7 +497,7 @@ Test(kvm_calls, without_the_tsc_offset_attribute_restore_falls_back_and_says_so)
 	make_golden(NR_VCPUS);
 	iorec_fail(KVM_HAS_DEVICE_ATTR, ENXIO);
 	log_set_level(LOG_DEBUG);
-	capture_stderr(recorded_restore, log, sizeof(log));
+	ember_test_capture_stderr(restore_recorded, NULL, log, sizeof(log));
 	log_set_level(was);
 	iorec_fail(0, 0);
 	cr_assert_geq(iorec_first(KVM_HAS_DEVICE_ATTR, fx.vm->vcpus[0].fd, 0), 0);

@@ -15,6 +15,7 @@
 
 #include "arch/x86_64/x86.h"
 #include "snapfmt.h"
+#include "testlib.h"
 
 #define G_UCALL_SYNC 0x31000
 #define G_UCALL_DONE 0x31200
@@ -289,25 +290,25 @@ Test(vm_state, restore_rejects_a_zero_tsc_frequency, .fini = fx_fini)
 	cr_assert(strstr(eb.msg, "TSC frequency is 0"), "%s", eb.msg);
 }
 
+struct prepare_call {
+	struct errbuf *eb;
+	int r;
+};
+
+static void run_prepare(void *arg)
+{
+	struct prepare_call *c = arg;
+
+	c->r = x86_vm_restore_prepare(fx.vm, &fx.saved, c->eb);
+}
+
 /* Runs x86_vm_restore_prepare (the TSC frequency) with stderr captured into buf. */
 static int restore_capturing_stderr(char *buf, size_t len, struct errbuf *eb)
 {
-	char path[] = "/tmp/ember-vm-state-XXXXXX";
-	int fd = mkstemp(path), saved = dup(STDERR_FILENO), r;
-	ssize_t n;
+	struct prepare_call c = { eb, 0 };
 
-	cr_assert_geq(fd, 0);
-	unlink(path);
-	fflush(stderr);
-	dup2(fd, STDERR_FILENO);
-	r = x86_vm_restore_prepare(fx.vm, &fx.saved, eb);
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	n = pread(fd, buf, len - 1, 0);
-	buf[n > 0 ? n : 0] = 0;
-	close(fd);
-	return r;
+	ember_test_capture_stderr(run_prepare, &c, buf, len);
+	return c.r;
 }
 
 /* 1% off: scaled where KVM can (KVM_CAP_TSC_CONTROL), refused where it cannot. */

@@ -149,6 +149,11 @@ static uint32_t reg_of(uint32_t eax, uint32_t ebx, uint32_t ecx, uint32_t edx, e
 	return 0;
 }
 
+static uint32_t *reg_ptr(struct kvm_cpuid_entry2 *e, enum cpuid_reg r)
+{
+	return r == REG_EAX ? &e->eax : r == REG_EBX ? &e->ebx : r == REG_ECX ? &e->ecx : &e->edx;
+}
+
 /* Lookups with KVM's subleaf rule: without SIGNIFCANT_INDEX an entry answers any index. */
 static const struct kvm_cpuid_entry2 *host_find(const struct kvm_cpuid2 *c, uint32_t leaf,
 						uint32_t sub)
@@ -442,20 +447,7 @@ int x86_cpu_reference(const struct kvm_cpuid2 *supported, x86_cpuid_fn native,
 			e->index = fr->subleaf;
 			e->flags = fr->subleaf ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
 		}
-		switch (fr->reg) {
-		case REG_EAX:
-			e->eax |= r[REG_EAX];
-			break;
-		case REG_EBX:
-			e->ebx |= r[REG_EBX];
-			break;
-		case REG_ECX:
-			e->ecx |= r[REG_ECX];
-			break;
-		case REG_EDX:
-			e->edx |= r[REG_EDX];
-			break;
-		}
+		*reg_ptr(e, fr->reg) |= r[fr->reg];
 	}
 	*out = c;
 	return 0;
