@@ -121,6 +121,16 @@ $(B)/tests/integration/%: $(B)/obj/tests/integration/%.o $(TEST_LIB_OBJS) $(LIBE
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
 
+# Tests of the KVM calls ember makes (order, arguments): in these binaries only, ioctl is
+# wrapped at link time and tests/wrap/ioctl_rec.c records each call before passing it on
+# to the real KVM. ember's code calls ioctl directly: production builds pay nothing.
+IOCTL_REC_TESTS := $(B)/tests/unit/test_kvm_calls $(B)/tests/unit/test_cpu_state
+IOCTL_REC_OBJ   := $(B)/obj/tests/wrap/ioctl_rec.o
+.SECONDARY: $(IOCTL_REC_OBJ)
+$(IOCTL_REC_TESTS): $(IOCTL_REC_OBJ)
+$(IOCTL_REC_TESTS): ALL_LDFLAGS += -Wl,--wrap=ioctl
+$(IOCTL_REC_TESTS:$(B)/tests/%=$(B)/obj/tests/%.o): ALL_CFLAGS += -Itests/wrap
+
 tests: all $(UNIT_BINS) $(INTEG_BINS) $(GUEST_HOST_TEST)
 
 test: deps

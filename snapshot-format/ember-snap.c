@@ -15,6 +15,7 @@
 #include "snapfmt.h"
 /* The devices' own invariants: the tool checks sections exactly as ember restore does
  * (these objects are pure C; the library itself stays free of ember's sources). */
+#include "arch/x86_64/x86.h"
 #include "dev/dev.h"
 
 #ifndef EMBER_VERSION
@@ -203,6 +204,8 @@ static int cmd_verify(const char *dir)
 		struct errbuf eb = { "" };
 
 		ret = devices_check_state(&d.state, &eb);
+		if (!ret)
+			ret = x86_check_snapshot_nested(&d.state, &eb);
 		if (ret)
 			printf("error: snapshot %s: %s\n", dir, eb.msg);
 	}

@@ -73,6 +73,8 @@ static int run_vm(struct vm *vm, const struct cli *c)
 			snprintf(vm->stop_msg, sizeof(vm->stop_msg), "exit after snapshot");
 			break;
 		}
+		/* it stood still while its memory was written, as in a pause */
+		x86_kvmclock_stopped(vm);
 	}
 	timing_mark("exit");
 	timing_report_memory(&vm->mem);

@@ -6,9 +6,7 @@
  * set. The VM is built by vm_build, as a boot builds it (memslots over reserved address
  * space before the irqchip, PLATFORM.md); memory then comes from the chosen backend into
  * that space (mmap: MAP_PRIVATE, lazy, one page cache for every clone; uffd: the page
- * server; eager: read up front), and state is set:
- * VM-wide state (PIT, clock, irqchip) before the vCPUs whose LAPICs refer to it, then
- * devices, whose interrupt lines are re-driven from their restored state.
+ * server; eager: read up front), and state is set (vm_set_state).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -217,14 +215,27 @@ static int cpu_check_join(struct cpu_check *c, struct errbuf *eb)
 	return c->r;
 }
 
+/*
+ * The one sequence that sets a snapshot's state, for a restore and an in-place reset
+ * alike (x86.h has the reasons): the TSC frequency, every vCPU and one TSC offset for
+ * them all, then the VM-wide state (PIT, kvmclock, PICs, IOAPIC), then the devices,
+ * whose interrupt lines are re-driven from their restored state; last, every guest is
+ * told it was stopped.
+ */
 int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 {
-	int r = x86_vm_restore(vm, &st->vm, eb);
+	int r = x86_vm_restore_prepare(vm, &st->vm, eb);
 
 	for (unsigned i = 0; !r && i < vm->nr_vcpus; i++)
 		r = x86_vcpu_restore(&vm->vcpus[i], &st->vcpus[i], eb);
 	if (!r)
+		x86_vcpus_sync_tsc(vm);
+	if (!r)
+		r = x86_vm_restore(vm, &st->vm, eb);
+	if (!r)
 		r = devices_restore(vm, st, eb);
+	if (!r)
+		x86_kvmclock_stopped(vm);
 	return r;
 }
 
@@ -253,6 +264,8 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	if (r)
 		goto out;
 	r = devices_check_state(&d.state, eb);
+	if (!r)
+		r = x86_check_snapshot_nested(&d.state, eb);
 	if (r)
 		goto out;
 	timing_mark("state-loaded");

@@ -115,6 +115,10 @@ static int save_state(struct vm *vm, struct snap_state *st, struct errbuf *eb)
 		if (r)
 			return r;
 	}
+	/* what restore would refuse is not written */
+	r = x86_check_snapshot_nested(st, eb);
+	if (r)
+		return r;
 	for (unsigned i = 0; i < vm->mem.nr_regions; i++)
 		st->vm.regions[i] = (struct snap_region){ .gpa = vm->mem.regions[i].gpa,
 							  .size = vm->mem.regions[i].size,

@@ -280,6 +280,8 @@ void vm_pause(struct vm *vm)
 	if (vm->paused)
 		return;
 	vcpus_send(vm, VCPU_MSG_PAUSE);
+	/* the guest's watchdogs will not blame it for the time it now stands still */
+	x86_kvmclock_stopped(vm);
 	if (vm->serial)
 		serial_flush(vm->serial);
 	vm->paused = true;

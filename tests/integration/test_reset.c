@@ -118,30 +118,62 @@ static void invoke_random(const struct clone *c, unsigned n, uint64_t seed)
 	free(buf);
 }
 
-/* What a snapshot says, minus what only says when it was taken. */
+/* The vCPUs' TSCs ("vcpus[N].tsc = V" lines, which follow their MSRs). */
+static void dump_tscs(const char *text, uint64_t *tsc, unsigned max)
+{
+	for (const char *p = strstr(text, "vcpus["); p; p = strstr(p + 1, "\nvcpus[")) {
+		const char *eq, *nl;
+		unsigned n;
+
+		if (*p == '\n')
+			p++;
+		eq = strstr(p, "].tsc = ");
+		nl = strchr(p, '\n');
+		if (sscanf(p, "vcpus[%u].tsc = ", &n) == 1 && eq && (!nl || eq < nl) && n < max)
+			tsc[n] = strtoull(eq + 8, NULL, 0); /* decimal in the dump */
+	}
+}
+
+/*
+ * What a snapshot says, minus what only says when it was taken: ids, clocks, the TSC, and
+ * an IA32_TSC_DEADLINE that is the TSC (a zero deadline is saved as the vCPU's TSC).
+ */
 static char *dump_timeless(const char *dir)
 {
 	struct proc_result r;
 	char *out, *line, *save = NULL;
-	char tsc_msr[64] = "";
+	char tsc_msr[64] = "", deadline_msr[64] = "";
+	uint64_t tsc[64] = { 0 };
 	size_t cap, len = 0;
 
 	snapt_tool(&r, SNAPT_RUN_MS, "dump", dir, NULL);
 	cr_assert_eq(r.status, 0, "dump %s: %s", dir, r.err);
+	dump_tscs(r.out, tsc, 64);
 	cap = r.out_len + 1;
 	out = calloc(1, cap);
 	cr_assert_not_null(out);
 	for (line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *dot;
+		unsigned v;
 
 		if (!strncmp(line, "header.id ", 10) || !strncmp(line, "header.created", 14) ||
 		    !strncmp(line, "vm.clock.", 9) || strstr(line, ".count_load_time ") ||
 		    (!strncmp(line, "vcpus[", 6) && strstr(line, "].tsc = ")))
 			continue;
-		/* IA32_TSC (0x10): the value line that follows its index line */
+		/* IA32_TSC (0x10), IA32_TSC_DEADLINE (0x6e0): the value line that follows the
+		 * index line */
 		if (strstr(line, ".index = 0x10") && (dot = strstr(line, ".index"))) {
 			snprintf(tsc_msr, sizeof(tsc_msr), "%.*s.value ", (int)(dot - line), line);
+		} else if (strstr(line, ".index = 0x6e0") && (dot = strstr(line, ".index"))) {
+			snprintf(deadline_msr, sizeof(deadline_msr), "%.*s.value ", (int)(dot - line),
+				 line);
 		} else if (tsc_msr[0] && !strncmp(line, tsc_msr, strlen(tsc_msr))) {
+			continue;
+		} else if (deadline_msr[0] && !strncmp(line, deadline_msr, strlen(deadline_msr)) &&
+			   sscanf(line, "vcpus[%u]", &v) == 1 && v < 64 &&
+			   strtoull(line + strlen(deadline_msr) + 2, NULL, 0) == tsc[v]) {
+			len += (size_t)snprintf(out + len, cap - len, "%s= <this vCPU's TSC>\n",
+						deadline_msr);
 			continue;
 		}
 		len += (size_t)snprintf(out + len, cap - len, "%s\n", line);

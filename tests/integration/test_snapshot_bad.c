@@ -9,10 +9,13 @@
  */
 #include <cpuid.h>
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -387,7 +390,7 @@ Test(snapshot_bad, values_kvm_refuses_fail_the_restore_with_the_reason)
 		{ "vcpus[0].msrs[3].index", 0xdeadbeef, "MSR 0xdeadbeef" },
 		{ "vcpus[0].xcrs[0].value", ~0ull, "XCR0" },
 		{ "vcpus[0].sregs.cr0", 0, "KVM_SET_SREGS" },
-		{ "vcpus[0].sregs.cr4", ~0ull, "KVM_SET_SREGS" },
+		{ "vcpus[0].sregs.cr4", ~(1ull << 13), "KVM_SET_SREGS" }, /* VMXE: below */
 		{ "vcpus[0].sregs.efer", 0, "KVM_SET_SREGS" },
 		{ "vcpus[0].sregs.apic_base", 0x1234, "KVM_SET_SREGS" },
 		{ "vcpus[0].events.flags", 0xffffffff, "KVM_SET_VCPU_EVENTS" },
@@ -517,4 +520,55 @@ Test(snapshot_bad, snapshot_needing_a_cpu_feature_the_host_lacks)
 	save_edit();
 	restore_refused(rare[k].name, NULL);
 	snapt_verify_ok(bad);
+}
+
+/* A guest TSC rate 1% off this host's: scaled where KVM can (KVM_CAP_TSC_CONTROL),
+ * refused where it cannot; the file itself is fine. */
+Test(snapshot_bad, guest_tsc_rate_this_host_cannot_give)
+{
+	struct proc_result r;
+	uint64_t khz;
+	int kvm;
+	bool scaling;
+
+	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	cr_assert_geq(kvm, 0);
+	scaling = ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL) > 0;
+	close(kvm);
+	edit();
+	khz = snapmut_get_u64(mut, "vm.tsc_khz");
+	snapmut_set_u64(mut, "vm.tsc_khz", khz + khz / 100);
+	save_edit();
+	snapt_verify_ok(bad);
+	if (!scaling) {
+		restore_refused("KVM_CAP_TSC_CONTROL", "kHz");
+		return;
+	}
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", bad, "--guest-cmd", "exit",
+		       "--timeout", "5", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "restore with TSC scaling exited %d:\n%s", r.status, r.err);
+	proc_result_free(&r);
+}
+
+/* A fresh copy of the golden snapshot with bits set in the u64 at path. */
+static void edit_setting_bits(const char *path, uint64_t bits)
+{
+	snapmut_free(mut);
+	mut = NULL;
+	ember_test_rmtree(bad);
+	edit();
+	snapmut_set_u64(mut, path, snapmut_get_u64(mut, path) | bits);
+	save_edit();
+	what = path;
+}
+
+/* A vCPU that had turned nested virtualization on: its VMCS/VMCB state is not in the
+ * file, so no restore could be right. verify and restore refuse it alike. */
+Test(snapshot_bad, vcpu_using_nested_virtualization)
+{
+	edit_setting_bits("vcpus[0].sregs.cr4", 1ull << 13);
+	both_refuse("nested virtualization (CR4.VMXE)");
+	edit_setting_bits("vcpus[0].sregs.efer", 1ull << 12);
+	both_refuse("nested virtualization (EFER.SVME)");
 }

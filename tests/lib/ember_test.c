@@ -214,3 +214,23 @@ unsigned ember_test_count_procs(const char *dir)
 {
 	return procs_naming(dir, 0);
 }
+
+void ember_test_capture_stderr(void (*fn)(void *arg), void *arg, char *buf, size_t len)
+{
+	char path[] = "/tmp/ember-stderr-XXXXXX";
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+	ssize_t n;
+
+	cr_assert_geq(fd, 0, "mkstemp: %s", strerror(errno));
+	cr_assert_geq(saved, 0);
+	unlink(path);
+	fflush(stderr);
+	dup2(fd, STDERR_FILENO);
+	fn(arg);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	n = pread(fd, buf, len - 1, 0);
+	buf[n > 0 ? n : 0] = 0;
+	close(fd);
+}

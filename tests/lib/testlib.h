@@ -160,6 +160,8 @@ unsigned ember_test_count_procs(const char *dir);
 /* Writes len bytes to dir/name; returns the path in a ring buffer (as above). */
 const char *ember_test_write_file(const char *dir, const char *name, const void *data,
 				  size_t len);
+/* Runs fn(arg) in this process with stderr (ember's log lines) captured into buf. */
+void ember_test_capture_stderr(void (*fn)(void *arg), void *arg, char *buf, size_t len);
 
 /* ---- snap_test.c: snapshots under test ---------------------------------------------- */
 
@@ -331,7 +333,8 @@ void fnt_guest_cmd(const char *sock, const char *cmd);
 /* ---- vcpu_compare.c: a vCPU's state across a snapshot ------------------------------ */
 
 /* Expects (cr_expect) every field of b, restored, to equal a, saved; the TSC may only
- * move forward and the LAPIC timer's current count may differ. */
+ * move forward, the LAPIC timer's current count may differ, and an IA32_TSC_DEADLINE
+ * saved as the TSC (no deadline pending) may be the new TSC. */
 struct snap_vcpu;
 void snapt_compare_vcpu(const struct snap_vcpu *a, const struct snap_vcpu *b);
 

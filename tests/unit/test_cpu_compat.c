@@ -435,3 +435,139 @@ Test(cpu_compat, host_cpuid_of_a_vm_accepts_the_normalized_supported_tables)
 	vm_destroy(vm);
 	cr_assert_eq(x86_check_snapshot_cpu(&fx.st, fx.host, &fx.eb), 0, "%s", fx.eb.msg);
 }
+
+/* ---- what the check compares against: KVM's table, and a software KVM's allowance ---- */
+
+/* Every feature bit a snapshot's CPUID has is compared, named or not. */
+Test(cpu_compat, rejects_a_feature_bit_outside_the_named_list)
+{
+	leaf_of(7, 0)->ebx |= 1u << 22; /* reserved today: no name */
+	snapshot_vcpus(1, 0x7);
+	cr_assert_eq(check_against_base_host(), -ENOTSUP);
+	cr_assert_str_eq(fx.eb.msg, "snapshot needs CPU feature bit CPUID.(EAX=7,ECX=0):EBX[22], "
+			 "which this host lacks (vCPU 0)");
+}
+
+Test(cpu_compat, compares_the_amd_feature_leaves_too)
+{
+	fx.leaves[fx.nleaves++] = (struct leaf){ 0x80000008, 0, 0, 0x3030, 1u << 0, 0, 0 };
+	snapshot_vcpus(1, 0x7); /* clzero, 0x80000008 EBX[0]: the host's table lacks the leaf */
+	cr_assert_eq(check_against_base_host(), -ENOTSUP);
+	expect_message("CPUID.(EAX=0x80000008,ECX=0):EBX[0]");
+}
+
+/* A CPU's own CPUID as a table of leaves (fake_native_table), for x86_cpu_reference. */
+static const struct leaf *fake_native_table;
+static unsigned fake_native_n;
+
+static void fake_native(uint32_t leaf, uint32_t sub, uint32_t r[4])
+{
+	r[0] = r[1] = r[2] = r[3] = 0;
+	for (unsigned i = 0; i < fake_native_n; i++) {
+		const struct leaf *l = &fake_native_table[i];
+
+		if (l->fn == leaf && (l->idx == sub || !(l->flags & SIG))) {
+			r[0] = l->eax;
+			r[1] = l->ebx;
+			r[2] = l->ecx;
+			r[3] = l->edx;
+			return;
+		}
+	}
+}
+
+/* base_host as the CPU runs it, with AVX-512F, which the KVM tables below omit. */
+static void native_with_avx512f(struct leaf *native)
+{
+	memcpy(native, base_host, sizeof(base_host));
+	for (unsigned i = 0; i < ARRAY_SIZE(base_host); i++)
+		if (native[i].fn == 7 && native[i].idx == 0)
+			native[i].ebx |= 1u << 16;
+	fake_native_table = native;
+	fake_native_n = ARRAY_SIZE(base_host);
+}
+
+/* Hardware KVM (its table has SSE3): what KVM does not offer is missing, whatever the
+ * CPU itself has. */
+Test(cpu_compat, on_hardware_kvm_the_reference_is_kvms_table_alone)
+{
+	struct leaf native[ARRAY_SIZE(base_host)];
+	struct kvm_cpuid2 *supported = table(base_host, ARRAY_SIZE(base_host));
+	bool software = true;
+
+	native_with_avx512f(native);
+	cr_assert(!x86_kvm_underreports(supported, fake_native));
+	cr_assert_eq(x86_cpu_reference(supported, fake_native, &fx.host, &software, &fx.eb), 0,
+		     "%s", fx.eb.msg);
+	cr_assert(!software);
+	free(supported);
+	leaf_of(7, 0)->ebx |= 1u << 16;
+	snapshot_vcpus(1, 0x7);
+	cr_assert_eq(x86_check_snapshot_cpu(&fx.st, fx.host, &fx.eb), -ENOTSUP,
+		     "a feature KVM does not expose passed because the CPU has it");
+	expect_message("avx512f");
+}
+
+/* A software KVM whose table lacks SSE3 while the CPU has it (this platform's kvm_pvm):
+ * its vCPUs run the CPU's features natively, so they count. */
+Test(cpu_compat, on_a_software_kvm_that_underreports_the_cpus_features_count)
+{
+	struct leaf native[ARRAY_SIZE(base_host)], kvm[ARRAY_SIZE(base_host)];
+	struct kvm_cpuid2 *supported;
+	bool software = false;
+
+	native_with_avx512f(native);
+	memcpy(kvm, base_host, sizeof(base_host));
+	kvm[1].ecx &= ~1u; /* leaf 1 ECX: no SSE3 */
+	supported = table(kvm, ARRAY_SIZE(kvm));
+	cr_assert(x86_kvm_underreports(supported, fake_native));
+	cr_assert_eq(x86_cpu_reference(supported, fake_native, &fx.host, &software, &fx.eb), 0,
+		     "%s", fx.eb.msg);
+	cr_assert(software);
+	free(supported);
+	leaf_of(7, 0)->ebx |= 1u << 16;
+	snapshot_vcpus(1, 0x7);
+	cr_assert_eq(x86_check_snapshot_cpu(&fx.st, fx.host, &fx.eb), 0, "%s", fx.eb.msg);
+}
+
+/* This machine: kvm_pvm under-reports (PLATFORM.md); a hardware KVM must not look so. */
+Test(cpu_compat, this_kvm_is_recognised_for_what_it_is)
+{
+	struct kvm_cpuid2 *supported = real_supported();
+	bool pvm = access("/sys/module/kvm_pvm", F_OK) == 0;
+
+	cr_assert_eq(x86_kvm_underreports(supported, x86_native_cpuid), pvm,
+		     "kvm_pvm %s, but the table %s SSE3", pvm ? "loaded" : "not loaded",
+		     pvm ? "has" : "lacks");
+	free(supported);
+}
+
+/* ---- nested virtualization in use: no host can restore it -------------------------- */
+
+#define CR4_VMXE  (1ull << 13)
+#define EFER_SVME (1ull << 12)
+
+Test(cpu_compat, refuses_a_vcpu_in_vmx_operation)
+{
+	snapshot_vcpus(2, 0x7);
+	fx.st.vcpus[1].sregs.cr4 |= CR4_VMXE;
+	cr_assert_eq(x86_check_snapshot_nested(&fx.st, &fx.eb), -ENOTSUP);
+	expect_message("snapshot vCPU 1 uses nested virtualization (CR4.VMXE)");
+}
+
+Test(cpu_compat, refuses_a_vcpu_with_svm_enabled)
+{
+	snapshot_vcpus(1, 0x7);
+	fx.st.vcpus[0].sregs.efer |= EFER_SVME;
+	cr_assert_eq(x86_check_snapshot_nested(&fx.st, &fx.eb), -ENOTSUP);
+	expect_message("snapshot vCPU 0 uses nested virtualization (EFER.SVME)");
+}
+
+/* Offered by an older ember but never turned on: nothing was lost, the guest keeps the
+ * CPUID it booted with. */
+Test(cpu_compat, accepts_vmx_in_cpuid_while_unused)
+{
+	leaf_of(1, 0)->ecx |= 1u << 5;
+	snapshot_vcpus(1, 0x7);
+	cr_assert_eq(x86_check_snapshot_nested(&fx.st, &fx.eb), 0, "%s", fx.eb.msg);
+}

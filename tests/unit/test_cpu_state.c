@@ -10,6 +10,7 @@
  * emulated slowly on this platform, so anything with a loop runs in ring 3.
  */
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
 #include <criterion/redirect.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "arch/x86_64/x86.h"
+#include "ioctl_rec.h"
 #include "snapfmt.h"
 #include "testlib.h"
 
@@ -374,10 +376,11 @@ static void restore_all(struct vm *vm, const struct snap_state *st)
 	cr_assert_eq(x86_host_cpuid(vm, &host, &eb), 0, "%s", eb.msg);
 	cr_assert_eq(x86_check_snapshot_cpu(st, host, &eb), 0, "%s", eb.msg);
 	free(host);
-	cr_assert_eq(x86_vm_restore(vm, &st->vm, &eb), 0, "%s", eb.msg);
+	cr_assert_eq(x86_vm_restore_prepare(vm, &st->vm, &eb), 0, "%s", eb.msg);
 	for (unsigned i = 0; i < st->nr_vcpus; i++)
 		cr_assert_eq(x86_vcpu_restore(&vm->vcpus[st->vcpus[i].id], &st->vcpus[i], &eb), 0,
 			     "%s", eb.msg);
+	cr_assert_eq(x86_vm_restore(vm, &st->vm, &eb), 0, "%s", eb.msg);
 }
 
 /*
@@ -729,21 +732,39 @@ Test(cpu_state, unstarted_ap_stays_uninitialized_and_oneshot_timer_fires_after_r
 	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
 }
 
-Test(cpu_state, halted_vcpu_with_tsc_deadline_timer_saved_mid_wait, .fini = fx_fini)
+/* The timer guest in TSC-deadline mode, armed ms_ahead ms ahead: it runs past the sync
+ * into sti; hlt and is stopped there by the 40 ms timeout. */
+static void halt_waiting_for_deadline(uint64_t ms_ahead)
 {
 	struct kvm_regs regs;
-	const struct snap_msr *deadline;
 	int khz;
 
 	start_timer_guest(1, 1, 0, 40);
 	khz = ioctl(fx.vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
 	cr_assert_gt(khz, 0);
 	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	regs.rsi = (uint64_t)khz * 150; /* TSC-deadline 150 ms ahead */
+	regs.rsi = (uint64_t)khz * ms_ahead;
 	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_SET_REGS, &regs), 0);
-	/* Runs past the sync into sti; hlt and is stopped there by the 40 ms timeout. */
 	fx.vm->cfg.stop_on_sync = false;
 	expect_stop(fx.vm, VM_STOP_TIMEOUT);
+}
+
+/* The restored timer guest gets exactly its one interrupt and finishes. */
+static void expect_one_tick_after_restore(void)
+{
+	struct kvm_regs regs;
+
+	fx.vm->cfg.stop_on_sync = false;
+	expect_stop(fx.vm, VM_STOP_DONE);
+	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
+	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
+}
+
+Test(cpu_state, halted_vcpu_with_tsc_deadline_timer_saved_mid_wait, .fini = fx_fini)
+{
+	const struct snap_msr *deadline;
+
+	halt_waiting_for_deadline(150);
 	snapshot_and_restore(10000);
 	compare_states();
 	cr_assert_eq(fx.saved.vcpus[0].mp_state, KVM_MP_STATE_HALTED);
@@ -753,11 +774,7 @@ Test(cpu_state, halted_vcpu_with_tsc_deadline_timer_saved_mid_wait, .fini = fx_f
 	deadline = find_msr(&fx.saved.vcpus[0], MSR_TSC_DEADLINE);
 	cr_assert_not_null(deadline);
 	cr_assert_gt(deadline->value, fx.saved.vcpus[0].tsc, "deadline still ahead");
-
-	fx.vm->cfg.stop_on_sync = false;
-	expect_stop(fx.vm, VM_STOP_DONE);
-	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_GET_REGS, &regs), 0);
-	cr_assert_eq(regs.r12, 1, "one timer interrupt after the restore");
+	expect_one_tick_after_restore();
 }
 
 /* ---- ember's test guests, booted through the library ---------------------------------- */
@@ -1046,4 +1063,93 @@ Test(cpu_state, msr_filter_drops_state_kept_elsewhere_and_host_capabilities)
 	for (size_t i = 0; i < ARRAY_SIZE(drop); i++)
 		cr_expect(!x86_msr_should_save(drop[i]), "MSR 0x%x kept", drop[i]);
 	cr_expect(x86_msr_should_save(0x7ff) && x86_msr_should_save(0x900), "x2APIC range edges");
+}
+
+/* ---- a deadline that expires while the vCPU's state is read ------------------------ */
+
+struct late_msrs {
+	int fd;
+	bool slept;
+};
+
+/* Before the vCPU's first KVM_GET_MSRS of the save: let the deadline pass. */
+static void sleep_before_msrs(int fd, unsigned long req, void *arg, void *opaque)
+{
+	struct late_msrs *l = opaque;
+
+	(void)arg;
+	if (req == KVM_GET_MSRS && fd == l->fd && !l->slept) {
+		l->slept = true;
+		usleep(200 * 1000);
+	}
+}
+
+/*
+ * A halted vCPU waits for a TSC-deadline timer 100 ms ahead; the save reads its LAPIC,
+ * then (the hook) waits until the deadline has passed, then reads the MSRs. The timer's
+ * interrupt is not in the saved LAPIC page; the saved deadline must still make it come
+ * after the restore, or the guest halts forever.
+ */
+Test(cpu_state, tsc_deadline_expiring_during_the_save_still_fires_after_restore,
+     .fini = fx_fini)
+{
+	struct late_msrs late = { .slept = false };
+	const struct snap_msr *deadline;
+
+	halt_waiting_for_deadline(100);
+	late.fd = fx.vm->vcpus[0].fd;
+	iorec_set_hook(sleep_before_msrs, &late);
+	iorec_start();
+	snapshot_and_restore(3000);
+	iorec_stop();
+	iorec_set_hook(NULL, NULL);
+	cr_assert(late.slept);
+	cr_assert_eq(fx.saved.vcpus[0].mp_state, KVM_MP_STATE_HALTED);
+	deadline = find_msr(&fx.saved.vcpus[0], MSR_TSC_DEADLINE);
+	cr_assert_not_null(deadline);
+	cr_log_info("saved deadline 0x%llx, tsc 0x%llx, IRR word 0x%x",
+		    (unsigned long long)deadline->value, (unsigned long long)fx.saved.vcpus[0].tsc,
+		    lapic_reg(&fx.saved.vcpus[0], 0x200 + (TIMER_VECTOR / 32) * 0x10));
+	expect_one_tick_after_restore();
+}
+
+/* ---- a zero TSC deadline is saved as the vCPU's TSC -------------------------------- */
+
+/* KVM reports IA32_TSC_DEADLINE 0 for a timer not in TSC-deadline mode and for one that
+ * fired: the snapshot holds the vCPU's TSC instead, a deadline already due. */
+Test(cpu_state, a_zero_tsc_deadline_is_saved_as_the_vcpus_tsc, .fini = fx_fini)
+{
+	fresh_saved();
+	for (unsigned i = 0; i < fx.saved.nr_vcpus; i++) {
+		const struct snap_vcpu *v = &fx.saved.vcpus[i];
+		const struct snap_msr *deadline = find_msr(v, MSR_TSC_DEADLINE);
+
+		cr_assert_not_null(deadline, "vCPU %u: no IA32_TSC_DEADLINE saved", i);
+		cr_assert_eq(deadline->value, v->tsc, "vCPU %u: deadline 0x%llx, TSC 0x%llx", i,
+			     (unsigned long long)deadline->value, (unsigned long long)v->tsc);
+	}
+}
+
+/*
+ * The state Firecracker found in snapshots: the LAPIC timer in TSC-deadline mode,
+ * unmasked, IA32_TSC_DEADLINE 0 and no timer interrupt pending (here: the guest halts
+ * waiting for a deadline the host then clears). Restored as saved, the vCPU would never
+ * get a timer interrupt again; saved as a deadline already due, it gets one at once.
+ */
+Test(cpu_state, a_vcpu_whose_deadline_was_cleared_gets_a_tick_after_restore, .fini = fx_fini)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[1];
+	} m;
+
+	halt_waiting_for_deadline(60 * 1000); /* a minute ahead */
+	memset(&m, 0, sizeof(m));
+	m.hdr.nmsrs = 1;
+	m.e[0].index = MSR_TSC_DEADLINE;
+	cr_assert_eq(ioctl(fx.vm->vcpus[0].fd, KVM_SET_MSRS, &m), 1);
+	snapshot_and_restore(3000);
+	cr_assert_eq(fx.saved.vcpus[0].mp_state, KVM_MP_STATE_HALTED);
+	cr_assert_eq(lapic_reg(&fx.saved.vcpus[0], LAPIC_LVTT), TIMER_VECTOR | 0x40000);
+	expect_one_tick_after_restore();
 }

@@ -160,6 +160,26 @@ Test(cpuid, leaf1_tsc_deadline_follows_supported_table)
 	free(without);
 }
 
+/* Nested virtualization: its state (VMCS/VMCB) is not in a snapshot, so guests are not
+ * offered it even when KVM could (kvm_intel/kvm_amd nested=1). */
+Test(cpuid, vmx_and_svm_are_never_offered)
+{
+	struct kvm_cpuid2 *intel = INTEL(), *amd = AMD(), *a, *b;
+
+	must_find(intel, 1, 0)->ecx |= 1u << 5;          /* VMX */
+	must_find(amd, 0x80000001, 0)->ecx |= 1u << 2;   /* SVM */
+	a = norm(intel, 0, 2);
+	b = norm(amd, 1, 2);
+	cr_assert_eq(must_find(a, 1, 0)->ecx & (1u << 5), 0, "VMX offered");
+	cr_assert_eq(must_find(b, 0x80000001, 0)->ecx & (1u << 2), 0, "SVM offered");
+	cr_assert(must_find(a, 1, 0)->ecx & 1u, "unrelated feature bits (SSE3) must survive");
+	cr_assert(must_find(b, 0x80000001, 0)->ecx & 1u, "LAHF/SAHF must survive");
+	free(a);
+	free(b);
+	free(intel);
+	free(amd);
+}
+
 /* ---- leaf 4 (Intel cache parameters) -------------------------------------------------- */
 
 Test(cpuid, intel_leaf4_cores_and_sharing_match_vcpu_count)

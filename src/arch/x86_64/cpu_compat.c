@@ -3,7 +3,7 @@
  * lacks, and the guest would then fault (#UD, #GP) at its first such instruction long
  * after the restore "succeeded"; so restore checks here first and refuses with a message
  * naming the missing feature. The check itself is a pure function of the structs;
- * x86_host_cpu_info and x86_host_cpuid gather what it compares against.
+ * x86_host_cpu_info and x86_cpu_reference gather what it compares against.
  */
 #include <cpuid.h>
 #include <errno.h>
@@ -23,12 +23,37 @@ struct cpu_feature {
 };
 
 /*
- * Instruction-set and architectural features a guest may have started using. Left out
- * on purpose: bits KVM emulates on any host (x2apic and tsc_deadline_timer with an
- * in-kernel irqchip, arch_capabilities: KVM always emulates that MSR), bits ember or
- * KVM synthesise (hypervisor, apic, ht, cmp_legacy, topoext), and bits that mirror
- * guest control registers (osxsave, ospke).
+ * The registers of feature bits, every bit of which is compared: a guest may have
+ * started using any feature its CPUID showed, named below or not. `exempt`: bits KVM
+ * emulates on any host (x2apic and tsc_deadline_timer with an in-kernel irqchip,
+ * arch_capabilities: KVM always emulates that MSR), bits ember or KVM synthesise
+ * (hypervisor, apic, ht, cmp_legacy, topoext), and bits that mirror guest control
+ * registers (osxsave, ospke), which KVM updates in the CPUID it reports.
  */
+struct feature_reg {
+	uint32_t leaf, subleaf;
+	enum cpuid_reg reg;
+	uint32_t exempt;
+};
+
+#define B(n) (1u << (n))
+static const struct feature_reg feature_regs[] = {
+	{ 1, 0, REG_ECX, B(21) | B(24) | B(27) | B(31) }, /* x2apic, tsc_deadline, osxsave, hypervisor */
+	{ 1, 0, REG_EDX, B(9) | B(28) },                 /* apic, ht */
+	{ 7, 0, REG_EBX, 0 },
+	{ 7, 0, REG_ECX, B(4) },                         /* ospke */
+	{ 7, 0, REG_EDX, B(29) },                        /* arch_capabilities */
+	{ 7, 1, REG_EAX, 0 },
+	{ 7, 1, REG_EDX, 0 },
+	{ 0xd, 1, REG_EAX, 0 },
+	{ 0x80000001, 0, REG_ECX, B(1) | B(22) },        /* cmp_legacy, topoext */
+	{ 0x80000001, 0, REG_EDX, 0 },
+	{ 0x80000007, 0, REG_EDX, 0 },                   /* invariant TSC */
+	{ 0x80000008, 0, REG_EBX, 0 },                   /* AMD: clzero, ibpb, virt_ssbd, ... */
+};
+#undef B
+
+/* Names for the messages, as Linux's /proc/cpuinfo spells them. */
 static const struct cpu_feature features[] = {
 	/* CPUID.1:EDX */
 	{ "fpu", 1, 0, REG_EDX, 0 },       { "tsc", 1, 0, REG_EDX, 4 },
@@ -124,6 +149,11 @@ static uint32_t reg_of(uint32_t eax, uint32_t ebx, uint32_t ecx, uint32_t edx, e
 	return 0;
 }
 
+static uint32_t *reg_ptr(struct kvm_cpuid_entry2 *e, enum cpuid_reg r)
+{
+	return r == REG_EAX ? &e->eax : r == REG_EBX ? &e->ebx : r == REG_ECX ? &e->ecx : &e->edx;
+}
+
 /* Lookups with KVM's subleaf rule: without SIGNIFCANT_INDEX an entry answers any index. */
 static const struct kvm_cpuid_entry2 *host_find(const struct kvm_cpuid2 *c, uint32_t leaf,
 						uint32_t sub)
@@ -197,23 +227,42 @@ static void feature_where(char *buf, size_t len, const struct cpu_feature *f)
 		 "CPUID.(EAX=%#x,ECX=%u):%s[%u]", f->leaf, f->subleaf, reg_names[f->reg], f->bit);
 }
 
+static const char *feature_name(uint32_t leaf, uint32_t sub, enum cpuid_reg reg, unsigned bit)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(features); i++)
+		if (features[i].leaf == leaf && features[i].subleaf == sub &&
+		    features[i].reg == reg && features[i].bit == bit)
+			return features[i].name;
+	return NULL;
+}
+
 static int check_features(const struct snap_vcpu *v, const struct kvm_cpuid2 *host,
 			  struct errbuf *eb)
 {
-	for (size_t i = 0; i < ARRAY_SIZE(features); i++) {
-		const struct cpu_feature *f = &features[i];
-		const struct snap_cpuid_entry *se = snap_find(v, f->leaf, f->subleaf);
+	for (size_t i = 0; i < ARRAY_SIZE(feature_regs); i++) {
+		const struct feature_reg *fr = &feature_regs[i];
+		const struct snap_cpuid_entry *se = snap_find(v, fr->leaf, fr->subleaf);
 		const struct kvm_cpuid_entry2 *he;
+		struct cpu_feature f = { NULL, fr->leaf, fr->subleaf, fr->reg, 0 };
+		uint32_t need, have, missing;
 		char where[64];
 
-		if (!se || !(reg_of(se->eax, se->ebx, se->ecx, se->edx, f->reg) & (1u << f->bit)))
+		if (!se)
 			continue;
-		he = host_find(host, f->leaf, f->subleaf);
-		if (he && (reg_of(he->eax, he->ebx, he->ecx, he->edx, f->reg) & (1u << f->bit)))
+		need = reg_of(se->eax, se->ebx, se->ecx, se->edx, fr->reg) & ~fr->exempt;
+		he = host_find(host, fr->leaf, fr->subleaf);
+		have = he ? reg_of(he->eax, he->ebx, he->ecx, he->edx, fr->reg) : 0;
+		missing = need & ~have;
+		if (!missing)
 			continue;
-		feature_where(where, sizeof(where), f);
+		f.bit = (uint8_t)__builtin_ctz(missing);
+		f.name = feature_name(f.leaf, f.subleaf, f.reg, f.bit);
+		feature_where(where, sizeof(where), &f);
+		if (!f.name)
+			return errbuf_set(eb, -ENOTSUP, "snapshot needs CPU feature bit %s, which this "
+					  "host lacks (vCPU %u)", where, v->id);
 		return errbuf_set(eb, -ENOTSUP, "snapshot needs CPU feature %s (%s), which this "
-				  "host lacks (vCPU %u)", f->name, where, v->id);
+				  "host lacks (vCPU %u)", f.name, where, v->id);
 	}
 	return 0;
 }
@@ -338,52 +387,115 @@ out:
 	return r;
 }
 
-/*
- * The features a guest can use here: what KVM reports as supported, plus what the CPU
- * executes natively. On hardware KVM the first is the reference; on a software KVM
- * such as this platform's kvm_pvm, KVM_GET_SUPPORTED_CPUID under-reports (leaf 1 ECX
- * lacks even SSE3) while the vCPU runs guest code natively and KVM_GET_CPUID2 returns
- * the host's features, so a snapshot taken there lists them.
- */
-static void add_native_features(struct kvm_cpuid2 *c)
+void x86_native_cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
 {
-	for (uint32_t i = 0; i < c->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &c->entries[i];
-		unsigned a, b, cx, d;
+	unsigned a, b, c, d;
 
-		if (e->function != 1 && e->function != 7 && e->function != 0xd &&
-		    e->function != 0x80000001)
+	__cpuid_count(leaf, sub, a, b, c, d);
+	r[0] = a;
+	r[1] = b;
+	r[2] = c;
+	r[3] = d;
+}
+
+/*
+ * Every x86-64 CPU with hardware virtualization has SSE3, and hardware KVM offers it. A
+ * supported table without it on a CPU that has it is a software KVM that under-reports:
+ * this platform's kvm_pvm (PLATFORM.md), whose KVM_GET_SUPPORTED_CPUID lacks SSE3 and
+ * most of leaf 7 while its vCPUs run guest code natively, with every feature of the CPU,
+ * and whose KVM_GET_CPUID2 (hence a snapshot taken there) lists them.
+ */
+bool x86_kvm_underreports(const struct kvm_cpuid2 *supported, x86_cpuid_fn native)
+{
+	const struct kvm_cpuid_entry2 *e = host_find(supported, 1, 0);
+	uint32_t r[4];
+
+	native(1, 0, r);
+	return e && !(e->ecx & 1u) && (r[REG_ECX] & 1u);
+}
+
+/*
+ * What a snapshot's vCPUs are checked against: KVM's supported table, which on hardware
+ * KVM is exactly what a vCPU may be given (a feature the CPU has but KVM does not expose
+ * would pass a restore and #UD later). Only on a software KVM that under-reports (above)
+ * are the CPU's own feature bits added, register by register of feature_regs.
+ */
+int x86_cpu_reference(const struct kvm_cpuid2 *supported, x86_cpuid_fn native,
+		      struct kvm_cpuid2 **out, bool *software, struct errbuf *eb)
+{
+	uint32_t cap = supported->nent + ARRAY_SIZE(feature_regs);
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + cap * sizeof(c->entries[0]));
+
+	*out = NULL;
+	if (!c)
+		return errbuf_set(eb, -ENOMEM, "out of memory");
+	c->nent = supported->nent;
+	memcpy(c->entries, supported->entries, supported->nent * sizeof(c->entries[0]));
+	*software = x86_kvm_underreports(supported, native);
+	for (size_t i = 0; *software && i < ARRAY_SIZE(feature_regs); i++) {
+		const struct feature_reg *fr = &feature_regs[i];
+		struct kvm_cpuid_entry2 *e = (struct kvm_cpuid_entry2 *)host_find(c, fr->leaf,
+										   fr->subleaf);
+		uint32_t r[4];
+
+		native(fr->leaf, fr->subleaf, r);
+		if (!r[fr->reg])
 			continue;
-		__cpuid_count(e->function, e->index, a, b, cx, d);
-		if (e->function == 7 && e->index == 1)
-			e->eax |= a;
-		if (e->function == 0xd && e->index == 1)
-			e->eax |= a;
-		if (e->function == 1 || e->function == 7 || e->function == 0x80000001) {
-			e->ebx |= e->function == 1 ? 0 : b; /* leaf 1 EBX is ids, not features */
-			e->ecx |= cx;
-			e->edx |= d;
+		if (!e) {
+			e = &c->entries[c->nent++];
+			e->function = fr->leaf;
+			e->index = fr->subleaf;
+			e->flags = fr->subleaf ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
 		}
+		*reg_ptr(e, fr->reg) |= r[fr->reg];
 	}
+	*out = c;
+	return 0;
 }
 
 int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
 		       struct errbuf *eb)
 {
 	struct kvm_cpuid2 *usable;
-	size_t sz;
+	bool software;
 	int r;
 
 	r = cpuid_get_supported(kvm_fd, supported, eb);
+	if (!r)
+		r = x86_cpu_reference(*supported, x86_native_cpuid, &usable, &software, eb);
 	if (r)
 		return r;
-	sz = sizeof(*usable) + (*supported)->nent * sizeof(usable->entries[0]);
-	usable = malloc(sz);
-	if (!usable)
-		return errbuf_set(eb, -ENOMEM, "out of memory");
-	memcpy(usable, *supported, sz);
-	add_native_features(usable);
+	if (software)
+		pr_debug("KVM's supported CPUID lacks SSE3, which this CPU has: a software KVM "
+			 "(kvm_pvm) whose vCPUs run the CPU's features natively; checking the "
+			 "snapshot against KVM's table plus the CPU's own feature bits");
 	r = x86_check_snapshot_cpu(st, usable, eb);
 	free(usable);
 	return r;
+}
+
+/*
+ * A vCPU in VMX operation (CR4.VMXE) or with SVM enabled (EFER.SVME) runs nested
+ * virtualization, whose state (the VMCS/VMCB of its own guests, KVM_GET_NESTED_STATE) no
+ * snapshot holds: restoring the rest would leave a guest hypervisor whose guests vanished
+ * (on a KVM without nested support, KVM_SET_SREGS simply fails). ember offers neither
+ * VMX nor SVM (cpuid.c); a snapshot whose CPUID has them, from an ember that did, is
+ * restored with that CPUID as long as neither is on: the guest keeps the CPUID it booted
+ * with, and nothing was lost.
+ */
+#define CR4_VMXE  (1ull << 13)
+#define EFER_SVME (1ull << 12)
+
+int x86_check_snapshot_nested(const struct snap_state *st, struct errbuf *eb)
+{
+	for (uint32_t i = 0; i < st->nr_vcpus && st->vcpus; i++) {
+		const struct snap_vcpu *v = &st->vcpus[i];
+		const char *what = v->sregs.cr4 & CR4_VMXE ? "CR4.VMXE" :
+				   v->sregs.efer & EFER_SVME ? "EFER.SVME" : NULL;
+
+		if (what)
+			return errbuf_set(eb, -ENOTSUP, "snapshot vCPU %u uses nested virtualization "
+					  "(%s), whose state a snapshot does not hold", v->id, what);
+	}
+	return 0;
 }

@@ -429,6 +429,22 @@ static int kvm_state_read(struct vcpu *v, struct vcpu_kvm_state *k, struct errbu
 	return 0;
 }
 
+/*
+ * IA32_TSC_DEADLINE reads 0 when the LAPIC timer is not in TSC-deadline mode, when the
+ * guest disarmed it, and once it fired. Firecracker found snapshots of the last kind
+ * whose timer interrupt had not reached the saved LAPIC: restored as 0, that vCPU never
+ * got a timer tick again. Saved as the vCPU's TSC instead, a deadline already due: in
+ * TSC-deadline mode the restored timer fires at once (at worst one spurious tick, which
+ * guests take), in any other mode KVM ignores the write. The IA32_TSC value is read in
+ * the same KVM_GET_MSRS, first.
+ */
+static void fix_zero_tsc_deadline(struct snap_vcpu *out)
+{
+	for (uint32_t i = 0; i < out->nr_msrs; i++)
+		if (out->msrs[i].index == MSR_IA32_TSC_DEADLINE && out->msrs[i].value == 0)
+			out->msrs[i].value = out->tsc;
+}
+
 static int kvm_state_to_snap(struct vcpu *v, const struct vcpu_kvm_state *k,
 			     struct snap_vcpu *out, struct errbuf *eb)
 {
@@ -471,6 +487,7 @@ static int kvm_state_to_snap(struct vcpu *v, const struct vcpu_kvm_state *k,
 	}
 	if (!have_tsc)
 		return errbuf_set(eb, -EIO, "vCPU %u: KVM did not report IA32_TSC", v->id);
+	fix_zero_tsc_deadline(out);
 	events_to_snap(&out->events, &k->events);
 	return 0;
 }
@@ -604,6 +621,41 @@ static int restore_msrs(struct vcpu *v, const struct snap_vcpu *in, struct errbu
 	r = msrs_write(v, e, n, eb);
 	free(e);
 	return r;
+}
+
+/*
+ * After every vCPU's IA32_TSC was written: one TSC offset for all of them. KVM gives TSC
+ * writes one offset only when they arrive within about a second of each other and agree
+ * with the time between them (its write matching); a restore slowed down past that (a
+ * loaded host, faults on guest memory) leaves the vCPUs' TSCs apart, which a guest sees
+ * as unsynchronised TSCs (Linux drops the TSC clocksource, KVM drops kvmclock's stable
+ * bit). So, as Cloud Hypervisor does, vCPU 0's offset (KVM_VCPU_TSC_OFFSET in the
+ * KVM_VCPU_TSC_CTRL group, Linux 5.16+) is given to every other vCPU: their saved TSCs
+ * were read a few microseconds apart from one running clock. Without the attribute the
+ * matching is all there is, which a debug line says; a failure is only a warning.
+ */
+void x86_vcpus_sync_tsc(struct vm *vm)
+{
+	uint64_t off = 0;
+	struct kvm_device_attr a = { .group = KVM_VCPU_TSC_CTRL, .attr = KVM_VCPU_TSC_OFFSET };
+
+	if (vm->nr_vcpus < 2)
+		return;
+	if (ioctl(vm->vcpus[0].fd, KVM_HAS_DEVICE_ATTR, &a) < 0) {
+		pr_debug("KVM has no KVM_VCPU_TSC_OFFSET (%s): the vCPUs' TSCs are left to KVM's "
+			 "matching of their IA32_TSC writes", strerror(errno));
+		return;
+	}
+	a.addr = (uint64_t)(uintptr_t)&off;
+	if (ioctl(vm->vcpus[0].fd, KVM_GET_DEVICE_ATTR, &a) < 0) {
+		pr_warn("vCPU 0: KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET): %s; the vCPUs' TSCs are "
+			"left to KVM's matching", strerror(errno));
+		return;
+	}
+	for (unsigned i = 1; i < vm->nr_vcpus; i++)
+		if (ioctl(vm->vcpus[i].fd, KVM_SET_DEVICE_ATTR, &a) < 0)
+			pr_warn("vCPU %u: KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET): %s", i,
+				strerror(errno));
 }
 
 int x86_vcpu_set_tsc_khz(struct vcpu *v, uint32_t khz, struct errbuf *eb)

@@ -36,12 +36,14 @@
 #define LEAF_AMD_PERFMON_V2 0x80000022u
 
 #define BIT(n) (1u << (n))
+#define CPUID1_ECX_VMX        BIT(5)
 #define CPUID1_ECX_PDCM       BIT(15)
 #define CPUID1_ECX_X2APIC     BIT(21)
 #define CPUID1_ECX_TSC_DEADLINE BIT(24)
 #define CPUID1_ECX_HYPERVISOR BIT(31)
 #define CPUID1_EDX_HTT        BIT(28)
 #define EXT1_ECX_CMP_LEGACY   BIT(1)
+#define EXT1_ECX_SVM          BIT(2)
 #define EXT1_ECX_TOPOEXT      BIT(22)
 #define EXT1_ECX_PERFCTR_CORE BIT(23)
 
@@ -216,6 +218,8 @@ static void fix_leaf1(struct kvm_cpuid_entry2 *e, const struct topo *t)
 	e->ecx |= CPUID1_ECX_X2APIC;
 	/* PDCM advertises IA32_PERF_CAPABILITIES, a PMU MSR; guests get no PMU. */
 	e->ecx &= ~CPUID1_ECX_PDCM;
+	/* No nested virtualization: its state is not saved (x86_check_snapshot_nested). */
+	e->ecx &= ~CPUID1_ECX_VMX;
 	/* TSC-deadline (bit 24) stays as cpuid_get_supported found it. */
 	/* HTT says EBX[23:16] is valid, i.e. there is more than one logical processor. */
 	if (t->nr > 1)
@@ -271,6 +275,16 @@ static int add_topology_leaf(struct kvm_cpuid2 *c, unsigned cap, uint32_t functi
 		}
 	}
 	return 0;
+}
+
+/* Leaf 0x80000001 on every vendor: AMD's SVM bit lives there (Intel leaves it 0). */
+static void fix_ext_features(struct kvm_cpuid2 *c)
+{
+	struct kvm_cpuid_entry2 *e = cpuid_find(c, LEAF_EXT_FEATURES, 0);
+
+	/* No nested virtualization: its state is not saved (x86_check_snapshot_nested). */
+	if (e)
+		e->ecx &= ~EXT1_ECX_SVM;
 }
 
 static void fix_amd_leaves(struct kvm_cpuid2 *c, const struct topo *t)
@@ -372,6 +386,7 @@ int cpuid_normalize(const struct kvm_cpuid2 *supported, unsigned id, unsigned nr
 		goto fail;
 	}
 	fix_leaf1(e, &t);
+	fix_ext_features(c);
 	for (uint32_t i = 0; i < c->nent; i++)
 		if (c->entries[i].function == LEAF_CACHE_PARAM)
 			fix_cache_leaf(&c->entries[i], &t, vendor == VENDOR_INTEL);

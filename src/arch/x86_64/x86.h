@@ -126,6 +126,9 @@ void x86_dump_vcpus(struct vm *vm, FILE *f);
  */
 int x86_vcpu_save(struct vcpu *v, struct snap_vcpu *out, struct errbuf *eb);
 int x86_vcpu_restore(struct vcpu *v, const struct snap_vcpu *in, struct errbuf *eb);
+/* After every vCPU's restore: vCPU 0's TSC offset for all (KVM_VCPU_TSC_OFFSET), where
+ * KVM has the attribute. Never fails (cpu_state.c says why). */
+void x86_vcpus_sync_tsc(struct vm *vm);
 /* KVM_SET_TSC_KHZ: needs KVM_CAP_TSC_CONTROL; must precede the vCPU's TSC restore. */
 int x86_vcpu_set_tsc_khz(struct vcpu *v, uint32_t khz, struct errbuf *eb);
 /*
@@ -138,29 +141,56 @@ bool x86_msr_should_save(uint32_t index);
 
 /*
  * VM-wide state: kvmclock, PIC master/slave, IOAPIC, PIT, TSC frequency (not the
- * memory regions). Restore this before the vCPUs: it may set each vCPU's TSC
- * frequency, which must happen before their TSC MSR is written.
+ * memory regions). A restore is three steps, in this order (restore.c vm_set_state):
+ *  - x86_vm_restore_prepare: checks the state and sets each vCPU's TSC frequency,
+ *    which must precede the vCPUs' TSC MSR;
+ *  - x86_vcpu_restore for every vCPU, then x86_vcpus_sync_tsc;
+ *  - x86_vm_restore: PIT, kvmclock and the irqchips. Only now: setting the PICs and
+ *    the IOAPIC makes KVM deliver what they hold pending (the IOAPIC's IRR) at once,
+ *    and a LAPIC not yet restored would take it and lose it to its own SET_LAPIC.
+ *    Firecracker restores in this order too.
  */
 int x86_vm_save(struct vm *vm, struct snap_vm *out, struct errbuf *eb);
+int x86_vm_restore_prepare(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
 int x86_vm_restore(struct vm *vm, const struct snap_vm *in, struct errbuf *eb);
-/* true when two TSC frequencies differ by more than calibration noise (0.1%). */
+/* Tells every vCPU's guest it was stopped (PVCLOCK_GUEST_STOPPED in its kvmclock page,
+ * KVM_KVMCLOCK_CTRL): after a restore or reset, and on pause. Never fails. */
+void x86_kvmclock_stopped(struct vm *vm);
+/* true when two TSC frequencies differ by more than calibration noise: 250 ppm of the
+ * snapshot's (restore then scales the guest's TSC, or refuses when KVM cannot). */
 bool x86_tsc_khz_differs(uint32_t snapshot_khz, uint32_t host_khz);
 
 /* cpu_compat.c: may this host run a snapshot's vCPUs? */
 void x86_host_cpu_info(struct snap_cpu_info *out); /* from the CPUID instruction */
 /*
- * Pure check of st against a table of what this host gives vCPUs (x86_host_cpuid;
- * on a plain KVM, cpuid_get_supported's table would do): same CPU vendor, every named
- * feature bit a vCPU's CPUID has is in the table, each vCPU's XCR0 within the table's,
- * and its XSAVE area fits this host's KVM (x86_xsave_fits with the size the table
- * implies).
+ * Pure check of st against a table of what this host may give vCPUs (x86_cpu_reference):
+ * same CPU vendor; every feature bit a vCPU's CPUID has in the feature registers (leaf
+ * 1 ECX/EDX, 7.0 EBX/ECX/EDX, 7.1 EAX/EDX, 0xD.1 EAX, 0x80000001 ECX/EDX, 0x80000007
+ * EDX, 0x80000008 EBX), named or not, is in the table, except the few KVM emulates or
+ * ember and KVM synthesise (cpu_compat.c); each vCPU's XCR0 within the table's; its
+ * XSAVE area fits this host's KVM (x86_xsave_fits with the size the table implies).
  */
-/* Restore's check: KVM's supported table (stored in *supported for the caller) plus
- * the features the CPU runs natively, then x86_check_snapshot_cpu. */
-int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
-		       struct errbuf *eb);
 int x86_check_snapshot_cpu(const struct snap_state *st, const struct kvm_cpuid2 *host_supported,
 			   struct errbuf *eb);
+/* CPUID leaf/subleaf into r[EAX, EBX, ECX, EDX]: x86_native_cpuid (the instruction), or a
+ * table in tests. */
+typedef void (*x86_cpuid_fn)(uint32_t leaf, uint32_t subleaf, uint32_t r[4]);
+void x86_native_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t r[4]);
+/* A software KVM that under-reports: its supported table lacks SSE3 while the CPU has it
+ * (this platform's kvm_pvm, PLATFORM.md). Hardware KVM never does. */
+bool x86_kvm_underreports(const struct kvm_cpuid2 *supported, x86_cpuid_fn native);
+/* The table to check snapshots against: a copy of KVM's supported table; on a KVM that
+ * under-reports (*software), plus the CPU's own bits in the feature registers, which
+ * its vCPUs run natively. Free *out with free(). */
+int x86_cpu_reference(const struct kvm_cpuid2 *supported, x86_cpuid_fn native,
+		      struct kvm_cpuid2 **out, bool *software, struct errbuf *eb);
+/* Refuses a snapshot in which a vCPU uses nested virtualization (CR4.VMXE, EFER.SVME):
+ * its state is not saved. Pure; restore, save and ember-snap verify run it. */
+int x86_check_snapshot_nested(const struct snap_state *st, struct errbuf *eb);
+/* Restore's check: KVM's supported table (stored in *supported for the caller), its
+ * x86_cpu_reference, then x86_check_snapshot_cpu. */
+int x86_check_host_cpu(int kvm_fd, const struct snap_state *st, struct kvm_cpuid2 **supported,
+		       struct errbuf *eb);
 /*
  * The CPUID table this host's KVM really gives a vCPU, to check snapshots against:
  * ember's normalised supported table set on vCPU 0, read back with KVM_GET_CPUID2.

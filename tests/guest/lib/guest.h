@@ -276,6 +276,20 @@ unsigned smp_aps_online(void);
 /* Waits until n APs are online; -ETIMEDOUT after timeout_cycles TSC cycles. */
 int smp_wait_aps(unsigned n, uint64_t timeout_cycles);
 
+/* ---- kvmclock (lib/kvmclock.c): KVM's paravirtual clock, read as Linux reads it ------ */
+#define KVMCLOCK_TSC_STABLE    (1u << 0) /* PVCLOCK_TSC_STABLE_BIT */
+#define KVMCLOCK_GUEST_STOPPED (1u << 1) /* PVCLOCK_GUEST_STOPPED: the VMM stopped us */
+/* The VMM's CPUID offers KVM's clocksource2 (leaves 0x40000000/1, read in ring 0). */
+bool kvmclock_available(void);
+/* Registers this CPU's pvclock page (MSR_KVM_SYSTEM_TIME_NEW); false without kvmclock. */
+bool kvmclock_enable(void);
+/* This CPU's kvmclock in ns (the pvclock algorithm on its page); 0 before enabling. */
+uint64_t kvmclock_ns(void);
+/* The page's flags byte: KVMCLOCK_TSC_STABLE, KVMCLOCK_GUEST_STOPPED. KVM keeps
+ * GUEST_STOPPED in the page until the guest clears it, as Linux's watchdogs do. */
+uint8_t kvmclock_flags(void);
+void kvmclock_clear_stopped(void);
+
 /* ---- tiny spinlock for ring-3 code shared between CPUs -------------------------- */
 struct spinlock {
 	volatile uint32_t locked;

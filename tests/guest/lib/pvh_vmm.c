@@ -17,27 +17,6 @@
 
 #define DEBUG_EXIT_PORT 0x501 /* -device isa-debug-exit, default iobase */
 
-/* Linux's struct pvclock_vcpu_time_info (asm/pvclock-abi.h), written by KVM */
-struct pvclock_time {
-	uint32_t version, pad0;
-	uint64_t tsc_timestamp, system_time;
-	uint32_t tsc_to_system_mul;
-	int8_t tsc_shift;
-	uint8_t flags;
-	uint8_t pad[2];
-};
-
-#define PVCLOCK_GUEST_STOPPED   (1 << 1)
-#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
-#define KVM_CPUID_SIGNATURE     0x40000000
-#define KVM_CPUID_FEATURES      0x40000001
-#define KVM_FEATURE_CLOCKSOURCE2 3
-
-_Static_assert(sizeof(struct pvclock_time) == 32, "pvclock_vcpu_time_info layout");
-
-/* Own cache line; identity-mapped, so its address is its GPA. */
-static struct pvclock_time pvclock __attribute__((aligned(64)));
-
 void pvh_debug_exit(uint8_t code)
 {
 	outb(DEBUG_EXIT_PORT, code); /* QEMU exits with status (code << 1) | 1 */
@@ -84,26 +63,15 @@ void pvh_ucall(struct ember_ucall *uc)
 	}
 }
 
-static bool has_kvmclock(void)
-{
-	/* cpuid() runs in ring 0, so this is QEMU's table, not the outer host's */
-	struct cpuid_regs sig = cpuid(KVM_CPUID_SIGNATURE, 0);
-
-	if (sig.ebx != 0x4b4d564b || sig.ecx != 0x564b4d56 || sig.edx != 0x4d) /* "KVMKVMKVM" */
-		return false;
-	return (cpuid(KVM_CPUID_FEATURES, 0).eax >> KVM_FEATURE_CLOCKSOURCE2) & 1;
-}
-
 void pvh_ready(void)
 {
 	if (!cmdline_has_flag("pvh_snapshot"))
 		return;
-	if (!has_kvmclock()) {
+	if (!kvmclock_enable()) {
 		serial_printf("pvh: no kvmclock (KVM CPUID leaves): cannot wait for a snapshot\n");
 		return;
 	}
-	sys_wrmsr(MSR_KVM_SYSTEM_TIME_NEW, (uint64_t)(uintptr_t)&pvclock | 1);
 	serial_printf("pvh: ready\n");
-	while (!(__atomic_load_n(&pvclock.flags, __ATOMIC_ACQUIRE) & PVCLOCK_GUEST_STOPPED))
+	while (!(kvmclock_flags() & KVMCLOCK_GUEST_STOPPED))
 		cpu_relax();
 }
