@@ -180,6 +180,7 @@ static int parse_console(const char *v, struct vm_config *vc, struct errbuf *eb)
 #define ON_POOL    (1u << CLI_POOL)
 #define ON_POOL_ST (1u << CLI_POOL_STATUS)
 #define ON_RUN     (ON_BOOT | ON_RESTORE)
+#define ON_ALL     (ON_RUN | ON_CTL | ON_INVOKE | ON_POOL | ON_POOL_ST)
 
 static const struct cli_flag {
 	const char *name;
@@ -222,6 +223,8 @@ static const struct cli_flag {
 	{ "--queue", true, ON_POOL },
 	{ "--timeout-ms", true, ON_POOL },
 	{ "--max-payload", true, ON_POOL },
+	{ "--log-level", true, ON_ALL },
+	{ "--log-file", true, ON_ALL },
 };
 
 static const char *const cmd_names[] = {
@@ -413,6 +416,13 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 					  "and %" PRIu64, val, UINT64_MAX);
 	} else if (!strcmp(flag, "--json")) {
 		c->json = true;
+	} else if (!strcmp(flag, "--log-level")) {
+		if (log_parse_level(val, &c->log_level))
+			return errbuf_set(eb, -EINVAL, "--log-level: '%s' is not error, warn, info or "
+					  "debug", val);
+		c->log_level_set = true;
+	} else if (!strcmp(flag, "--log-file")) {
+		return parse_path(flag, val, &c->log_file, eb);
 	} else {
 		return parse_pool_flag(c, flag, val, eb);
 	}
@@ -491,6 +501,22 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 	return 0;
 }
 
+/* EMBER_LOG: the level when --log-level is not given (the flag wins); refused like a bad
+ * flag value, even when the flag overrides it, so that a typo never goes unnoticed. */
+static int log_level_from_env(struct cli *c, struct errbuf *eb)
+{
+	const char *e = getenv("EMBER_LOG");
+	enum log_level lvl;
+
+	if (!e)
+		return 0;
+	if (log_parse_level(e, &lvl))
+		return errbuf_set(eb, -EINVAL, "EMBER_LOG: '%s' is not error, warn, info or debug", e);
+	if (!c->log_level_set)
+		c->log_level = lvl;
+	return 0;
+}
+
 int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 {
 	int r, first;
@@ -500,6 +526,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.nr_vcpus = 1;
 	c->vm.console = CONSOLE_STDIO;
 	c->ready_fd = -1;
+	c->log_level = LOG_WARN;
 
 	if (argc < 2)
 		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl, invoke, pool)");
@@ -578,5 +605,8 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 		if (r)
 			return r;
 	}
-	return check_combination(c, eb);
+	r = check_combination(c, eb);
+	if (r)
+		return r;
+	return log_level_from_env(c, eb);
 }

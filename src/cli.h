@@ -45,6 +45,10 @@ struct cli {
 	unsigned pool_queue;             /* --queue */
 	uint64_t pool_timeout_ms;        /* --timeout-ms */
 	uint32_t pool_max_payload;       /* --max-payload */
+	/* every command */
+	enum log_level log_level;        /* --log-level, else EMBER_LOG, else LOG_WARN */
+	bool log_level_set;              /* --log-level was given */
+	const char *log_file;            /* --log-file PATH */
 };
 
 /* Fills c from argv; on a usage error returns -EINVAL with the message in eb. */

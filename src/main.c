@@ -139,6 +139,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ember: %s\nTry 'ember --help'.\n", eb.msg);
 		return 2;
 	}
+	if (c.cmd != CLI_HELP && c.cmd != CLI_VERSION) {
+		log_set_level(c.log_level);
+		if (c.log_file && log_open_file(c.log_file, &eb)) {
+			fprintf(stderr, "ember: %s\n", eb.msg);
+			return 1;
+		}
+	}
 	switch (c.cmd) {
 	case CLI_HELP:
 		cli_usage(stdout);

@@ -689,3 +689,66 @@ Test(cli, invoke_pool)
 		     "--vsock-uds", "v");
 	EXPECT_ERROR("--port does not apply with --pool", "invoke", "--pool", "p", "--port", "1");
 }
+
+/* ---- logging: --log-level, EMBER_LOG, --log-file (README "Logging") ---- */
+
+Test(cli, log_level_on_every_command_and_default_warn)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	unsetenv("EMBER_LOG");
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_WARN);
+	cr_assert_not(c.log_level_set);
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "d", "--log-level", "debug"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.log_level, LOG_DEBUG);
+	cr_assert_eq(PARSE(&c, &eb, "ctl", "--api-sock", "s", "--log-level=error", "status"), 0,
+		     "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_ERROR);
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--vsock-uds", "v", "--log-level", "info",
+			   "--log-file", "/tmp/l"), 0, "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_INFO);
+	cr_assert_str_eq(c.log_file, "/tmp/l");
+	cr_assert_eq(PARSE(&c, &eb, "pool", "--snapshot", "g", "--socket", "s", "--log-level",
+			   "warn"), 0, "%s", eb.msg);
+	cr_assert_eq(PARSE(&c, &eb, "pool", "status", "--socket", "s", "--log-level", "warn"), 0,
+		     "%s", eb.msg);
+}
+
+Test(cli, log_level_unknown_value_names_the_flag_and_the_valid_values)
+{
+	unsetenv("EMBER_LOG");
+	EXPECT_ERROR("--log-level: 'verbose' is not error, warn, info or debug", "boot", "--kernel",
+		     "k", "--log-level", "verbose");
+	EXPECT_ERROR("--log-level: '' is not error", "boot", "--kernel", "k", "--log-level=");
+	EXPECT_ERROR("--log-level: 'WARN' is not", "boot", "--kernel", "k", "--log-level", "WARN");
+	EXPECT_ERROR("'--log-level' needs a value", "boot", "--kernel", "k", "--log-level");
+	EXPECT_ERROR("--log-file: empty path", "boot", "--kernel", "k", "--log-file=");
+}
+
+Test(cli, ember_log_sets_the_level_and_the_flag_wins)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	setenv("EMBER_LOG", "debug", 1);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_DEBUG);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--log-level", "error"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.log_level, LOG_ERROR);
+	unsetenv("EMBER_LOG");
+}
+
+Test(cli, ember_log_unknown_value_is_refused_naming_the_variable)
+{
+	setenv("EMBER_LOG", "verbose", 1);
+	EXPECT_ERROR("EMBER_LOG: 'verbose' is not error, warn, info or debug", "boot", "--kernel",
+		     "k");
+	/* even when --log-level overrides it: a typo must not go unnoticed */
+	EXPECT_ERROR("EMBER_LOG: 'verbose'", "ctl", "--api-sock", "s", "--log-level", "info",
+		     "status");
+	unsetenv("EMBER_LOG");
+}
