@@ -29,7 +29,7 @@ void cli_usage(FILE *f)
 	fprintf(f,
 		"usage: ember boot --kernel PATH [options]\n"
 		"       ember restore --snapshot DIR [options]\n"
-		"       ember ctl --api-sock PATH VERB [ARGS]\n"
+		"       ember ctl --api-sock PATH [--json] VERB [ARGS]\n"
 		"       ember invoke --vsock-uds PATH [--port N] [--payload FILE|-] [options]\n"
 		"       ember invoke --pool PATH [--payload FILE|-] [options]\n"
 		"       ember pool --snapshot DIR --socket PATH [options]\n"
@@ -97,6 +97,8 @@ void cli_usage(FILE *f)
 		"pool status options:\n"
 		"  --socket PATH            the pool's socket\n"
 		"  --json                   print the status as one JSON object\n"
+		"ctl options:\n"
+		"  --json                   print the response as one JSON object (FORMAT.md 9)\n"
 		"ctl verbs:\n"
 		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
 		"  guest-cmd NAME | reset [--standby]  (back to the snapshot the VM was restored\n"
@@ -215,7 +217,7 @@ static const struct cli_flag {
 	{ "--port", true, ON_INVOKE | ON_POOL },
 	{ "--payload", true, ON_INVOKE },
 	{ "--request-id", true, ON_INVOKE },
-	{ "--json", false, ON_INVOKE | ON_POOL_ST },
+	{ "--json", false, ON_INVOKE | ON_POOL_ST | ON_CTL },
 	{ "--pool", true, ON_INVOKE },
 	{ "--socket", true, ON_POOL | ON_POOL_ST },
 	{ "--size", true, ON_POOL },

@@ -128,73 +128,6 @@ static void print_value(const char *key, size_t klen, const msgpack_object *v)
 	}
 }
 
-static void json_string(const char *s, size_t n)
-{
-	putchar('"');
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20 || ch == 0x7f)
-			printf("\\u%04x", ch);
-		else
-			putchar(ch);
-	}
-	putchar('"');
-}
-
-/* msgpack as JSON: the control socket's maps hold strings, integers, booleans, and
- * arrays of those maps; anything else (floats, bin, nil, non-string keys) prints as
- * something JSON accepts, never as invalid JSON. */
-static void json_value(const msgpack_object *v)
-{
-	switch (v->type) {
-	case MSGPACK_OBJECT_STR:
-		json_string(v->via.str.ptr, v->via.str.size);
-		break;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		printf("%" PRIu64, v->via.u64);
-		break;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		printf("%" PRId64, v->via.i64);
-		break;
-	case MSGPACK_OBJECT_BOOLEAN:
-		printf("%s", v->via.boolean ? "true" : "false");
-		break;
-	case MSGPACK_OBJECT_ARRAY:
-		putchar('[');
-		for (uint32_t i = 0; i < v->via.array.size; i++) {
-			if (i)
-				putchar(',');
-			json_value(&v->via.array.ptr[i]);
-		}
-		putchar(']');
-		break;
-	case MSGPACK_OBJECT_MAP:
-		putchar('{');
-		for (uint32_t i = 0; i < v->via.map.size; i++) {
-			const msgpack_object *k = &v->via.map.ptr[i].key;
-			char num[24];
-
-			if (i)
-				putchar(',');
-			if (k->type == MSGPACK_OBJECT_STR) {
-				json_string(k->via.str.ptr, k->via.str.size);
-			} else {
-				snprintf(num, sizeof(num), "(type %d)", k->type);
-				json_string(num, strlen(num));
-			}
-			putchar(':');
-			json_value(&v->via.map.ptr[i].val);
-		}
-		putchar('}');
-		break;
-	default:
-		printf("null");
-	}
-}
-
 int ctl_print_response(const uint8_t *body, size_t len, bool json)
 {
 	msgpack_unpacked u;
@@ -217,8 +150,10 @@ int ctl_print_response(const uint8_t *body, size_t len, bool json)
 	ok = ok_v && ok_v->type == MSGPACK_OBJECT_BOOLEAN && ok_v->via.boolean;
 	err = snap_map_get(&u.data, "error");
 	if (json) {
-		json_value(&u.data);
-		printf("\n");
+		struct json_w w;
+
+		json_begin(&w, stdout);
+		json_msgpack(&w, NULL, &u.data);
 	}
 	if (!ok) {
 		if (err && err->type == MSGPACK_OBJECT_STR)
@@ -307,5 +242,5 @@ int ctl_run(const struct cli *c)
 		fprintf(stderr, "ember ctl: %s: %s\n", c->api_sock, strerror(-r));
 		return 1;
 	}
-	return ctl_print_response(resp + 4, len, false);
+	return ctl_print_response(resp + 4, len, c->json);
 }

@@ -9,7 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -150,4 +154,156 @@ Test(ops, log_level_info_prints_info_lines_and_error_hides_them)
 	unsetenv("EMBER_LOG");
 	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
 	cr_assert_eq(r.err_len, 0, "the flag did not win over EMBER_LOG: %s", r.err);
+}
+
+/* ---- a fake control socket: answers one request with a fixed frame, or never ---- */
+
+struct fake_server {
+	int lfd;
+	const void *resp;     /* the body to answer; NULL: accept, read, never answer */
+	size_t resp_len;
+	pthread_t thread;
+	uint8_t req[4096];    /* the request body received */
+	size_t req_len;
+};
+
+static void *fake_server_main(void *arg)
+{
+	struct fake_server *fs = arg;
+	int fd = accept(fs->lfd, NULL, NULL);
+	uint8_t hdr[4];
+	size_t want;
+
+	if (fd < 0)
+		return NULL;
+	if (recv(fd, hdr, 4, MSG_WAITALL) == 4) {
+		want = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+		if (want <= sizeof(fs->req) && recv(fd, fs->req, want, MSG_WAITALL) == (ssize_t)want)
+			fs->req_len = want;
+	}
+	if (fs->resp) {
+		uint8_t h[4] = { (uint8_t)(fs->resp_len >> 24), (uint8_t)(fs->resp_len >> 16),
+				 (uint8_t)(fs->resp_len >> 8), (uint8_t)fs->resp_len };
+
+		if (send(fd, h, 4, MSG_NOSIGNAL) != 4 ||
+		    send(fd, fs->resp, fs->resp_len, MSG_NOSIGNAL) != (ssize_t)fs->resp_len)
+			fprintf(stderr, "fake server: send failed\n");
+	} else {
+		char c;
+
+		/* until the client gives up */
+		while (recv(fd, &c, 1, 0) > 0)
+			;
+	}
+	close(fd);
+	return NULL;
+}
+
+static void fake_server_start(struct fake_server *fs, const char *path, const void *resp,
+			      size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	memset(fs, 0, sizeof(*fs));
+	fs->resp = resp;
+	fs->resp_len = len;
+	cr_assert_lt(strlen(path), sizeof(sa.sun_path));
+	strcpy(sa.sun_path, path);
+	fs->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	cr_assert_geq(fs->lfd, 0);
+	cr_assert_eq(bind(fs->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	cr_assert_eq(listen(fs->lfd, 4), 0);
+	cr_assert_eq(pthread_create(&fs->thread, NULL, fake_server_main, fs), 0);
+}
+
+static void fake_server_stop(struct fake_server *fs)
+{
+	pthread_join(fs->thread, NULL);
+	close(fs->lfd);
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s)
+{
+	msgpack_pack_str(pk, strlen(s));
+	msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* A response with every kind of value the control socket sends, and hostile strings. */
+static void hostile_response(msgpack_sbuffer *sb, bool ok)
+{
+	msgpack_packer pk;
+
+	msgpack_sbuffer_init(sb);
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, ok ? 5 : 2);
+	pack_cstr(&pk, "ok");
+	if (ok)
+		msgpack_pack_true(&pk);
+	else
+		msgpack_pack_false(&pk);
+	if (!ok) {
+		pack_cstr(&pk, "error");
+		pack_cstr(&pk, "bad\x1b]0;pwned\x07\x1b[2J thing\n\xff");
+		return;
+	}
+	pack_cstr(&pk, "state");
+	pack_cstr(&pk, "run\x1b[31m\"q\"\\\xff\xc3\xa9\xc0\xaf\x7f");
+	pack_cstr(&pk, "generation");
+	msgpack_pack_uint64(&pk, UINT64_MAX);
+	pack_cstr(&pk, "paused");
+	msgpack_pack_false(&pk);
+	pack_cstr(&pk, "devices");
+	msgpack_pack_array(&pk, 2);
+	msgpack_pack_map(&pk, 1);
+	pack_cstr(&pk, "name");
+	pack_cstr(&pk, "serial");
+	msgpack_pack_map(&pk, 2);
+	pack_cstr(&pk, "name");
+	pack_cstr(&pk, "virtio-vsock");
+	pack_cstr(&pk, "queues");
+	msgpack_pack_uint32(&pk, 3);
+}
+
+Test(ops, ctl_json_is_one_valid_object_with_the_msgpack_keys)
+{
+	const char *sock = tmp_path("ctl.sock");
+	struct fake_server fs;
+	msgpack_sbuffer sb;
+	char *canon;
+
+	hostile_response(&sb, true);
+	fake_server_start(&fs, sock, sb.data, sb.size);
+	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "--json", "status", NULL);
+	fake_server_stop(&fs);
+	msgpack_sbuffer_destroy(&sb);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	canon = ember_test_json_canon(r.out);
+	cr_assert_str_eq(canon,
+			 "{\"devices\":[{\"name\":\"serial\"},{\"name\":\"virtio-vsock\","
+			 "\"queues\":3}],\"generation\":18446744073709551615,\"ok\":true,"
+			 "\"paused\":false,\"state\":\"run\\u001b[31m\\\"q\\\"\\\\"
+			 "\\u00ff\\u00e9\\u00c0\\u00af\\u007f\"}\n");
+	/* and no raw escape byte reached the terminal */
+	cr_assert_null(memchr(r.out, 0x1b, r.out_len));
+	free(canon);
+}
+
+Test(ops, ctl_json_of_a_refusal_is_json_too_and_exits_1)
+{
+	const char *sock = tmp_path("ctl.sock");
+	struct fake_server fs;
+	msgpack_sbuffer sb;
+	char *canon;
+
+	hostile_response(&sb, false);
+	fake_server_start(&fs, sock, sb.data, sb.size);
+	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "--json", "pause", NULL);
+	fake_server_stop(&fs);
+	msgpack_sbuffer_destroy(&sb);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+	canon = ember_test_json_canon(r.out);
+	cr_assert(strstr(canon, "\"ok\":false"), "%s", canon);
+	free(canon);
 }

@@ -161,6 +161,13 @@ unsigned ember_test_count_procs(const char *dir);
 const char *ember_test_write_file(const char *dir, const char *name, const void *data,
 				  size_t len);
 
+/*
+ * Validates text as exactly one line holding one JSON value (python3's json module,
+ * strict UTF-8); returns its canonical form (keys sorted, no spaces, non-ASCII as \uXXXX),
+ * malloc'd. Fails the test on invalid JSON; skips it, loudly, without python3.
+ */
+char *ember_test_json_canon(const char *text);
+
 /* ---- snap_test.c: snapshots under test ---------------------------------------------- */
 
 /* Per-process deadline for the snapshot helpers' children (ember, ember-snap, ctl). */

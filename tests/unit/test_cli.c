@@ -511,8 +511,7 @@ Test(cli, invoke_flags_refused_elsewhere)
 		     "5000");
 	EXPECT_ERROR("'--payload' does not apply to 'ember restore'", "restore", "--snapshot", "s",
 		     "--payload", "x");
-	EXPECT_ERROR("'--json' does not apply to 'ember ctl'", "ctl", "--api-sock", "s", "--json",
-		     "status");
+	EXPECT_ERROR("'--json' does not apply to 'ember boot'", "boot", "--kernel", "k", "--json");
 	EXPECT_ERROR("'--request-id' does not apply to 'ember boot'", "boot", "--kernel", "k",
 		     "--request-id", "1");
 }
@@ -751,4 +750,13 @@ Test(cli, ember_log_unknown_value_is_refused_naming_the_variable)
 	EXPECT_ERROR("EMBER_LOG: 'verbose'", "ctl", "--api-sock", "s", "--log-level", "info",
 		     "status");
 	unsetenv("EMBER_LOG");
+}
+
+Test(cli, ctl_json)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "ctl", "--api-sock", "s", "--json", "status"), 0, "%s", eb.msg);
+	cr_assert(c.json);
 }
