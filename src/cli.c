@@ -29,7 +29,7 @@ void cli_usage(FILE *f)
 	fprintf(f,
 		"usage: ember boot --kernel PATH [options]\n"
 		"       ember restore --snapshot DIR [options]\n"
-		"       ember ctl --api-sock PATH [--json] VERB [ARGS]\n"
+		"       ember ctl --api-sock PATH [--json] [--timeout SEC] VERB [ARGS]\n"
 		"       ember invoke --vsock-uds PATH [--port N] [--payload FILE|-] [options]\n"
 		"       ember invoke --pool PATH [--payload FILE|-] [options]\n"
 		"       ember pool --snapshot DIR --socket PATH [options]\n"
@@ -99,6 +99,8 @@ void cli_usage(FILE *f)
 		"  --json                   print the status as one JSON object\n"
 		"ctl options:\n"
 		"  --json                   print the response as one JSON object (FORMAT.md 9)\n"
+		"  --timeout SEC            give up when ember has not answered within SEC seconds\n"
+		"                           (default %d; exit 1)\n"
 		"ctl verbs:\n"
 		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
 		"  guest-cmd NAME | reset [--standby]  (back to the snapshot the VM was restored\n"
@@ -113,7 +115,7 @@ void cli_usage(FILE *f)
 		DEFAULT_MEM_MIB, VM_MAX_VCPUS, UDS_PATH_MAX - UDS_SUFFIX_MAX, INVOKE_DEFAULT_PORT,
 		DEFAULT_INVOKE_TIMEOUT_MS / 1000, POOL_MAX_SIZE, POOL_DEFAULT_SIZE,
 		POOL_DEFAULT_MAX_USES, POOL_MAX_QUEUE, POOL_DEFAULT_QUEUE, POOL_DEFAULT_TIMEOUT_MS,
-		INVOKE_DEFAULT_PORT, POOL_DEFAULT_MAX_PAYLOAD);
+		INVOKE_DEFAULT_PORT, POOL_DEFAULT_MAX_PAYLOAD, CTL_DEFAULT_TIMEOUT_MS / 1000);
 }
 
 /* Strict unsigned parse: digits only, no sign, no overflow, within [min, max]. */
@@ -209,7 +211,7 @@ static const struct cli_flag {
 	{ "--console-input", false, ON_RUN },
 	{ "--timings", false, ON_RUN | ON_INVOKE },
 	{ "--guest-cmd", true, ON_RUN },
-	{ "--timeout", true, ON_RUN | ON_INVOKE },
+	{ "--timeout", true, ON_RUN | ON_INVOKE | ON_CTL },
 	{ "--dump-regs", false, ON_RUN },
 	{ "--vsock-cid", true, ON_RUN },
 	{ "--vsock-uds", true, ON_RUN | ON_INVOKE },
@@ -543,6 +545,8 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	r = parse_command(argv[1], c, eb);
 	if (r)
 		return r;
+	if (c->cmd == CLI_CTL)
+		c->vm.timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
 	if (c->cmd == CLI_INVOKE) {
 		c->invoke_port = INVOKE_DEFAULT_PORT;
 		c->invoke_request_id = 1;

@@ -136,7 +136,12 @@ int main(int argc, char **argv)
 	struct cli c;
 
 	if (cli_parse(argc, argv, &c, &eb)) {
-		fprintf(stderr, "ember: %s\nTry 'ember --help'.\n", eb.msg);
+		/* ember ctl's messages all read "ember ctl: <message>" (src/ctl.c) */
+		if (c.cmd == CLI_CTL)
+			fprintf(stderr, "ember ctl: %s\nTry 'ember --help'.\n",
+				strncmp(eb.msg, "ember ctl: ", 11) ? eb.msg : eb.msg + 11);
+		else
+			fprintf(stderr, "ember: %s\nTry 'ember --help'.\n", eb.msg);
 		return 2;
 	}
 	if (c.cmd != CLI_HELP && c.cmd != CLI_VERSION) {

@@ -209,6 +209,7 @@ static void fake_server_start(struct fake_server *fs, const char *path, const vo
 	fs->resp_len = len;
 	cr_assert_lt(strlen(path), sizeof(sa.sun_path));
 	strcpy(sa.sun_path, path);
+	unlink(path);
 	fs->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
 	cr_assert_geq(fs->lfd, 0);
 	cr_assert_eq(bind(fs->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
@@ -306,4 +307,101 @@ Test(ops, ctl_json_of_a_refusal_is_json_too_and_exits_1)
 	canon = ember_test_json_canon(r.out);
 	cr_assert(strstr(canon, "\"ok\":false"), "%s", canon);
 	free(canon);
+}
+
+/* ---- ember ctl's messages: one prefix, hints, timeouts, escaping ---- */
+
+Test(ops, ctl_usage_errors_all_read_ember_ctl_colon)
+{
+	const char *sock = tmp_path("none.sock");
+	static const char *const cases[][3] = {
+		{ NULL, NULL, "ember ctl: missing verb\n" },
+		{ "reboot", NULL, "ember ctl: unknown verb 'reboot' (status, " },
+		{ "snapshot", NULL, "ember ctl: snapshot takes 1 argument\n" },
+		{ "status", "--diff", "ember ctl: --diff and --compress only apply to snapshot\n" },
+		{ "status", "--timeout=0", "ember ctl: --timeout: '0' is not a positive number" },
+		{ "reboot\x1b[2J", NULL, "ember ctl: unknown verb 'reboot\\x1b[2J'" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, cases[i][0], cases[i][1], NULL);
+		ember_test_assert_no_crash(&r);
+		cr_assert_eq(r.status, 2, "case %zu: exit %d: %s", i, r.status, r.err);
+		cr_assert(!strncmp(r.err, cases[i][2], strlen(cases[i][2])), "case %zu: %s", i,
+			  r.err);
+		cr_assert(strstr(r.err, "Try 'ember --help'."), "%s", r.err);
+		cr_assert_null(strstr(r.err, "ember: "), "%s", r.err);
+		proc_result_free(&r);
+	}
+}
+
+Test(ops, ctl_without_a_server_hints_at_api_sock)
+{
+	const char *sock = tmp_path("none.sock");
+	char want[PATH_MAX + 64];
+	int fd;
+
+	snprintf(want, sizeof(want), "is ember running with --api-sock %s?", sock);
+	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "status", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1);
+	cr_assert(!strncmp(r.err, "ember ctl: ", 11) && strstr(r.err, "No such file") &&
+		  strstr(r.err, want), "%s", r.err);
+	proc_result_free(&r);
+	/* a socket file nobody listens on: refused, same hint */
+	{
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+		strcpy(sa.sun_path, sock);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		close(fd);
+	}
+	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "status", NULL);
+	cr_assert_eq(r.status, 1);
+	cr_assert(strstr(r.err, "Connection refused") && strstr(r.err, want), "%s", r.err);
+}
+
+Test(ops, ctl_times_out_on_a_server_that_never_answers)
+{
+	const char *sock = tmp_path("mute.sock");
+	struct fake_server fs;
+
+	fake_server_start(&fs, sock, NULL, 0);
+	ember_test_run(&r, 10000, "ctl", "--api-sock", sock, "--timeout", "0.5", "status", NULL);
+	fake_server_stop(&fs);
+	cr_assert_not(r.timed_out, "ember ctl waited for ever");
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1);
+	cr_assert(!strncmp(r.err, "ember ctl: ", 11) && strstr(r.err, "no answer within 0.5 s"),
+		  "%s", r.err);
+}
+
+Test(ops, ctl_escapes_the_servers_strings)
+{
+	const char *sock = tmp_path("ctl.sock");
+	struct fake_server fs;
+	msgpack_sbuffer sb;
+
+	hostile_response(&sb, false);
+	fake_server_start(&fs, sock, sb.data, sb.size);
+	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "pause", NULL);
+	fake_server_stop(&fs);
+	msgpack_sbuffer_destroy(&sb);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1);
+	cr_assert_null(memchr(r.err, 0x1b, r.err_len), "an escape reached stderr");
+	cr_assert_null(memchr(r.err, 0x07, r.err_len), "a BEL reached stderr");
+	cr_assert(strstr(r.err, "ember ctl: pause: refused: bad\\x1b]0;pwned\\x07\\x1b[2J thing\\n"
+			 "\\xff\n"), "%s", r.err);
+	proc_result_free(&r);
+	hostile_response(&sb, true);
+	fake_server_start(&fs, sock, sb.data, sb.size);
+	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "status", NULL);
+	fake_server_stop(&fs);
+	msgpack_sbuffer_destroy(&sb);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_assert_null(memchr(r.out, 0x1b, r.out_len), "an escape reached stdout");
+	cr_assert(strstr(r.out, "state: run\\x1b[31m\"q\"\\\\"), "%s", r.out);
+	cr_assert(strstr(r.out, "devices: name=virtio-vsock queues=3\n"), "%s", r.out);
 }

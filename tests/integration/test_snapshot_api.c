@@ -142,7 +142,7 @@ Test(snapshot_api, snapshot_into_an_existing_directory_is_an_error_and_ember_car
 
 	snapt_ctl(&r, sock, "snapshot", tmp, NULL);
 	cr_assert_eq(r.status, 1, "snapshot over an existing directory: exit %d", r.status);
-	cr_assert(strstr(r.err, "ember ctl: error: "), "%s", r.err);
+	cr_assert(strstr(r.err, "ember ctl: snapshot: refused: "), "%s", r.err);
 	proc_result_free(&r);
 	expect_status_line("state: running\n");
 	shutdown_cleanly();
