@@ -399,18 +399,10 @@ static int cmd_convert(bool compress, uint32_t chunk_size, const char *src, cons
 static int parse_chunk_size(const char *arg, uint32_t *out)
 {
 	const char *v = arg + strlen("--chunk-size=");
-	unsigned long long n;
-	char *end;
+	uint64_t n;
 
-	if (strncmp(arg, "--chunk-size=", strlen("--chunk-size=")) || !*v)
-		return -1;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (*end == 'K' || *end == 'k')
-		n <<= 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		n <<= 20, end++;
-	if (errno || *end || n < SNAP_LZ4_CHUNK_MIN || n > SNAP_LZ4_CHUNK_MAX || (n & (n - 1)))
+	if (strncmp(arg, "--chunk-size=", strlen("--chunk-size=")) || snap_parse_size(v, 1, &n) ||
+	    n < SNAP_LZ4_CHUNK_MIN || n > SNAP_LZ4_CHUNK_MAX || (n & (n - 1)))
 		return -1;
 	*out = (uint32_t)n;
 	return 0;

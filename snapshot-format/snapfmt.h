@@ -554,6 +554,12 @@ int snap_ws_load(const char *dir, const struct snap_state *st, uint64_t **pages,
 int snap_ws_ranges(const uint64_t *pages, uint64_t n, uint64_t max_gap,
 		   struct snap_range **ranges, uint64_t *nr, struct snap_err *err);
 
+/* ---- size_parse.c ---------------------------------------------------------------- */
+/* Digits with an optional K, M or G suffix (binary, either case); a plain number counts
+ * plain_unit bytes. 0 with *out bytes, or -EINVAL (no digits, other characters,
+ * overflow). */
+int snap_parse_size(const char *s, uint64_t plain_unit, uint64_t *out);
+
 /* ---- json.c: the JSON writer of every --json output (ember and ember-snap) ---------- */
 #define JSON_MAX_DEPTH 16
 struct json_w {

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "pool.h"
+#include "snapfmt.h"
 
 #define DEFAULT_MEM_MIB 256
 #define MAX_MEM_MIB (64 * 1024)
@@ -40,7 +41,8 @@ void cli_usage(FILE *f)
 		"  --kernel PATH            vmlinux ELF or bzImage (Linux x86-64 boot protocol)\n"
 		"  --initrd PATH            initial ramdisk\n"
 		"  --cmdline STR            kernel command line\n"
-		"  --mem MiB                guest RAM in MiB (default %d)\n"
+		"  --mem SIZE               guest RAM: MiB, or with a K, M or G suffix (64M, 1G);\n"
+		"                           2 MiB..64 GiB, whole MiB (default %d)\n"
 		"  --vcpus N                number of vCPUs, 1..%d (default 1)\n"
 		"  --snapshot-on-ready DIR  take a snapshot into DIR when the guest signals ready\n"
 		"  --exit-after-snapshot    stop after that snapshot instead of continuing\n"
@@ -336,10 +338,16 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 	if (!strcmp(flag, "--cmdline")) {
 		vc->cmdline = val;
 	} else if (!strcmp(flag, "--mem")) {
-		if (parse_u64(val, 2, MAX_MEM_MIB, &n))
-			return errbuf_set(eb, -EINVAL, "--mem: '%s' is not a size in MiB between 2 and %d",
-					  val, MAX_MEM_MIB);
-		vc->mem_bytes = n * MiB;
+		/* a plain number is MiB; K, M and G suffixes as ember-snap's sizes */
+		if (snap_parse_size(val, MiB, &n))
+			return errbuf_set(eb, -EINVAL, "--mem: '%s' is not a size: a number of MiB, or "
+					  "with a K, M or G suffix (64M, 1G)", val);
+		if (n % MiB)
+			return errbuf_set(eb, -EINVAL, "--mem: '%s' is not a whole number of MiB", val);
+		if (n < 2 * MiB || n > (uint64_t)MAX_MEM_MIB * MiB)
+			return errbuf_set(eb, -EINVAL, "--mem: '%s' is outside 2 MiB..%d GiB", val,
+					  MAX_MEM_MIB / 1024);
+		vc->mem_bytes = n;
 	} else if (!strcmp(flag, "--vcpus")) {
 		if (parse_u64(val, 1, VM_MAX_VCPUS, &n))
 			return errbuf_set(eb, -EINVAL, "--vcpus: '%s' is not a number between 1 and %d",

@@ -116,9 +116,37 @@ Test(cli, switch_with_value)
 	EXPECT_ERROR("--timings", "boot", "--kernel", "k", "--timings=yes");
 }
 
-Test(cli, mem_not_a_number)
+Test(cli, mem_not_a_size)
 {
-	EXPECT_ERROR("'64M'", "boot", "--kernel", "k", "--mem", "64M");
+	EXPECT_ERROR("--mem: '64X' is not a size: a number of MiB, or with a K, M or G suffix",
+		     "boot", "--kernel", "k", "--mem", "64X");
+	EXPECT_ERROR("--mem: 'M' is not a size", "boot", "--kernel", "k", "--mem", "M");
+	EXPECT_ERROR("--mem: '64MiB' is not a size", "boot", "--kernel", "k", "--mem", "64MiB");
+	EXPECT_ERROR("--mem: '' is not a size", "boot", "--kernel", "k", "--mem=");
+	EXPECT_ERROR("--mem: '1.5G' is not a size", "boot", "--kernel", "k", "--mem", "1.5G");
+	EXPECT_ERROR("--mem: '1536K' is not a whole number of MiB", "boot", "--kernel", "k",
+		     "--mem", "1536K");
+	EXPECT_ERROR("--mem: '1M' is outside 2 MiB..64 GiB", "boot", "--kernel", "k", "--mem",
+		     "1M");
+	EXPECT_ERROR("--mem: '65G' is outside", "boot", "--kernel", "k", "--mem", "65G");
+	EXPECT_ERROR("--mem: '99999999999G' is", "boot", "--kernel", "k", "--mem", "99999999999G");
+}
+
+Test(cli, mem_with_suffixes_and_plain_mib)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem", "64M"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 64 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem", "1G"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 1024 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem=512"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 512 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem=2048k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 2 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem", "64g"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 64ull * 1024 * MiB);
 }
 
 Test(cli, mem_negative_or_zero_or_huge)
