@@ -405,3 +405,38 @@ Test(ops, ctl_escapes_the_servers_strings)
 	cr_assert(strstr(r.out, "state: run\\x1b[31m\"q\"\\\\"), "%s", r.out);
 	cr_assert(strstr(r.out, "devices: name=virtio-vsock queues=3\n"), "%s", r.out);
 }
+
+/* ---- the memory backend chosen without --mem-backend is named (README "Memory") ---- */
+
+Test(ops, record_ws_on_a_raw_snapshot_says_it_uses_uffd)
+{
+	const char *golden = tmp_path("golden");
+
+	ember_test_require_kvm();
+	snapt_golden(golden, "heap=4M seed=1", 32);
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", golden, "--console", "none",
+		       "--log-level", "info", "--record-ws", "--guest-cmd", "serve", "--guest-cmd",
+		       "exit", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	cr_assert(strstr(r.err, "ember: memory backend uffd instead of the raw snapshot's default "
+			 "mmap: --record-ws needs the userfaultfd page server\n"), "%s", r.err);
+	proc_result_free(&r);
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", golden, "--console", "none",
+		       "--log-level", "info", "--prefetch", "ws", "--guest-cmd", "exit", NULL);
+	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	cr_assert(strstr(r.err, "memory backend uffd instead of the raw snapshot's default mmap: "
+			 "--prefetch ws needs"), "%s", r.err);
+	proc_result_free(&r);
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", golden, "--console", "none",
+		       "--log-level", "info", "--guest-cmd", "exit", NULL);
+	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	cr_assert(strstr(r.err, "ember: memory backend mmap: the default for a raw snapshot\n"),
+		  "%s", r.err);
+	proc_result_free(&r);
+	/* at the default level (warn) nothing is said */
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", golden, "--console", "none",
+		       "--record-ws", "--guest-cmd", "serve", "--guest-cmd", "exit", NULL);
+	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	cr_assert_null(strstr(r.err, "memory backend"), "%s", r.err);
+}
