@@ -440,3 +440,38 @@ Test(ops, record_ws_on_a_raw_snapshot_says_it_uses_uffd)
 	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
 	cr_assert_null(strstr(r.err, "memory backend"), "%s", r.err);
 }
+
+/* ---- early failures ---- */
+
+static unsigned count_substr(const char *hay, const char *needle)
+{
+	unsigned n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+Test(ops, snapshot_on_ready_into_an_existing_dir_fails_before_booting)
+{
+	const char *dir = tmp_path("exists");
+
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	ember_test_run(&r, WAIT_MS, "boot", "--kernel", ember_test_guest("sandbox"), "--console",
+		       "none", "--timings", "--snapshot-on-ready", dir, "--exit-after-snapshot",
+		       NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+	cr_assert(strstr(r.err, "ember: error: --snapshot-on-ready: ") &&
+		  strstr(r.err, "already exists"), "%s", r.err);
+	cr_assert_eq(count_substr(r.err, dir), 1, "the directory is not named once: %s", r.err);
+	cr_assert_null(strstr(r.err, "ember-timing"), "the guest was booted: %s", r.err);
+	proc_result_free(&r);
+	/* a parent that does not exist: the same, before booting */
+	ember_test_run(&r, WAIT_MS, "boot", "--kernel", ember_test_guest("sandbox"), "--console",
+		       "none", "--timings", "--snapshot-on-ready", tmp_path("no/such/dir"), NULL);
+	cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+	cr_assert(strstr(r.err, "its parent directory ") && strstr(r.err, "/no/such does not exist"),
+		  "%s", r.err);
+	cr_assert_null(strstr(r.err, "ember-timing"), "the guest was booted: %s", r.err);
+}
