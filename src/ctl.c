@@ -121,7 +121,12 @@ static void print_value(const char *key, size_t klen, const msgpack_object *v)
 	if (v->type != MSGPACK_OBJECT_ARRAY) {
 		print_escaped(stdout, key, klen);
 		printf(": ");
-		print_scalar(v);
+		/* the VM generation in 16 hex digits, as the guest prints it (JSON: a number) */
+		if (klen == 10 && !memcmp(key, "generation", 10) &&
+		    v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+			printf("%016" PRIx64, v->via.u64);
+		else
+			print_scalar(v);
 		printf("\n");
 		return;
 	}

@@ -475,3 +475,61 @@ Test(ops, snapshot_on_ready_into_an_existing_dir_fails_before_booting)
 		  "%s", r.err);
 	cr_assert_null(strstr(r.err, "ember-timing"), "the guest was booted: %s", r.err);
 }
+
+/* ---- lines for machines (README): key=value, guest words and ids in hex ---- */
+
+Test(ops, ember_report_is_key_value_with_the_guest_words_in_hex)
+{
+	const char *golden = tmp_path("golden");
+	char line[512];
+	uint64_t v;
+
+	ember_test_require_kvm();
+	snapt_golden(golden, "heap=4M seed=1", 32);
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", golden, "--console", "none",
+		       "--guest-cmd", "serve", "--guest-cmd", "exit", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	cr_assert_not_null(proc_find_line(r.err, "ember-report msg=serve a0=0x", line, sizeof(line)),
+			   "%s", r.err);
+	for (unsigned i = 0; i < 4; i++) {
+		char key[8], *p;
+
+		snprintf(key, sizeof(key), " a%u=0x", i);
+		p = strstr(line, key);
+		cr_assert_not_null(p, "no%s in %s", key, line);
+		p += strlen(key);
+		cr_assert(strspn(p, "0123456789abcdef") > 0 && p[strspn(p, "0123456789abcdef")] == ' ',
+			  "a%u is not hex: %s", i, line);
+	}
+	cr_assert_eq(proc_line_u64(line, "us", &v), 0, "%s", line);
+	cr_assert_gt(v, 0);
+}
+
+Test(ops, ctl_status_generation_is_the_guests_in_hex)
+{
+	const char *golden = tmp_path("golden"), *sock = tmp_path("api.sock");
+	struct proc *p;
+	struct proc_result c;
+	char line[128], want[160];
+	const char *g;
+
+	ember_test_require_kvm();
+	snapt_golden(golden, "heap=4M seed=1", 32);
+	p = ember_test_start("restore", "--snapshot", golden, "--api-sock", sock, "--guest-cmd",
+			     "generation", NULL);
+	cr_assert(proc_wait_output(p, "generation=", WAIT_MS), "the guest never printed it");
+	snapt_wait_socket(sock, WAIT_MS);
+	ember_test_run(&c, WAIT_MS, "ctl", "--api-sock", sock, "status", NULL);
+	cr_assert_eq(c.status, 0, "%s", c.err);
+	cr_assert_not_null(proc_find_line(c.out, "generation: ", line, sizeof(line)), "%s", c.out);
+	snprintf(want, sizeof(want), "generation=%s", line + strlen("generation: "));
+	proc_result_free(&c);
+	ember_test_run(&c, WAIT_MS, "ctl", "--api-sock", sock, "shutdown", NULL);
+	proc_result_free(&c);
+	cr_assert_eq(proc_finish(p, WAIT_MS, &r), 0);
+	g = strstr(r.out, "generation=");
+	cr_assert_not_null(g, "%s", r.out);
+	cr_assert(!strncmp(g, want, strlen(want)) && strlen(want) == strlen("generation=") + 16,
+		  "ctl says %s, the guest printed: %s", want, r.out);
+}

@@ -89,7 +89,8 @@ Test(snapshot_api, status_pause_resume_guest_cmd_and_shutdown_round_trip)
 	cr_assert(strstr(r.out, "state: running\n"), "%s", r.out);
 	cr_assert(strstr(r.out, "vcpus: 1\n"), "%s", r.out);
 	cr_assert(strstr(r.out, "mem_bytes: 16777216\n"), "%s", r.out);
-	cr_assert(strstr(r.out, "generation: 0\n"), "a booted VM has generation 0:\n%s", r.out);
+	cr_assert(strstr(r.out, "generation: 0000000000000000\n"), "a booted VM has generation 0:\n%s",
+		  r.out);
 	cr_assert(strstr(r.out, "last_snapshot: \n"), "%s", r.out);
 	cr_assert(strstr(r.out, "uptime_us: "), "%s", r.out);
 	proc_result_free(&r);
