@@ -265,20 +265,27 @@ static void hostile_response(msgpack_sbuffer *sb, bool ok)
 	msgpack_pack_uint32(&pk, 3);
 }
 
-Test(ops, ctl_json_is_one_valid_object_with_the_msgpack_keys)
+/* `ember ctl VERB [flag]` against a fake server answering hostile_response(ok), into r */
+static void ctl_hostile(bool ok, const char *verb, const char *flag)
 {
 	const char *sock = tmp_path("ctl.sock");
 	struct fake_server fs;
 	msgpack_sbuffer sb;
-	char *canon;
 
-	hostile_response(&sb, true);
+	hostile_response(&sb, ok);
 	fake_server_start(&fs, sock, sb.data, sb.size);
-	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "--json", "status", NULL);
+	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, verb, flag, NULL);
 	fake_server_stop(&fs);
 	msgpack_sbuffer_destroy(&sb);
 	ember_test_assert_no_crash(&r);
-	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	cr_assert_eq(r.status, ok ? 0 : 1, "stderr: %s", r.err);
+}
+
+Test(ops, ctl_json_is_one_valid_object_with_the_msgpack_keys)
+{
+	char *canon;
+
+	ctl_hostile(true, "status", "--json");
 	canon = ember_test_json_canon(r.out);
 	cr_assert_str_eq(canon,
 			 "{\"devices\":[{\"name\":\"serial\"},{\"name\":\"virtio-vsock\","
@@ -292,18 +299,9 @@ Test(ops, ctl_json_is_one_valid_object_with_the_msgpack_keys)
 
 Test(ops, ctl_json_of_a_refusal_is_json_too_and_exits_1)
 {
-	const char *sock = tmp_path("ctl.sock");
-	struct fake_server fs;
-	msgpack_sbuffer sb;
 	char *canon;
 
-	hostile_response(&sb, false);
-	fake_server_start(&fs, sock, sb.data, sb.size);
-	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "--json", "pause", NULL);
-	fake_server_stop(&fs);
-	msgpack_sbuffer_destroy(&sb);
-	ember_test_assert_no_crash(&r);
-	cr_assert_eq(r.status, 1, "stderr: %s", r.err);
+	ctl_hostile(false, "pause", "--json");
 	canon = ember_test_json_canon(r.out);
 	cr_assert(strstr(canon, "\"ok\":false"), "%s", canon);
 	free(canon);
@@ -379,28 +377,13 @@ Test(ops, ctl_times_out_on_a_server_that_never_answers)
 
 Test(ops, ctl_escapes_the_servers_strings)
 {
-	const char *sock = tmp_path("ctl.sock");
-	struct fake_server fs;
-	msgpack_sbuffer sb;
-
-	hostile_response(&sb, false);
-	fake_server_start(&fs, sock, sb.data, sb.size);
-	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "pause", NULL);
-	fake_server_stop(&fs);
-	msgpack_sbuffer_destroy(&sb);
-	ember_test_assert_no_crash(&r);
-	cr_assert_eq(r.status, 1);
+	ctl_hostile(false, "pause", NULL);
 	cr_assert_null(memchr(r.err, 0x1b, r.err_len), "an escape reached stderr");
 	cr_assert_null(memchr(r.err, 0x07, r.err_len), "a BEL reached stderr");
 	cr_assert(strstr(r.err, "ember ctl: pause: refused: bad\\x1b]0;pwned\\x07\\x1b[2J thing\\n"
 			 "\\xff\n"), "%s", r.err);
 	proc_result_free(&r);
-	hostile_response(&sb, true);
-	fake_server_start(&fs, sock, sb.data, sb.size);
-	ember_test_run(&r, WAIT_MS, "ctl", "--api-sock", sock, "status", NULL);
-	fake_server_stop(&fs);
-	msgpack_sbuffer_destroy(&sb);
-	cr_assert_eq(r.status, 0, "%s", r.err);
+	ctl_hostile(true, "status", NULL);
 	cr_assert_null(memchr(r.out, 0x1b, r.out_len), "an escape reached stdout");
 	cr_assert(strstr(r.out, "state: run\\x1b[31m\"q\"\\\\"), "%s", r.out);
 	cr_assert(strstr(r.out, "devices: name=virtio-vsock queues=3\n"), "%s", r.out);
