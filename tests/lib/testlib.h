@@ -161,6 +161,8 @@ unsigned ember_test_count_procs(const char *dir);
 const char *ember_test_write_file(const char *dir, const char *name, const void *data,
 				  size_t len);
 
+/* ---- json_check.c ------------------------------------------------------------------ */
+
 /*
  * Validates text as exactly one line holding one JSON value (python3's json module,
  * strict UTF-8); returns its canonical form (keys sorted, no spaces, non-ASCII as \uXXXX),
