@@ -21,7 +21,7 @@
  * --tsv FILE writes one summary line per command and metric for scripts.
  * "ember-pager k=v ..." (the uffd backend's counters, at exit) becomes "pager <k>";
  * with both first-report and first-response, "first-response - first-report" is the
- * guest's request as it ran it; "ember-report <name> ... <us>" becomes "report <name>
+ * guest's request as it ran it; "ember-report msg=<name> ... us=<us>" becomes "report <name>
  * #k", and "report serve #2 - #1" is a second serve request (its pages all mapped). --rusage adds the child's major/minor faults and the
  * bytes it read from the block device (wait4). --cache NAME=cold:PATH evicts every file
  * under PATH from the page cache before each run of NAME (POSIX_FADV_DONTNEED, after
@@ -195,15 +195,16 @@ static void parse_kv(struct run *r, const char *p, const char *prefix)
 	}
 }
 
-/* "ember-report <name> <4 guest values> <us>": the guest's k-th report of that name
- * becomes "report <name> #k" (from spawn; the first 4 of each name are kept). */
+/* "ember-report msg=<name> a0=0x.. a1=0x.. a2=0x.. a3=0x.. us=<us>": the guest's k-th
+ * report of that name becomes "report <name> #k" (from spawn; the first 4 of each name
+ * are kept). */
 static void parse_report(struct run *r, const char *p)
 {
 	char name[24], metric[NAME_LEN];
 	unsigned long long us;
 	double ignored;
 
-	if (sscanf(p, "%23s %*u %*u %*u %*u %llu", name, &us) != 2)
+	if (sscanf(p, "msg=%23s a0=%*x a1=%*x a2=%*x a3=%*x us=%llu", name, &us) != 2)
 		return;
 	for (int k = 1; k <= 4; k++) {
 		snprintf(metric, sizeof(metric), "report %s #%d", name, k);

@@ -924,7 +924,7 @@ static int reset_ember_start(struct target *t)
 	return t->c.ctl < 0 ? failx("%s: cannot connect", sock) : 0;
 }
 
-/* ember's stderr until "ember-report dirty <n> ..." (the guest finished writing) */
+/* ember's stderr until "ember-report msg=dirty a0=<n> ..." (the guest finished writing) */
 static int await_dirty_report(struct target *t, uint64_t n)
 {
 	uint64_t deadline = now_ns() + 120 * SEC;
@@ -937,13 +937,13 @@ static int await_dirty_report(struct target *t, uint64_t n)
 		if (r != 1)
 			return failx("%s: no REPORT dirty from the guest (%s)", t->name,
 				     r ? "ember's stderr closed" : "timed out");
-		if (sscanf(line, "ember-report dirty %llu", &got) == 1) {
+		if (sscanf(line, "ember-report msg=dirty a0=%llx", &got) == 1) {
 			if (got != n)
 				return failx("%s: the guest dirtied %llu pages, not %" PRIu64, t->name,
 					     got, n);
 			return 0;
 		}
-		if (!strncmp(line, "ember-report dirty-error", 24))
+		if (!strncmp(line, "ember-report msg=dirty-error", 28))
 			return failx("%s: the guest refused the dirty command", t->name);
 		fprintf(stderr, "%s: %s\n", t->name, line);
 	}

@@ -74,7 +74,7 @@ enum ember_ucall_cmd {
 				 * until a command arrives or the VM is paused or stops, then
 				 * answers AGAIN; with EMBER_WAIT_F_POLL it answers at once. */
 	EMBER_UCALL_REPORT = 6, /* IN args[0..3], msg: a result record; the host logs it
-				 * as "ember-report <msg> <args...>" on stderr */
+				 * as "ember-report msg=<msg> a0=0x.. ... us=N" on stderr */
 	EMBER_UCALL_PARK = 7,   /* IN args[0] = timeout in microseconds (0: none); OUT status
 				 * (enum ember_park_status). Parks the vCPU in the host until
 				 * something may have changed for the guest: a virtio device

@@ -25,9 +25,9 @@
 static const char usage_text[] =
 	"usage: ember-snap COMMAND ARGS...\n"
 	"\n"
-	"  info DIR               summary: format, ids, CPU, vCPUs, RAM layout, memory file,\n"
+	"  info [--json] DIR      summary: format, ids, CPU, vCPUs, RAM layout, memory file,\n"
 	"                         lz4 chunks, working set, devices\n"
-	"  verify DIR             checksum + validation + memory file checks (lz4: every chunk\n"
+	"  verify [--json] DIR    checksum + validation + memory file checks (lz4: every chunk\n"
 	"                         decoded and CRC-checked) + working-set file; prints \"ok\" (exit 0)\n"
 	"                         or the error (exit 1)\n"
 	"  dump DIR               the whole state as \"path = value\" lines (stable, diffable)\n"
@@ -38,6 +38,9 @@ static const char usage_text[] =
 	"                         (same state and id; default chunk size %u KiB)\n"
 	"  decompress SRC DST     write SRC with raw memory as the new snapshot DST (same state)\n"
 	"  --help                 this text\n"
+	"\n"
+	"--json: one JSON object on stdout instead (README \"Output for machines\"); verify's\n"
+	"has \"ok\" and, when false, \"error\"\n"
 	"\n"
 	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error.\n";
 
@@ -118,6 +121,120 @@ static void info_ws(const char *dir, const struct snap_state *st)
 	free(pages);
 }
 
+/* info --json: the same facts as one object, sizes in bytes, addresses as numbers. */
+static int cmd_info_json(const char *dir)
+{
+	static const char *const kinds[] = { "full", "diff" };
+	struct snap_err err = { "" };
+	struct snap_state st;
+	struct snap_mem_info mi;
+	struct snap_lz4_index *ix;
+	uint64_t *pages = NULL, n = 0;
+	struct json_w w;
+	int fd, ret, wret;
+
+	if (snap_state_load(dir, &st, &err)) {
+		json_begin(&w, stdout);
+		json_obj(&w, NULL);
+		json_bool(&w, "ok", false);
+		json_str(&w, "snapshot", dir);
+		json_str(&w, "error", err.msg);
+		json_obj_end(&w);
+		return 1;
+	}
+	json_begin(&w, stdout);
+	json_obj(&w, NULL);
+	json_str(&w, "snapshot", dir);
+	json_u64(&w, "format_major", st.header.major);
+	json_u64(&w, "format_minor", st.header.minor);
+	json_str(&w, "ember_version", st.header.ember_version);
+	json_u64(&w, "created", st.header.created);
+	json_str(&w, "id", st.header.id);
+	json_str(&w, "kind", kinds[st.memory.kind]);
+	if (st.header.parent[0])
+		json_str(&w, "parent", st.header.parent);
+	json_obj(&w, "cpu");
+	json_str(&w, "arch", st.header.arch);
+	json_str(&w, "vendor", st.header.cpu.vendor);
+	json_u64(&w, "family", st.header.cpu.family);
+	json_u64(&w, "model", st.header.cpu.model);
+	json_u64(&w, "stepping", st.header.cpu.stepping);
+	json_obj_end(&w);
+	json_u64(&w, "vcpus", st.nr_vcpus);
+	json_u64(&w, "tsc_khz", st.vm.tsc_khz);
+	json_arr(&w, "regions");
+	for (uint32_t i = 0; i < st.vm.nr_regions; i++) {
+		json_obj(&w, NULL);
+		json_u64(&w, "gpa", st.vm.regions[i].gpa);
+		json_u64(&w, "size", st.vm.regions[i].size);
+		json_u64(&w, "file_offset", st.vm.regions[i].file_offset);
+		json_obj_end(&w);
+	}
+	json_arr_end(&w);
+	json_obj(&w, "memory");
+	json_str(&w, "file", st.memory.file);
+	json_str(&w, "encoding", st.memory.encoding == SNAP_ENC_RAW ? "raw" : "lz4");
+	json_u64(&w, "size", st.memory.size);
+	ret = snap_mem_open(dir, &st, &fd, &mi, &err);
+	if (ret) {
+		json_str(&w, "error", err.msg);
+	} else {
+		close(fd);
+		json_u64(&w, "allocated", mi.allocated);
+	}
+	if (st.memory.encoding == SNAP_ENC_LZ4) {
+		json_u64(&w, "compressed_size", st.memory.compressed_size);
+		json_u64(&w, "chunk_size", st.memory.chunk_size);
+		json_str(&w, "index_file", st.memory.index_file);
+		if (!ret && snap_lz4_index_load(dir, &st, &ix, &err)) {
+			json_str(&w, "index_error", err.msg);
+			ret = -1;
+		} else if (!ret) {
+			json_u64(&w, "chunks", ix->nr_chunks);
+			json_u64(&w, "chunks_zero", ix->nr_zero);
+			json_u64(&w, "chunks_lz4", ix->nr_lz4);
+			json_u64(&w, "chunks_raw", ix->nr_raw);
+			snap_lz4_index_free(ix);
+		}
+	}
+	json_obj_end(&w);
+	wret = snap_ws_load(dir, &st, &pages, &n, &err);
+	if (wret == -ENOENT) {
+		json_null(&w, "ws");
+	} else {
+		json_obj(&w, "ws");
+		json_str(&w, "file", SNAP_WS_FILE);
+		if (wret)
+			json_str(&w, "error", err.msg);
+		else
+			json_u64(&w, "pages", n);
+		json_obj_end(&w);
+	}
+	free(pages);
+	if (st.memory.kind == SNAP_MEM_DIFF) {
+		uint64_t dp = 0;
+
+		for (uint32_t i = 0; i < st.memory.nr_ranges; i++)
+			dp += st.memory.ranges[i].count;
+		json_obj(&w, "diff");
+		json_u64(&w, "ranges", st.memory.nr_ranges);
+		json_u64(&w, "pages", dp);
+		json_obj_end(&w);
+	}
+	json_arr(&w, "devices");
+	for (uint32_t i = 0; i < st.nr_devices; i++) {
+		json_obj(&w, NULL);
+		json_str(&w, "name", st.devices[i].name);
+		json_u64(&w, "version", st.devices[i].version);
+		json_u64(&w, "fields", st.devices[i].nr_fields);
+		json_obj_end(&w);
+	}
+	json_arr_end(&w);
+	json_obj_end(&w);
+	snap_state_free(&st);
+	return ret ? 1 : 0;
+}
+
 static int cmd_info(const char *dir)
 {
 	static const char *const kinds[] = { "full", "diff" };
@@ -185,21 +302,21 @@ static int cmd_info(const char *dir)
 	return ret ? 1 : 0;
 }
 
-static int cmd_verify(const char *dir)
+static int cmd_verify(const char *dir, bool json)
 {
 	struct snap_err err = { "" };
 	struct snap_dir d;
-
+	char msg[sizeof(err.msg) + 512] = "";
 	uint64_t bad, *pages = NULL, n = 0;
 	int ret;
 
 	if (snap_dir_open(dir, &d, &err)) {
-		printf("error: %s\n", err.msg);
-		return 1;
+		snprintf(msg, sizeof(msg), "%s", err.msg);
+		goto print;
 	}
 	ret = snap_dir_verify_memory(&d, &bad, &err);
 	if (ret)
-		printf("error: snapshot %s: %s: %s\n", dir, d.state.memory.file, err.msg);
+		snprintf(msg, sizeof(msg), "snapshot %s: %s: %s", dir, d.state.memory.file, err.msg);
 	if (!ret) {
 		struct errbuf eb = { "" };
 
@@ -207,21 +324,34 @@ static int cmd_verify(const char *dir)
 		if (!ret)
 			ret = x86_check_snapshot_nested(&d.state, &eb);
 		if (ret)
-			printf("error: snapshot %s: %s\n", dir, eb.msg);
+			snprintf(msg, sizeof(msg), "snapshot %s: %s", dir, eb.msg);
 	}
 	if (!ret) {
 		ret = snap_ws_load(dir, &d.state, &pages, &n, &err);
 		if (ret == -ENOENT)
 			ret = 0;
 		else if (ret)
-			printf("error: %s\n", err.msg);
+			snprintf(msg, sizeof(msg), "%s", err.msg);
 		free(pages);
 	}
 	snap_dir_close(&d);
-	if (ret)
-		return 1;
-	printf("ok\n");
-	return 0;
+print:
+	if (json) {
+		struct json_w w;
+
+		json_begin(&w, stdout);
+		json_obj(&w, NULL);
+		json_bool(&w, "ok", !msg[0]);
+		json_str(&w, "snapshot", dir);
+		if (msg[0])
+			json_str(&w, "error", msg);
+		json_obj_end(&w);
+	} else if (msg[0]) {
+		printf("error: %s\n", msg);
+	} else {
+		printf("ok\n");
+	}
+	return msg[0] ? 1 : 0;
 }
 
 static int cmd_dump(const char *dir)
@@ -272,18 +402,10 @@ static int cmd_convert(bool compress, uint32_t chunk_size, const char *src, cons
 static int parse_chunk_size(const char *arg, uint32_t *out)
 {
 	const char *v = arg + strlen("--chunk-size=");
-	unsigned long long n;
-	char *end;
+	uint64_t n;
 
-	if (strncmp(arg, "--chunk-size=", strlen("--chunk-size=")) || !*v)
-		return -1;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (*end == 'K' || *end == 'k')
-		n <<= 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		n <<= 20, end++;
-	if (errno || *end || n < SNAP_LZ4_CHUNK_MIN || n > SNAP_LZ4_CHUNK_MAX || (n & (n - 1)))
+	if (strncmp(arg, "--chunk-size=", strlen("--chunk-size=")) || snap_parse_size(v, 1, &n) ||
+	    n < SNAP_LZ4_CHUNK_MIN || n > SNAP_LZ4_CHUNK_MAX || (n & (n - 1)))
 		return -1;
 	*out = (uint32_t)n;
 	return 0;
@@ -296,6 +418,7 @@ int main(int argc, char **argv)
 		{ "merge", 3, "BASE DIFF OUT" }, { "compress", 2, "SRC DST" }, { "decompress", 2, "SRC DST" },
 	};
 	uint32_t chunk_size = 0;
+	bool json = false;
 	const char *cmd;
 	unsigned i;
 
@@ -324,15 +447,24 @@ int main(int argc, char **argv)
 		argv++;
 		argc--;
 	}
-	for (int a = 2; a < argc; a++)
-		if (argv[a][0] == '-')
-			return usage_error("unknown option '%s'", argv[a]);
+	for (int a = 2; a < argc; a++) {
+		if (!strcmp(argv[a], "--json") && i <= 1) {
+			json = true;
+			memmove(&argv[a], &argv[a + 1], (size_t)(argc - a) * sizeof(*argv));
+			argc--;
+			a--;
+		} else if (argv[a][0] == '-') {
+			return usage_error("unknown option '%s'%s", argv[a],
+					   strcmp(argv[a], "--json") ? "" :
+					   " (--json applies to info and verify)");
+		}
+	}
 	if (argc - 2 != cmds[i].nargs)
 		return usage_error("%s takes %s (%d argument%s given)", cmd, cmds[i].args, argc - 2,
 				   argc - 2 == 1 ? "" : "s");
 	switch (i) {
-	case 0: return cmd_info(argv[2]);
-	case 1: return cmd_verify(argv[2]);
+	case 0: return json ? cmd_info_json(argv[2]) : cmd_info(argv[2]);
+	case 1: return cmd_verify(argv[2], json);
 	case 2: return cmd_dump(argv[2]);
 	case 3: return cmd_merge(argv[2], argv[3], argv[4]);
 	default: return cmd_convert(i == 4, chunk_size, argv[2], argv[3]);

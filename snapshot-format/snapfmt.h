@@ -554,4 +554,37 @@ int snap_ws_load(const char *dir, const struct snap_state *st, uint64_t **pages,
 int snap_ws_ranges(const uint64_t *pages, uint64_t n, uint64_t max_gap,
 		   struct snap_range **ranges, uint64_t *nr, struct snap_err *err);
 
+/* ---- size_parse.c ---------------------------------------------------------------- */
+/* Digits with an optional K, M or G suffix (binary, either case); a plain number counts
+ * plain_unit bytes. 0 with *out bytes, or -EINVAL (no digits, other characters,
+ * overflow). */
+int snap_parse_size(const char *s, uint64_t plain_unit, uint64_t *out);
+
+/* ---- json.c: the JSON writer of every --json output (ember and ember-snap) ---------- */
+#define JSON_MAX_DEPTH 16
+struct json_w {
+	FILE *f;
+	int depth;
+	unsigned count[JSON_MAX_DEPTH]; /* members written at each open level */
+};
+/* A string literal of any bytes: '"', '\\', control bytes and DEL escaped; well-formed
+ * UTF-8 as it is; a byte that is not part of well-formed UTF-8 as \u00XX (its value as a
+ * code point), so that the output is always valid JSON. */
+void json_write_string(FILE *f, const void *s, size_t n);
+void json_begin(struct json_w *w, FILE *f);
+/* key: NULL inside arrays and for the top-level value; closing the top level ends the line */
+void json_obj(struct json_w *w, const char *key);
+void json_obj_end(struct json_w *w);
+void json_arr(struct json_w *w, const char *key);
+void json_arr_end(struct json_w *w);
+void json_str(struct json_w *w, const char *key, const char *s);
+void json_strn(struct json_w *w, const char *key, const void *s, size_t n);
+void json_u64(struct json_w *w, const char *key, uint64_t v);
+void json_i64(struct json_w *w, const char *key, int64_t v);
+void json_bool(struct json_w *w, const char *key, bool v);
+void json_null(struct json_w *w, const char *key);
+/* A msgpack value as JSON: maps with their keys as they are (a non-string key as the
+ * string "(type N)"), strings, integers and booleans as such, bin/float/nil/ext as null. */
+void json_msgpack(struct json_w *w, const char *key, const struct msgpack_object *v);
+
 #endif

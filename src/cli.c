@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "pool.h"
+#include "snapfmt.h"
 
 #define DEFAULT_MEM_MIB 256
 #define MAX_MEM_MIB (64 * 1024)
@@ -29,7 +30,7 @@ void cli_usage(FILE *f)
 	fprintf(f,
 		"usage: ember boot --kernel PATH [options]\n"
 		"       ember restore --snapshot DIR [options]\n"
-		"       ember ctl --api-sock PATH VERB [ARGS]\n"
+		"       ember ctl --api-sock PATH [--json] [--timeout SEC] VERB [ARGS]\n"
 		"       ember invoke --vsock-uds PATH [--port N] [--payload FILE|-] [options]\n"
 		"       ember invoke --pool PATH [--payload FILE|-] [options]\n"
 		"       ember pool --snapshot DIR --socket PATH [options]\n"
@@ -40,9 +41,12 @@ void cli_usage(FILE *f)
 		"  --kernel PATH            vmlinux ELF or bzImage (Linux x86-64 boot protocol)\n"
 		"  --initrd PATH            initial ramdisk\n"
 		"  --cmdline STR            kernel command line\n"
-		"  --mem MiB                guest RAM in MiB (default %d)\n"
+		"  --mem SIZE               guest RAM: MiB, or with a K, M or G suffix (64M, 1G);\n"
+		"                           2 MiB..64 GiB, whole MiB (default %d)\n"
 		"  --vcpus N                number of vCPUs, 1..%d (default 1)\n"
-		"  --snapshot-on-ready DIR  take a snapshot into DIR when the guest signals ready\n"
+		"  --snapshot-on-ready DIR  take a snapshot into DIR when the guest signals ready;\n"
+		"                           DIR must not exist, its parent must (checked before the\n"
+		"                           guest boots)\n"
 		"  --exit-after-snapshot    stop after that snapshot instead of continuing\n"
 		"  --compress               store that snapshot's memory lz4-compressed\n"
 		"restore options:\n"
@@ -53,6 +57,9 @@ void cli_usage(FILE *f)
 		"  --record-ws              uffd: record the pages the guest touches until its first\n"
 		"                           report, saved as the snapshot's working set (ws.bin)\n"
 		"  --prefetch ws|none       uffd: load the recorded working set in bulk (default none)\n"
+		"                           (without --mem-backend, these two choose uffd for a raw\n"
+		"                           snapshot too, said by an info line; with mmap or eager\n"
+		"                           they are an error)\n"
 		"  --no-io-uring            uffd: read with pread instead (for measurements)\n"
 		"  --standby                build the VM and set its state, but run it only when\n"
 		"                           'ember ctl resume' says so (needs --api-sock)\n"
@@ -60,7 +67,9 @@ void cli_usage(FILE *f)
 		"  --api-sock PATH          serve the control socket at PATH (see FORMAT.md)\n"
 		"  --console KIND           stdio (default), none, or file:PATH\n"
 		"  --console-input          feed stdin to the guest's serial port\n"
-		"  --timings                print 'ember-timing <phase> <us>' lines on stderr\n"
+		"  --timings                print 'ember-timing <phase> <us>', 'ember-mem', and (when\n"
+		"                           they apply) 'ember-snapshot' and 'ember-pager' lines on\n"
+		"                           stderr (README \"Lines for machines\")\n"
 		"  --guest-cmd NAME         queue a command for the guest's WAIT ucall (repeatable)\n"
 		"  --timeout SEC            stop the VM after SEC seconds (exit 124)\n"
 		"  --dump-regs              print every vCPU's registers when the VM stops\n"
@@ -97,6 +106,10 @@ void cli_usage(FILE *f)
 		"pool status options:\n"
 		"  --socket PATH            the pool's socket\n"
 		"  --json                   print the status as one JSON object\n"
+		"ctl options:\n"
+		"  --json                   print the response as one JSON object (FORMAT.md 9)\n"
+		"  --timeout SEC            give up when ember has not answered within SEC seconds\n"
+		"                           (default %d; exit 1)\n"
 		"ctl verbs:\n"
 		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
 		"  guest-cmd NAME | reset [--standby]  (back to the snapshot the VM was restored\n"
@@ -111,7 +124,7 @@ void cli_usage(FILE *f)
 		DEFAULT_MEM_MIB, VM_MAX_VCPUS, UDS_PATH_MAX - UDS_SUFFIX_MAX, INVOKE_DEFAULT_PORT,
 		DEFAULT_INVOKE_TIMEOUT_MS / 1000, POOL_MAX_SIZE, POOL_DEFAULT_SIZE,
 		POOL_DEFAULT_MAX_USES, POOL_MAX_QUEUE, POOL_DEFAULT_QUEUE, POOL_DEFAULT_TIMEOUT_MS,
-		INVOKE_DEFAULT_PORT, POOL_DEFAULT_MAX_PAYLOAD);
+		INVOKE_DEFAULT_PORT, POOL_DEFAULT_MAX_PAYLOAD, CTL_DEFAULT_TIMEOUT_MS / 1000);
 }
 
 /* Strict unsigned parse: digits only, no sign, no overflow, within [min, max]. */
@@ -180,6 +193,7 @@ static int parse_console(const char *v, struct vm_config *vc, struct errbuf *eb)
 #define ON_POOL    (1u << CLI_POOL)
 #define ON_POOL_ST (1u << CLI_POOL_STATUS)
 #define ON_RUN     (ON_BOOT | ON_RESTORE)
+#define ON_ALL     (ON_RUN | ON_CTL | ON_INVOKE | ON_POOL | ON_POOL_ST)
 
 static const struct cli_flag {
 	const char *name;
@@ -206,7 +220,7 @@ static const struct cli_flag {
 	{ "--console-input", false, ON_RUN },
 	{ "--timings", false, ON_RUN | ON_INVOKE },
 	{ "--guest-cmd", true, ON_RUN },
-	{ "--timeout", true, ON_RUN | ON_INVOKE },
+	{ "--timeout", true, ON_RUN | ON_INVOKE | ON_CTL },
 	{ "--dump-regs", false, ON_RUN },
 	{ "--vsock-cid", true, ON_RUN },
 	{ "--vsock-uds", true, ON_RUN | ON_INVOKE },
@@ -214,7 +228,7 @@ static const struct cli_flag {
 	{ "--port", true, ON_INVOKE | ON_POOL },
 	{ "--payload", true, ON_INVOKE },
 	{ "--request-id", true, ON_INVOKE },
-	{ "--json", false, ON_INVOKE | ON_POOL_ST },
+	{ "--json", false, ON_INVOKE | ON_POOL_ST | ON_CTL },
 	{ "--pool", true, ON_INVOKE },
 	{ "--socket", true, ON_POOL | ON_POOL_ST },
 	{ "--size", true, ON_POOL },
@@ -222,6 +236,8 @@ static const struct cli_flag {
 	{ "--queue", true, ON_POOL },
 	{ "--timeout-ms", true, ON_POOL },
 	{ "--max-payload", true, ON_POOL },
+	{ "--log-level", true, ON_ALL },
+	{ "--log-file", true, ON_ALL },
 };
 
 static const char *const cmd_names[] = {
@@ -329,10 +345,16 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 	if (!strcmp(flag, "--cmdline")) {
 		vc->cmdline = val;
 	} else if (!strcmp(flag, "--mem")) {
-		if (parse_u64(val, 2, MAX_MEM_MIB, &n))
-			return errbuf_set(eb, -EINVAL, "--mem: '%s' is not a size in MiB between 2 and %d",
-					  val, MAX_MEM_MIB);
-		vc->mem_bytes = n * MiB;
+		/* a plain number is MiB; K, M and G suffixes as ember-snap's sizes */
+		if (snap_parse_size(val, MiB, &n))
+			return errbuf_set(eb, -EINVAL, "--mem: '%s' is not a size: a number of MiB, or "
+					  "with a K, M or G suffix (64M, 1G)", val);
+		if (n % MiB)
+			return errbuf_set(eb, -EINVAL, "--mem: '%s' is not a whole number of MiB", val);
+		if (n < 2 * MiB || n > (uint64_t)MAX_MEM_MIB * MiB)
+			return errbuf_set(eb, -EINVAL, "--mem: '%s' is outside 2 MiB..%d GiB", val,
+					  MAX_MEM_MIB / 1024);
+		vc->mem_bytes = n;
 	} else if (!strcmp(flag, "--vcpus")) {
 		if (parse_u64(val, 1, VM_MAX_VCPUS, &n))
 			return errbuf_set(eb, -EINVAL, "--vcpus: '%s' is not a number between 1 and %d",
@@ -413,6 +435,13 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 					  "and %" PRIu64, val, UINT64_MAX);
 	} else if (!strcmp(flag, "--json")) {
 		c->json = true;
+	} else if (!strcmp(flag, "--log-level")) {
+		if (log_parse_level(val, &c->log_level))
+			return errbuf_set(eb, -EINVAL, "--log-level: '%s' is not error, warn, info or "
+					  "debug", val);
+		c->log_level_set = true;
+	} else if (!strcmp(flag, "--log-file")) {
+		return parse_path(flag, val, &c->log_file, eb);
 	} else {
 		return parse_pool_flag(c, flag, val, eb);
 	}
@@ -491,6 +520,22 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 	return 0;
 }
 
+/* EMBER_LOG: the level when --log-level is not given (the flag wins); refused like a bad
+ * flag value, even when the flag overrides it, so that a typo never goes unnoticed. */
+static int log_level_from_env(struct cli *c, struct errbuf *eb)
+{
+	const char *e = getenv("EMBER_LOG");
+	enum log_level lvl;
+
+	if (!e)
+		return 0;
+	if (log_parse_level(e, &lvl))
+		return errbuf_set(eb, -EINVAL, "EMBER_LOG: '%s' is not error, warn, info or debug", e);
+	if (!c->log_level_set)
+		c->log_level = lvl;
+	return 0;
+}
+
 int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 {
 	int r, first;
@@ -500,6 +545,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.nr_vcpus = 1;
 	c->vm.console = CONSOLE_STDIO;
 	c->ready_fd = -1;
+	c->log_level = LOG_WARN;
 
 	if (argc < 2)
 		return errbuf_set(eb, -EINVAL, "missing command (boot, restore, ctl, invoke, pool)");
@@ -514,6 +560,8 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	r = parse_command(argv[1], c, eb);
 	if (r)
 		return r;
+	if (c->cmd == CLI_CTL)
+		c->vm.timeout_ms = CTL_DEFAULT_TIMEOUT_MS;
 	if (c->cmd == CLI_INVOKE) {
 		c->invoke_port = INVOKE_DEFAULT_PORT;
 		c->invoke_request_id = 1;
@@ -578,5 +626,8 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 		if (r)
 			return r;
 	}
-	return check_combination(c, eb);
+	r = check_combination(c, eb);
+	if (r)
+		return r;
+	return log_level_from_env(c, eb);
 }

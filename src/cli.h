@@ -45,6 +45,10 @@ struct cli {
 	unsigned pool_queue;             /* --queue */
 	uint64_t pool_timeout_ms;        /* --timeout-ms */
 	uint32_t pool_max_payload;       /* --max-payload */
+	/* every command */
+	enum log_level log_level;        /* --log-level, else EMBER_LOG, else LOG_WARN */
+	bool log_level_set;              /* --log-level was given */
+	const char *log_file;            /* --log-file PATH */
 };
 
 /* Fills c from argv; on a usage error returns -EINVAL with the message in eb. */
@@ -55,14 +59,17 @@ int ctl_run(const struct cli *c);
 /*
  * One control-socket exchange (FORMAT.md 9) with the server at path: sends the msgpack
  * map req[0..req_len) framed, reads the framed response into resp (cap bytes, the
- * 4-byte length included); *len is the response's length without it. Blocking, with a
- * 120 s receive timeout. 0 or -errno (-EPROTO: a bad frame length).
+ * 4-byte length included); *len is the response's length without it. Blocking, each
+ * connect, send and receive within timeout_ms (0: CTL_DEFAULT_TIMEOUT_MS). 0 or -errno
+ * (-EPROTO: a bad frame length, -ETIMEDOUT: no answer in time).
  */
+#define CTL_DEFAULT_TIMEOUT_MS 120000
 int ctl_exchange(const char *path, const void *req, size_t req_len, uint8_t *resp, size_t cap,
-		 size_t *len);
+		 size_t *len, uint64_t timeout_ms);
 /* Prints a response body: "key: value" lines (0 when it says ok), or with json one JSON
- * object, every key as the msgpack map has it. */
-int ctl_print_response(const uint8_t *body, size_t len, bool json);
+ * object, every key as the msgpack map has it. Strings are escaped (no control bytes
+ * reach the terminal). A refusal prints "<who>: refused: <escaped error>" on stderr. */
+int ctl_print_response(const uint8_t *body, size_t len, bool json, const char *who);
 
 /* ---- invoke.c: the invocation client (INVOCATION.md) ---- */
 #define INVOKE_HDR_SIZE     24

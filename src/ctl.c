@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <msgpack.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,11 +37,12 @@ static void pack_str(msgpack_packer *pk, const char *s)
 }
 
 int ctl_exchange(const char *path, const void *req, size_t req_len, uint8_t *resp, size_t cap,
-		 size_t *len)
+		 size_t *len, uint64_t timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	/* a snapshot of a large guest may take a while; a dead peer must not hang us */
-	struct timeval tv = { .tv_sec = 120 };
+	struct timeval tv = { .tv_sec = (time_t)(timeout_ms / 1000),
+			      .tv_usec = (suseconds_t)(timeout_ms % 1000 * 1000) };
 	uint8_t hdr[4] = { (uint8_t)(req_len >> 24), (uint8_t)(req_len >> 16),
 			   (uint8_t)(req_len >> 8), (uint8_t)req_len };
 	size_t got = 0, want = 4;
@@ -52,18 +54,22 @@ int ctl_exchange(const char *path, const void *req, size_t req_len, uint8_t *res
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	if (!timeout_ms)
+		tv.tv_sec = CTL_DEFAULT_TIMEOUT_MS / 1000;
+	/* the send timeout bounds connect() too (a full backlog) */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    send(fd, hdr, 4, MSG_NOSIGNAL) != 4 ||
 	    send(fd, req, req_len, MSG_NOSIGNAL) != (ssize_t)req_len) {
-		r = -errno;
+		r = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
 		goto out;
 	}
 	while (got < want) {
 		ssize_t n = recv(fd, resp + got, want - got, 0);
 
 		if (n <= 0) {
-			r = n == 0 ? -ECONNRESET : -errno;
+			r = n == 0 ? -ECONNRESET : errno == EAGAIN ? -ETIMEDOUT : -errno;
 			goto out;
 		}
 		got += (size_t)n;
@@ -82,11 +88,21 @@ out:
 	return r;
 }
 
+/* A string from the server as printable ASCII: a hostile VMM must not reach the terminal
+ * with escape sequences. */
+static void print_escaped(FILE *f, const char *s, size_t n)
+{
+	char esc[4 * API_MAX_FRAME / 64 + 8];
+
+	invoke_escape(s, n, esc, sizeof(esc));
+	fputs(esc, f);
+}
+
 static void print_scalar(const msgpack_object *v)
 {
 	switch (v->type) {
 	case MSGPACK_OBJECT_STR:
-		printf("%.*s", (int)v->via.str.size, v->via.str.ptr);
+		print_escaped(stdout, v->via.str.ptr, v->via.str.size);
 		break;
 	case MSGPACK_OBJECT_POSITIVE_INTEGER:
 		printf("%" PRIu64, v->via.u64);
@@ -103,15 +119,22 @@ static void print_scalar(const msgpack_object *v)
 static void print_value(const char *key, size_t klen, const msgpack_object *v)
 {
 	if (v->type != MSGPACK_OBJECT_ARRAY) {
-		printf("%.*s: ", (int)klen, key);
-		print_scalar(v);
+		print_escaped(stdout, key, klen);
+		printf(": ");
+		/* the VM generation in 16 hex digits, as the guest prints it (JSON: a number) */
+		if (klen == 10 && !memcmp(key, "generation", 10) &&
+		    v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+			printf("%016" PRIx64, v->via.u64);
+		else
+			print_scalar(v);
 		printf("\n");
 		return;
 	}
 	for (uint32_t i = 0; i < v->via.array.size; i++) {
 		const msgpack_object *e = &v->via.array.ptr[i];
 
-		printf("%.*s:", (int)klen, key);
+		print_escaped(stdout, key, klen);
+		printf(":");
 		if (e->type != MSGPACK_OBJECT_MAP) {
 			printf(" ");
 			print_scalar(e);
@@ -121,81 +144,16 @@ static void print_value(const char *key, size_t klen, const msgpack_object *v)
 
 			if (k->type != MSGPACK_OBJECT_STR)
 				continue;
-			printf(" %.*s=", (int)k->via.str.size, k->via.str.ptr);
+			printf(" ");
+			print_escaped(stdout, k->via.str.ptr, k->via.str.size);
+			printf("=");
 			print_scalar(&e->via.map.ptr[j].val);
 		}
 		printf("\n");
 	}
 }
 
-static void json_string(const char *s, size_t n)
-{
-	putchar('"');
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20 || ch == 0x7f)
-			printf("\\u%04x", ch);
-		else
-			putchar(ch);
-	}
-	putchar('"');
-}
-
-/* msgpack as JSON: the control socket's maps hold strings, integers, booleans, and
- * arrays of those maps; anything else (floats, bin, nil, non-string keys) prints as
- * something JSON accepts, never as invalid JSON. */
-static void json_value(const msgpack_object *v)
-{
-	switch (v->type) {
-	case MSGPACK_OBJECT_STR:
-		json_string(v->via.str.ptr, v->via.str.size);
-		break;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		printf("%" PRIu64, v->via.u64);
-		break;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		printf("%" PRId64, v->via.i64);
-		break;
-	case MSGPACK_OBJECT_BOOLEAN:
-		printf("%s", v->via.boolean ? "true" : "false");
-		break;
-	case MSGPACK_OBJECT_ARRAY:
-		putchar('[');
-		for (uint32_t i = 0; i < v->via.array.size; i++) {
-			if (i)
-				putchar(',');
-			json_value(&v->via.array.ptr[i]);
-		}
-		putchar(']');
-		break;
-	case MSGPACK_OBJECT_MAP:
-		putchar('{');
-		for (uint32_t i = 0; i < v->via.map.size; i++) {
-			const msgpack_object *k = &v->via.map.ptr[i].key;
-			char num[24];
-
-			if (i)
-				putchar(',');
-			if (k->type == MSGPACK_OBJECT_STR) {
-				json_string(k->via.str.ptr, k->via.str.size);
-			} else {
-				snprintf(num, sizeof(num), "(type %d)", k->type);
-				json_string(num, strlen(num));
-			}
-			putchar(':');
-			json_value(&v->via.map.ptr[i].val);
-		}
-		putchar('}');
-		break;
-	default:
-		printf("null");
-	}
-}
-
-int ctl_print_response(const uint8_t *body, size_t len, bool json)
+int ctl_print_response(const uint8_t *body, size_t len, bool json, const char *who)
 {
 	msgpack_unpacked u;
 	struct snap_err se;
@@ -204,28 +162,31 @@ int ctl_print_response(const uint8_t *body, size_t len, bool json)
 	bool ok;
 
 	if (snap_msgpack_precheck(body, len, &se)) {
-		fprintf(stderr, "ember ctl: malformed response: %s\n", se.msg);
+		fprintf(stderr, "%s: malformed response: %s\n", who, se.msg);
 		return 1;
 	}
 	msgpack_unpacked_init(&u);
 	if (msgpack_unpack_next(&u, (const char *)body, len, &off) != MSGPACK_UNPACK_SUCCESS) {
 		msgpack_unpacked_destroy(&u);
-		fprintf(stderr, "ember ctl: malformed response\n");
+		fprintf(stderr, "%s: malformed response\n", who);
 		return 1;
 	}
 	ok_v = snap_map_get(&u.data, "ok");
 	ok = ok_v && ok_v->type == MSGPACK_OBJECT_BOOLEAN && ok_v->via.boolean;
 	err = snap_map_get(&u.data, "error");
 	if (json) {
-		json_value(&u.data);
-		printf("\n");
+		struct json_w w;
+
+		json_begin(&w, stdout);
+		json_msgpack(&w, NULL, &u.data);
 	}
 	if (!ok) {
+		fprintf(stderr, "%s: refused: ", who);
 		if (err && err->type == MSGPACK_OBJECT_STR)
-			fprintf(stderr, "ember ctl: error: %.*s\n", (int)err->via.str.size,
-				err->via.str.ptr);
+			print_escaped(stderr, err->via.str.ptr, err->via.str.size);
 		else
-			fprintf(stderr, "ember ctl: error (no message)\n");
+			fputs("(no message)", stderr);
+		fputc('\n', stderr);
 		msgpack_unpacked_destroy(&u);
 		return 1;
 	}
@@ -243,8 +204,23 @@ int ctl_print_response(const uint8_t *body, size_t len, bool json)
 	return 0;
 }
 
+/* Every ember ctl message is "ember ctl: <message>"; usage errors add the hint, exit 2. */
+__attribute__((format(printf, 1, 2)))
+static int ctl_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("ember ctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'ember --help'.\n", stderr);
+	return 2;
+}
+
 int ctl_run(const struct cli *c)
 {
+	char who[64];
 	static uint8_t resp[4 + API_MAX_FRAME];
 	const char *verb = c->ctl_args[0];
 	msgpack_sbuffer sb;
@@ -256,18 +232,18 @@ int ctl_run(const struct cli *c)
 		if (!strcmp(verb, verbs[i].verb))
 			break;
 	if (i == ARRAY_SIZE(verbs)) {
-		fprintf(stderr, "ember: ctl: unknown verb '%s'\nTry 'ember --help'.\n", verb);
-		return 2;
+		char esc[256];
+
+		invoke_escape(verb, strlen(verb), esc, sizeof(esc));
+		return ctl_usage_error("unknown verb '%s' (status, pause, resume, shutdown, "
+				       "snapshot, guest-cmd, reset)", esc);
 	}
-	if (c->nr_ctl_args - 1 != verbs[i].nargs) {
-		fprintf(stderr, "ember: ctl %s: takes %u argument%s\nTry 'ember --help'.\n", verb,
-			verbs[i].nargs, verbs[i].nargs == 1 ? "" : "s");
-		return 2;
-	}
-	if ((c->ctl_diff || c->compress) && strcmp(verb, "snapshot")) {
-		fprintf(stderr, "ember: ctl: --diff and --compress only apply to snapshot\n");
-		return 2;
-	}
+	if (c->nr_ctl_args - 1 != verbs[i].nargs)
+		return ctl_usage_error("%s takes %u argument%s", verb, verbs[i].nargs,
+				       verbs[i].nargs == 1 ? "" : "s");
+	if ((c->ctl_diff || c->compress) && strcmp(verb, "snapshot"))
+		return ctl_usage_error("--diff and --compress only apply to snapshot");
+	snprintf(who, sizeof(who), "ember ctl: %s", verb);
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -301,11 +277,26 @@ int ctl_run(const struct cli *c)
 		pack_str(&pk, "standby");
 		msgpack_pack_true(&pk);
 	}
-	r = ctl_exchange(c->api_sock, sb.data, sb.size, resp, sizeof(resp), &len);
+	r = ctl_exchange(c->api_sock, sb.data, sb.size, resp, sizeof(resp), &len,
+			 c->vm.timeout_ms);
 	msgpack_sbuffer_destroy(&sb);
+	if (r == -ENOENT || r == -ECONNREFUSED || r == -ENOTSOCK) {
+		fprintf(stderr, "ember ctl: %s: %s: is ember running with --api-sock %s?\n",
+			c->api_sock, strerror(-r), c->api_sock);
+		return 1;
+	}
+	if (r == -ETIMEDOUT) {
+		fprintf(stderr, "ember ctl: %s: no answer within %.3g s (--timeout): the VMM is "
+			"stopped or stuck\n", c->api_sock, (double)c->vm.timeout_ms / 1000);
+		return 1;
+	}
+	if (r == -EPROTO) {
+		fprintf(stderr, "ember ctl: %s: malformed response frame\n", c->api_sock);
+		return 1;
+	}
 	if (r) {
 		fprintf(stderr, "ember ctl: %s: %s\n", c->api_sock, strerror(-r));
 		return 1;
 	}
-	return ctl_print_response(resp + 4, len, false);
+	return ctl_print_response(resp + 4, len, c->json, who);
 }

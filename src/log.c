@@ -1,25 +1,81 @@
-/* Logging to stderr with an "ember:" prefix, and the errbuf used on untrusted paths. */
+/* Logging to stderr (or --log-file) with an "ember:" prefix, and the errbuf used on
+ * untrusted paths. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "vmm.h"
 
 static enum log_level level = LOG_WARN;
+static int log_fd = 2;
 
-/* EMBER_LOG=debug|info|warn|error overrides the default before main() parses flags. */
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+int log_parse_level(const char *s, enum log_level *out)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(level_names); i++) {
+		if (!strcmp(s, level_names[i])) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* EMBER_LOG=debug|info|warn|error sets the level of programs that do not parse it
+ * themselves (the test binaries); ember checks it in cli_parse and refuses bad values. */
 __attribute__((constructor)) static void log_init_from_env(void)
 {
 	const char *e = getenv("EMBER_LOG");
-	if (!e)
-		return;
-	if (!strcmp(e, "debug"))
-		level = LOG_DEBUG;
-	else if (!strcmp(e, "info"))
-		level = LOG_INFO;
-	else if (!strcmp(e, "error"))
-		level = LOG_ERROR;
+
+	if (e)
+		log_parse_level(e, &level);
+}
+
+int log_open_file(const char *path, struct errbuf *eb)
+{
+	/* O_NONBLOCK: a FIFO without a reader must not block the open */
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600);
+	struct stat st;
+
+	if (fd < 0 && errno == ENXIO)
+		goto fifo; /* a FIFO nobody reads yet */
+	if (fd < 0)
+		return errbuf_set(eb, -errno, "--log-file %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+
+		close(fd);
+		return errbuf_set(eb, -e, "--log-file %s: %s", path, strerror(e));
+	}
+	if (S_ISFIFO(st.st_mode)) {
+		close(fd);
+		goto fifo;
+	}
+	/* a regular file (or a tty, /dev/null): ordinary blocking writes */
+	fcntl(fd, F_SETFL, O_APPEND);
+	goto done;
+fifo:
+	/* As Firecracker's logger does: hold the FIFO open for reading too, so that the open
+	 * never waits for a reader and a reader that goes away is no SIGPIPE; keep it
+	 * non-blocking, so that when nobody reads, lines fill the pipe buffer (64 KiB on
+	 * Linux) and the ones after that are dropped instead of stalling the VMM. */
+	fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return errbuf_set(eb, -errno, "--log-file %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode)) {
+		close(fd);
+		return errbuf_set(eb, -EINVAL, "--log-file %s: changed while being opened", path);
+	}
+done:
+	if (log_fd != 2)
+		close(log_fd);
+	log_fd = fd;
+	return 0;
 }
 
 void log_set_level(enum log_level lvl)
@@ -50,7 +106,9 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		n = (int)sizeof(line) - 2;
 	if (line[n - 1] != '\n')
 		line[n++] = '\n';
-	fwrite(line, 1, (size_t)n, stderr);
+	if (write(log_fd, line, (size_t)n) < 0) {
+		/* a full FIFO drops the line (see log_open_file); nothing else to do */
+	}
 }
 
 int errbuf_set(struct errbuf *eb, int err, const char *fmt, ...)

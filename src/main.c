@@ -1,8 +1,10 @@
 /* ember: the command-line front end. Parsing is in cli.c; this file runs commands. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "pool.h"
@@ -35,7 +37,12 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 	int r = vm_snapshot_save(vm, c->snapshot_on_ready, &o, &ss, &eb);
 
 	if (r) {
-		pr_err("snapshot %s: %s", c->snapshot_on_ready, eb.msg);
+		/* "snapshot directory DIR ..." from the writer names it already: once is enough */
+		if (!strncmp(eb.msg, "snapshot directory ", 19) &&
+		    !strncmp(eb.msg + 19, c->snapshot_on_ready, strlen(c->snapshot_on_ready)))
+			pr_err("%s", eb.msg);
+		else
+			pr_err("snapshot %s: %s", c->snapshot_on_ready, eb.msg);
 		return r;
 	}
 	if (c->vm.timings)
@@ -93,11 +100,48 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	return status;
 }
 
+/* --snapshot-on-ready DIR must be new, in a directory that exists: said before the guest
+ * boots, not after (the writer checks again, atomically, when it writes). */
+static int check_snapshot_dir(const char *dir, struct errbuf *eb)
+{
+	char parent[PATH_MAX];
+	struct stat st;
+	size_t len = strlen(dir);
+
+	if (lstat(dir, &st) == 0)
+		return errbuf_set(eb, -EEXIST, "--snapshot-on-ready: %s already exists (a snapshot "
+				  "is never written over anything)", dir);
+	if (errno != ENOENT)
+		return errbuf_set(eb, -errno, "--snapshot-on-ready: %s: %s", dir, strerror(errno));
+	if (len >= sizeof(parent))
+		return errbuf_set(eb, -ENAMETOOLONG, "--snapshot-on-ready: path too long");
+	memcpy(parent, dir, len + 1);
+	while (len > 1 && parent[len - 1] == '/')
+		parent[--len] = 0;
+	while (len > 0 && parent[len - 1] != '/')
+		len--;
+	while (len > 1 && parent[len - 1] == '/')
+		len--;
+	if (len == 0)
+		strcpy(parent, ".");
+	else
+		parent[len] = 0;
+	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
+		return errbuf_set(eb, -ENOENT, "--snapshot-on-ready: %s: its parent directory %s %s",
+				  dir, parent, errno == ENOENT ? "does not exist" : "is not a directory");
+	return 0;
+}
+
 static int cmd_boot(struct cli *c)
 {
 	struct errbuf eb = { "" };
 	struct vm *vm;
 	int status;
+
+	if (c->snapshot_on_ready && check_snapshot_dir(c->snapshot_on_ready, &eb)) {
+		pr_err("%s", eb.msg);
+		return 1;
+	}
 
 	c->vm.stop_on_ready = c->snapshot_on_ready != NULL;
 	c->vm.dirty_tracking = c->api_sock != NULL;
@@ -138,8 +182,20 @@ int main(int argc, char **argv)
 	struct cli c;
 
 	if (cli_parse(argc, argv, &c, &eb)) {
-		fprintf(stderr, "ember: %s\nTry 'ember --help'.\n", eb.msg);
+		/* ember ctl's messages all read "ember ctl: <message>" (src/ctl.c) */
+		if (c.cmd == CLI_CTL)
+			fprintf(stderr, "ember ctl: %s\nTry 'ember --help'.\n",
+				strncmp(eb.msg, "ember ctl: ", 11) ? eb.msg : eb.msg + 11);
+		else
+			fprintf(stderr, "ember: %s\nTry 'ember --help'.\n", eb.msg);
 		return 2;
+	}
+	if (c.cmd != CLI_HELP && c.cmd != CLI_VERSION) {
+		log_set_level(c.log_level);
+		if (c.log_file && log_open_file(c.log_file, &eb)) {
+			fprintf(stderr, "ember: %s\n", eb.msg);
+			return 1;
+		}
 	}
 	switch (c.cmd) {
 	case CLI_HELP:

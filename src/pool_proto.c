@@ -172,7 +172,7 @@ int pool_status_run(const struct cli *c)
 	size_t len = 0;
 	int r;
 
-	r = ctl_exchange(c->pool_socket, req, sizeof(req), resp, sizeof(resp), &len);
+	r = ctl_exchange(c->pool_socket, req, sizeof(req), resp, sizeof(resp), &len, 0);
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		fprintf(stderr, "ember pool status: %s: %s: is ember pool running with --socket %s?\n",
 			c->pool_socket, strerror(-r), c->pool_socket);
@@ -182,5 +182,5 @@ int pool_status_run(const struct cli *c)
 		fprintf(stderr, "ember pool status: %s: %s\n", c->pool_socket, strerror(-r));
 		return 1;
 	}
-	return ctl_print_response(resp + 4, len, c->json);
+	return ctl_print_response(resp + 4, len, c->json, "ember pool status");
 }

@@ -168,9 +168,19 @@ static int choose_backend(struct vm_config *cfg, const struct snap_state *st, co
 {
 	bool lz4 = st->memory.encoding != SNAP_ENC_RAW;
 
-	if (cfg->mem_backend == MEM_BACKEND_AUTO)
+	if (cfg->mem_backend == MEM_BACKEND_AUTO) {
 		cfg->mem_backend = lz4 || cfg->record_ws || cfg->prefetch_ws ? MEM_BACKEND_UFFD
 									 : MEM_BACKEND_MMAP;
+		/* not silent: a raw snapshot's documented default is mmap */
+		if (lz4)
+			pr_info("memory backend uffd: snapshot %s has lz4-compressed memory", dir);
+		else if (cfg->record_ws || cfg->prefetch_ws)
+			pr_info("memory backend uffd instead of the raw snapshot's default mmap: %s "
+				"needs the userfaultfd page server",
+				cfg->record_ws ? "--record-ws" : "--prefetch ws");
+		else
+			pr_info("memory backend mmap: the default for a raw snapshot");
+	}
 	if (cfg->mem_backend == MEM_BACKEND_MMAP && lz4)
 		return errbuf_set(eb, -EINVAL, "snapshot %s has lz4-compressed memory, which the mmap "
 				  "backend cannot map: use --mem-backend uffd", dir);

@@ -29,6 +29,12 @@
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void log_set_level(enum log_level lvl);
 enum log_level log_get_level(void);
+/* "error", "warn", "info", "debug": 0 with *out, or -EINVAL. */
+int log_parse_level(const char *s, enum log_level *out);
+/* Log lines go to path from now on (O_APPEND, created 0600); a FIFO never blocks: see
+ * README "Logging". 0 or -errno with the message in eb. */
+struct errbuf;
+int log_open_file(const char *path, struct errbuf *eb);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define pr_err(...)   log_msg(LOG_ERROR, __VA_ARGS__)
 #define pr_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)

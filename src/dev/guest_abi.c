@@ -131,7 +131,8 @@ static void handle_ucall(struct vm *vm, uint64_t gpa)
 			pager_record_stop(vm->pager);
 		timing_mark("first-response");
 		n = snprintf(line, sizeof(line),
-				 "ember-report %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+				 "ember-report msg=%s a0=0x%" PRIx64 " a1=0x%" PRIx64 " a2=0x%" PRIx64
+				 " a3=0x%" PRIx64 " us=%" PRIu64 "\n",
 				 msg, uc.args[0], uc.args[1], uc.args[2], uc.args[3], timing_now_us());
 
 		if (write(STDERR_FILENO, line, (size_t)n) < 0) {

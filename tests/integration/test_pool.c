@@ -79,7 +79,7 @@ static void status_get(msgpack_unpacked *u)
 	static const uint8_t req[] = { 0x81, 0xa4, 'v', 'e', 'r', 'b', 0xa6, 's', 't', 'a',
 				       't', 'u', 's' };
 	size_t len = 0, off = 0;
-	int r = ctl_exchange(sock, req, sizeof(req), resp, sizeof(resp), &len);
+	int r = ctl_exchange(sock, req, sizeof(req), resp, sizeof(resp), &len, 0);
 
 	cr_assert_eq(r, 0, "status request to %s: %s", sock, strerror(-r));
 	msgpack_unpacked_init(u);

@@ -369,7 +369,7 @@ Test(reset, every_reset_gives_a_new_generation_and_the_guest_sees_it)
 		ctl_ok(&r, &c, "reset", NULL);
 		cr_assert_not_null(proc_find_line(r.out, "generation: ", line, sizeof(line)), "%s",
 				   r.out);
-		gens[i] = strtoull(line + 12, NULL, 10);
+		gens[i] = strtoull(line + 12, NULL, 16); /* 16 hex digits, as the guest's */
 		cr_assert_neq(gens[i], 0);
 		for (unsigned k = 0; k < i; k++)
 			cr_assert_neq(gens[i], gens[k], "reset %u reused generation %llu", i,

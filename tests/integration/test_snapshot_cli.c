@@ -155,7 +155,7 @@ static void cycle(unsigned i, const char *prev, const char *next, const char *ba
 	status_value(sock, "last_snapshot", val, sizeof(val));
 	cr_assert_str_eq(val, id, "cycle %u: last_snapshot", i);
 	status_value(sock, "generation", val, sizeof(val));
-	gen = strtoull(val, NULL, 10);
+	gen = strtoull(val, NULL, 16); /* 16 hex digits, as the guest prints it */
 	cr_assert_neq(gen, 0, "cycle %u: generation 0 after a restore", i);
 	cr_assert_neq(gen, *prev_gen, "cycle %u: same generation as the previous cycle", i);
 	*prev_gen = gen;

@@ -163,6 +163,15 @@ const char *ember_test_write_file(const char *dir, const char *name, const void 
 /* Runs fn(arg) in this process with stderr (ember's log lines) captured into buf. */
 void ember_test_capture_stderr(void (*fn)(void *arg), void *arg, char *buf, size_t len);
 
+/* ---- json_check.c ------------------------------------------------------------------ */
+
+/*
+ * Validates text as exactly one line holding one JSON value (python3's json module,
+ * strict UTF-8); returns its canonical form (keys sorted, no spaces, non-ASCII as \uXXXX),
+ * malloc'd. Fails the test on invalid JSON; skips it, loudly, without python3.
+ */
+char *ember_test_json_canon(const char *text);
+
 /* ---- snap_test.c: snapshots under test ---------------------------------------------- */
 
 /* Per-process deadline for the snapshot helpers' children (ember, ember-snap, ctl). */

@@ -116,9 +116,37 @@ Test(cli, switch_with_value)
 	EXPECT_ERROR("--timings", "boot", "--kernel", "k", "--timings=yes");
 }
 
-Test(cli, mem_not_a_number)
+Test(cli, mem_not_a_size)
 {
-	EXPECT_ERROR("'64M'", "boot", "--kernel", "k", "--mem", "64M");
+	EXPECT_ERROR("--mem: '64X' is not a size: a number of MiB, or with a K, M or G suffix",
+		     "boot", "--kernel", "k", "--mem", "64X");
+	EXPECT_ERROR("--mem: 'M' is not a size", "boot", "--kernel", "k", "--mem", "M");
+	EXPECT_ERROR("--mem: '64MiB' is not a size", "boot", "--kernel", "k", "--mem", "64MiB");
+	EXPECT_ERROR("--mem: '' is not a size", "boot", "--kernel", "k", "--mem=");
+	EXPECT_ERROR("--mem: '1.5G' is not a size", "boot", "--kernel", "k", "--mem", "1.5G");
+	EXPECT_ERROR("--mem: '1536K' is not a whole number of MiB", "boot", "--kernel", "k",
+		     "--mem", "1536K");
+	EXPECT_ERROR("--mem: '1M' is outside 2 MiB..64 GiB", "boot", "--kernel", "k", "--mem",
+		     "1M");
+	EXPECT_ERROR("--mem: '65G' is outside", "boot", "--kernel", "k", "--mem", "65G");
+	EXPECT_ERROR("--mem: '99999999999G' is", "boot", "--kernel", "k", "--mem", "99999999999G");
+}
+
+Test(cli, mem_with_suffixes_and_plain_mib)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem", "64M"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 64 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem", "1G"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 1024 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem=512"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 512 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem=2048k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 2 * MiB);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--mem", "64g"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.mem_bytes, 64ull * 1024 * MiB);
 }
 
 Test(cli, mem_negative_or_zero_or_huge)
@@ -511,8 +539,7 @@ Test(cli, invoke_flags_refused_elsewhere)
 		     "5000");
 	EXPECT_ERROR("'--payload' does not apply to 'ember restore'", "restore", "--snapshot", "s",
 		     "--payload", "x");
-	EXPECT_ERROR("'--json' does not apply to 'ember ctl'", "ctl", "--api-sock", "s", "--json",
-		     "status");
+	EXPECT_ERROR("'--json' does not apply to 'ember boot'", "boot", "--kernel", "k", "--json");
 	EXPECT_ERROR("'--request-id' does not apply to 'ember boot'", "boot", "--kernel", "k",
 		     "--request-id", "1");
 }
@@ -688,4 +715,76 @@ Test(cli, invoke_pool)
 	EXPECT_ERROR("--vsock-uds and --pool exclude each other", "invoke", "--pool", "p",
 		     "--vsock-uds", "v");
 	EXPECT_ERROR("--port does not apply with --pool", "invoke", "--pool", "p", "--port", "1");
+}
+
+/* ---- logging: --log-level, EMBER_LOG, --log-file (README "Logging") ---- */
+
+Test(cli, log_level_on_every_command_and_default_warn)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	unsetenv("EMBER_LOG");
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_WARN);
+	cr_assert_not(c.log_level_set);
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "d", "--log-level", "debug"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.log_level, LOG_DEBUG);
+	cr_assert_eq(PARSE(&c, &eb, "ctl", "--api-sock", "s", "--log-level=error", "status"), 0,
+		     "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_ERROR);
+	cr_assert_eq(PARSE(&c, &eb, "invoke", "--vsock-uds", "v", "--log-level", "info",
+			   "--log-file", "/tmp/l"), 0, "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_INFO);
+	cr_assert_str_eq(c.log_file, "/tmp/l");
+	cr_assert_eq(PARSE(&c, &eb, "pool", "--snapshot", "g", "--socket", "s", "--log-level",
+			   "warn"), 0, "%s", eb.msg);
+	cr_assert_eq(PARSE(&c, &eb, "pool", "status", "--socket", "s", "--log-level", "warn"), 0,
+		     "%s", eb.msg);
+}
+
+Test(cli, log_level_unknown_value_names_the_flag_and_the_valid_values)
+{
+	unsetenv("EMBER_LOG");
+	EXPECT_ERROR("--log-level: 'verbose' is not error, warn, info or debug", "boot", "--kernel",
+		     "k", "--log-level", "verbose");
+	EXPECT_ERROR("--log-level: '' is not error", "boot", "--kernel", "k", "--log-level=");
+	EXPECT_ERROR("--log-level: 'WARN' is not", "boot", "--kernel", "k", "--log-level", "WARN");
+	EXPECT_ERROR("'--log-level' needs a value", "boot", "--kernel", "k", "--log-level");
+	EXPECT_ERROR("--log-file: empty path", "boot", "--kernel", "k", "--log-file=");
+}
+
+Test(cli, ember_log_sets_the_level_and_the_flag_wins)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	setenv("EMBER_LOG", "debug", 1);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.log_level, LOG_DEBUG);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--log-level", "error"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.log_level, LOG_ERROR);
+	unsetenv("EMBER_LOG");
+}
+
+Test(cli, ember_log_unknown_value_is_refused_naming_the_variable)
+{
+	setenv("EMBER_LOG", "verbose", 1);
+	EXPECT_ERROR("EMBER_LOG: 'verbose' is not error, warn, info or debug", "boot", "--kernel",
+		     "k");
+	/* even when --log-level overrides it: a typo must not go unnoticed */
+	EXPECT_ERROR("EMBER_LOG: 'verbose'", "ctl", "--api-sock", "s", "--log-level", "info",
+		     "status");
+	unsetenv("EMBER_LOG");
+}
+
+Test(cli, ctl_json)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "ctl", "--api-sock", "s", "--json", "status"), 0, "%s", eb.msg);
+	cr_assert(c.json);
 }

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include "test_snapfmt_fixture.h"
+#include "testlib.h"
 
 static char *tmp, *snap_dir, *tool;
 static struct snap_state st;
@@ -158,4 +159,41 @@ Test(snapfmt_cli, merge_writes_a_verifiable_snapshot)
 	free(out);
 	free(diff);
 	free(merged);
+}
+
+/* --json: one object, validated by a JSON parser, keys as README documents */
+Test(snapfmt_cli, info_and_verify_json_are_valid_json)
+{
+	char *out, *canon;
+
+	cr_assert_eq(runf(&out, "info --json '%s'", snap_dir), 0, "%s", out);
+	canon = ember_test_json_canon(out);
+	cr_assert(strstr(canon, "\"kind\":\"full\""), "%s", canon);
+	cr_assert(strstr(canon, "\"vcpus\":"), "%s", canon);
+	cr_assert(strstr(canon, "\"memory\":{"), "%s", canon);
+	cr_assert(strstr(canon, "\"devices\":["), "%s", canon);
+	cr_assert(strstr(canon, "\"ws\":null"), "%s", canon);
+	free(canon);
+	free(out);
+	cr_assert_eq(runf(&out, "verify '%s' --json", snap_dir), 0, "%s", out);
+	canon = ember_test_json_canon(out);
+	cr_assert(strstr(canon, "\"ok\":true"), "%s", canon);
+	free(canon);
+	free(out);
+}
+
+Test(snapfmt_cli, verify_json_reports_the_error_with_exit_1)
+{
+	char *out, *canon, *memfile = fx_path(snap_dir, SNAP_MEMORY_FILE);
+
+	cr_assert_eq(truncate(memfile, 4096), 0);
+	cr_assert_eq(runf(&out, "verify --json '%s'", snap_dir), 1);
+	canon = ember_test_json_canon(out);
+	cr_assert(strstr(canon, "\"ok\":false") && strstr(canon, "truncated"), "%s", canon);
+	free(canon);
+	free(out);
+	free(memfile);
+	cr_assert_eq(runf(&out, "dump --json '%s'", snap_dir), 2);
+	cr_assert(strstr(out, "--json applies to info and verify"), "%s", out);
+	free(out);
 }

@@ -105,7 +105,8 @@ noreturn_fn void guest_assert_fail(const char *file, unsigned line, uint64_t a0,
 				   const char *fmt, ...) printf_like(5, 6);
 /* Console text through one PRINT ucall per 159 bytes (one exit, unlike the UART). */
 void guest_print(const char *fmt, ...) printf_like(1, 2);
-/* A result record; the host logs "ember-report <msg> a0 a1 a2 a3 <host us>". */
+/* A result record; the host logs "ember-report msg=<msg> a0=0x.. a1=0x.. a2=0x.. a3=0x..
+ * us=<host us>" (README "Lines for machines"). */
 void guest_report(const char *msg, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3);
 /*
  * Waits for the next host command (--guest-cmd NAME, or the control socket); the host

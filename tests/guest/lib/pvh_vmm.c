@@ -37,10 +37,10 @@ void pvh_ucall(struct ember_ucall *uc)
 		break;
 	case EMBER_UCALL_REPORT:
 		/* ember's own stderr line, less the host's timestamp */
-		serial_write("ember-report ", 13);
+		serial_write("ember-report msg=", 17);
 		write_field(uc->msg, sizeof(uc->msg));
-		serial_printf(" %lu %lu %lu %lu\n", uc->args[0], uc->args[1], uc->args[2],
-			      uc->args[3]);
+		serial_printf(" a0=0x%lx a1=0x%lx a2=0x%lx a3=0x%lx\n", uc->args[0], uc->args[1],
+			      uc->args[2], uc->args[3]);
 		break;
 	case EMBER_UCALL_ASSERT:
 		write_field(uc->file, sizeof(uc->file));
