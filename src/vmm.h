@@ -353,6 +353,7 @@ struct vm {
 	char *cmds[VM_MAX_GUEST_CMDS];
 	unsigned cmd_head, cmd_tail;
 	bool cmd_may_arrive;     /* a control socket can queue more */
+	atomic_bool told_no_cmds; /* warned that the guest asked and nothing could come */
 
 	uint64_t generation;     /* EMBER_PORT_GEN_*: 0 on cold boot */
 	bool ready_seen;

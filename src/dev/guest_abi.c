@@ -70,6 +70,13 @@ static void ucall_wait(struct vm *vm, uint64_t gpa, uint64_t flags)
 	if (!(flags & EMBER_WAIT_F_POLL) && !vm_cmd_pending(vm) && vm->cmd_may_arrive)
 		vm_park(vm, vcpu_current(), 0);
 	out.status = (uint32_t)vm_cmd_pop(vm, out.data, sizeof(out.data), &out.data_len);
+	/* a guest that ends because nobody gave it work should not end silently (one that
+	 * only polls has other work: vsock) */
+	if (out.status == EMBER_WAIT_NONE && !(flags & EMBER_WAIT_F_POLL) &&
+	    vm->cfg.nr_guest_cmds == 0 &&
+	    !atomic_exchange(&vm->told_no_cmds, true))
+		pr_warn("the guest asked for a command, but none was given (--guest-cmd) and no "
+			"control socket can send one (--api-sock): it was told there are none");
 	_Static_assert(sizeof(out) == EMBER_UCALL_SIZE - offsetof(struct ember_ucall, status),
 		       "WAIT reply covers the OUT fields exactly");
 	reply(vm, gpa, &out, sizeof(out), "WAIT");

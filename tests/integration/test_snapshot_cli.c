@@ -96,6 +96,25 @@ Test(snapshot_cli, restore_prints_the_golden_checksum_and_exits_0)
 	snapt_verify_ok(golden);
 }
 
+/* Nothing to do is no error, but it is said: the guest asked and got nothing. */
+Test(snapshot_cli, restore_without_commands_says_the_guest_got_none)
+{
+	char golden[PATH_MAX];
+
+	snapt_join(golden, tmp, "golden");
+	snapt_golden(golden, "heap=4M seed=3 ws=1M", 32);
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", golden, "--console", "none", NULL);
+	assert_exit(&r, 0, "ember restore");
+	cr_assert(strstr(r.err, "none was given (--guest-cmd)"), "no word about the missing "
+		  "commands:\n%s", r.err);
+	proc_result_free(&r);
+	ember_test_run(&r, WAIT_MS, "restore", "--snapshot", golden, "--console", "none",
+		       "--guest-cmd", "verify", NULL);
+	assert_exit(&r, 0, "ember restore --guest-cmd verify");
+	cr_assert_null(strstr(r.err, "none was given"), "warned although a command was given:\n%s",
+		       r.err);
+}
+
 /* A restored guest serves the same request the same way as the guest it was cut from. */
 Test(snapshot_cli, ctl_snapshot_of_a_booted_guest_restores_in_a_new_process)
 {
