@@ -167,16 +167,11 @@ static int run_to_out(struct floor *f)
 				f->io_pending = true;
 				return 0;
 			}
-			memset((uint8_t *)run + run->io.data_offset, 0xff,
-			       (size_t)run->io.size * run->io.count);
-			if (run->io.port == COM1_IIR)
-				((uint8_t *)run + run->io.data_offset)[0] = 0xc1;
-			else if (run->io.port == COM1_LSR)
-				((uint8_t *)run + run->io.data_offset)[0] = 0x60;
+			answer_read(run);
 			break;
 		case KVM_EXIT_MMIO:
 			if (!run->mmio.is_write)
-				memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+				answer_read(run);
 			break;
 		case KVM_EXIT_INTR:
 			break;

@@ -85,17 +85,11 @@ static int run_to_first_report(int vcpu, struct kvm_run *run, const struct snap_
 		case KVM_EXIT_IO:
 			if (run->io.direction == KVM_EXIT_IO_OUT)
 				return first_out(run, st, mem);
-			/* IN: as the UART idles (FIFO on, transmitter empty), else all ones */
-			memset((uint8_t *)run + run->io.data_offset, 0xff,
-			       (size_t)run->io.size * run->io.count);
-			if (run->io.port == COM1_IIR)
-				((uint8_t *)run + run->io.data_offset)[0] = 0xc1;
-			else if (run->io.port == COM1_LSR)
-				((uint8_t *)run + run->io.data_offset)[0] = 0x60;
+			answer_read(run);
 			break;
 		case KVM_EXIT_MMIO:
 			if (!run->mmio.is_write)
-				memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+				answer_read(run);
 			break;
 		case KVM_EXIT_INTR:
 			break;
