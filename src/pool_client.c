@@ -265,6 +265,45 @@ static size_t space(const struct relay *r)
 	return RELAY_SIZE - r->end;
 }
 
+/* fd -> r, at most *left bytes: 1 when bytes moved, 0 when nothing could, -1 at end of
+ * file or on an error other than would-block. */
+static int relay_fill(int fd, struct relay *r, uint64_t *left)
+{
+	int moved = 0;
+
+	while (*left && space(r)) {
+		size_t want = space(r) < *left ? space(r) : *left;
+		ssize_t n = recv(fd, r->buf + r->end, want, 0);
+
+		if (n == 0 || (n < 0 && !again()))
+			return -1;
+		if (n < 0)
+			break;
+		r->end += (size_t)n;
+		*left -= (uint64_t)n;
+		moved = 1;
+	}
+	return moved;
+}
+
+/* r -> fd: 1 when bytes moved, 0 when nothing could, -1 on an error (errno says which). */
+static int relay_drain(int fd, struct relay *r)
+{
+	int moved = 0;
+
+	while (r->start < r->end) {
+		ssize_t n = send(fd, r->buf + r->start, r->end - r->start, MSG_NOSIGNAL);
+
+		if (n < 0 && !again())
+			return -1;
+		if (n < 0)
+			break;
+		r->start += (size_t)n;
+		moved = 1;
+	}
+	return moved;
+}
+
 /* Moves bytes both ways until nothing moves. Returns when the VM is done or failed. */
 void pool_relay(struct pool *p, struct pool_vm *vm)
 {
@@ -272,40 +311,27 @@ void pool_relay(struct pool *p, struct pool_vm *vm)
 	struct errbuf eb = { "" };
 	bool moved = true;
 	ssize_t n;
+	int r;
 
 	while (moved) {
 		moved = false;
 		/* client -> request buffer */
 		if (vm->req.start == vm->req.end)
 			vm->req.start = vm->req.end = 0;
-		while (vm->req_left && space(&vm->req)) {
-			size_t want = space(&vm->req) < vm->req_left ? space(&vm->req) : vm->req_left;
-
-			n = recv(c->fd, vm->req.buf + vm->req.end, want, 0);
-			if (n == 0 || (n < 0 && !again())) {
-				pool_abort_invocation(p, vm);
-				return;
-			}
-			if (n < 0)
-				break;
-			vm->req.end += (size_t)n;
-			vm->req_left -= (uint64_t)n;
-			moved = true;
+		r = relay_fill(c->fd, &vm->req, &vm->req_left);
+		if (r < 0) {
+			pool_abort_invocation(p, vm);
+			return;
 		}
+		moved |= r;
 		/* request buffer -> guest */
-		while (vm->req.start < vm->req.end) {
-			n = send(vm->conn_fd, vm->req.buf + vm->req.start, vm->req.end - vm->req.start,
-				 MSG_NOSIGNAL);
-			if (n < 0 && !again()) {
-				pool_vm_fail(p, vm, FAIL_CRASH, "the guest's connection failed while "
-					     "it was sent the request: %s", strerror(errno));
-				return;
-			}
-			if (n < 0)
-				break;
-			vm->req.start += (size_t)n;
-			moved = true;
+		r = relay_drain(vm->conn_fd, &vm->req);
+		if (r < 0) {
+			pool_vm_fail(p, vm, FAIL_CRASH, "the guest's connection failed while "
+				     "it was sent the request: %s", strerror(errno));
+			return;
 		}
+		moved |= r;
 		/* guest -> response buffer: the header first, checked */
 		if (vm->resp.start == vm->resp.end)
 			vm->resp.start = vm->resp.end = 0;
@@ -337,36 +363,23 @@ void pool_relay(struct pool *p, struct pool_vm *vm)
 			memcpy(vm->resp.buf + vm->resp.end, vm->resp_hdr, INVOKE_HDR_SIZE);
 			vm->resp.end += INVOKE_HDR_SIZE;
 		}
-		while (vm->resp_hdr_len == INVOKE_HDR_SIZE && vm->resp_left && space(&vm->resp)) {
-			size_t want = space(&vm->resp) < vm->resp_left ? space(&vm->resp)
-								       : vm->resp_left;
-
-			n = recv(vm->conn_fd, vm->resp.buf + vm->resp.end, want, 0);
-			if (n == 0 || (n < 0 && !again())) {
+		if (vm->resp_hdr_len == INVOKE_HDR_SIZE) {
+			r = relay_fill(vm->conn_fd, &vm->resp, &vm->resp_left);
+			if (r < 0) {
 				pool_vm_fail(p, vm, FAIL_CRASH, "the guest closed the connection in "
 					     "the middle of its response (%" PRIu64 " bytes missing)",
 					     vm->resp_left);
 				return;
 			}
-			if (n < 0)
-				break;
-			vm->resp.end += (size_t)n;
-			vm->resp_left -= (uint64_t)n;
-			moved = true;
+			moved |= r;
 		}
 		/* response buffer -> client */
-		while (vm->resp.start < vm->resp.end) {
-			n = send(c->fd, vm->resp.buf + vm->resp.start, vm->resp.end - vm->resp.start,
-				 MSG_NOSIGNAL);
-			if (n < 0 && !again()) {
-				pool_abort_invocation(p, vm);
-				return;
-			}
-			if (n < 0)
-				break;
-			vm->resp.start += (size_t)n;
-			moved = true;
+		r = relay_drain(c->fd, &vm->resp);
+		if (r < 0) {
+			pool_abort_invocation(p, vm);
+			return;
 		}
+		moved |= r;
 		if (vm->resp_hdr_len == INVOKE_HDR_SIZE && !vm->resp_left &&
 		    vm->resp.start == vm->resp.end) {
 			finish_invocation(p, vm);
