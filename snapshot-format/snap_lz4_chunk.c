@@ -48,6 +48,10 @@ int snap_lz4_chunk_decode(const struct snap_lz4_index *ix, uint64_t i, const voi
 		memset(dst, 0, c->len);
 		return 0;
 	case SNAP_CHUNK_RAW:
+		/* the index load checked this; a hand-built index (or a bug) must not overread */
+		if (stored_len != c->len)
+			return reject(dst, c->len, err, -EINVAL, "chunk %" PRIu64 ": raw chunk of %u "
+				      "stored bytes, expected %u", i, stored_len, c->len);
 		if (dst != stored)
 			memcpy(dst, stored, c->len);
 		break;
