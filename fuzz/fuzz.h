@@ -27,4 +27,8 @@ void fuzz_load_chunk_file(uint64_t expect_size);
  * working-set headers carry it (FORMAT.md §10.3, §10.5). No-op when len < from. */
 void fuzz_fix_crc(uint8_t *buf, size_t len, size_t at, size_t from);
 
+/* fuzz_write_file of a copy of data with its header CRC32C recomputed (fuzz_fix_crc at
+ * 12, from 16: the chunk-index and working-set layout). */
+void fuzz_write_file_crc(const char *name, const uint8_t *data, size_t size);
+
 #endif

@@ -72,3 +72,16 @@ void fuzz_fix_crc(uint8_t *buf, size_t len, size_t at, size_t from)
 	if (len >= from && from >= at + 4)
 		snap_put_le32(buf + at, snap_crc32c(0, buf + from, len - from));
 }
+
+void fuzz_write_file_crc(const char *name, const uint8_t *data, size_t size)
+{
+	uint8_t *buf = malloc(size + 1);
+
+	if (!buf)
+		abort();
+	memcpy(buf, data, size);
+	/* chunk-index and working-set headers: CRC32C at 12 over everything from 16 */
+	fuzz_fix_crc(buf, size, 12, 16);
+	fuzz_write_file(name, buf, size);
+	free(buf);
+}

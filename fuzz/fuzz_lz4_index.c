@@ -26,17 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct snap_err err = { "" };
 	struct snap_lz4_index *ix;
-	uint8_t *buf;
 
 	if (!scratch)
 		setup();
-	buf = malloc(size + 1);
-	if (!buf)
-		return 0;
-	memcpy(buf, data, size);
-	fuzz_fix_crc(buf, size, 12, 16);
-	fuzz_write_file(SNAP_LZ4_INDEX_FILE, buf, size);
-	free(buf);
+	fuzz_write_file_crc(SNAP_LZ4_INDEX_FILE, data, size);
 	if (snap_lz4_index_load(fuzz_dir(), &st, &ix, &err) == 0) {
 		/* max_stored bounds every read: the scratch must hold it */
 		if (ix->max_stored <= st.memory.chunk_size * 2ull)

@@ -18,19 +18,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct snap_range *r = NULL;
 	uint64_t *pages = NULL, n = 0;
 	uint64_t nr = 0;
-	uint8_t *buf;
 
 	if (!loaded) {
 		fuzz_load_fixture("state-raw.msgpack", &st);
 		loaded = 1;
 	}
-	buf = malloc(size + 1);
-	if (!buf)
-		return 0;
-	memcpy(buf, data, size);
-	fuzz_fix_crc(buf, size, 12, 16);
-	fuzz_write_file(SNAP_WS_FILE, buf, size);
-	free(buf);
+	fuzz_write_file_crc(SNAP_WS_FILE, data, size);
 	if (snap_ws_load(fuzz_dir(), &st, &pages, &n, &err) == 0) {
 		if (snap_ws_ranges(pages, n, 8, &r, &nr, &err) == 0)
 			free(r);
