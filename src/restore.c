@@ -282,6 +282,16 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 			       "onto its base with 'ember-snap merge' first", dir, d.state.header.parent);
 		goto out;
 	}
+	/* a few KiB read and CRC'd: a memory file from another snapshot, or zeros, is refused */
+	r = snap_dir_check_anchors(&d, dir, &se);
+	if (r) {
+		errbuf_set(eb, r, "%s", se.msg);
+		goto out;
+	}
+	if (!d.state.memory.nr_anchors)
+		pr_warn("snapshot %s records no memory digests (format %u.%u, before 1.3): its memory "
+			"file cannot be checked against its state", dir, d.state.header.major,
+			d.state.header.minor);
 	r = choose_backend(&cfg, &d.state, dir, eb);
 	if (r)
 		goto out;

@@ -451,6 +451,7 @@ struct snapshot_opts {
 };
 struct snapshot_stats {
 	uint64_t us_total, us_state, us_memory, us_commit;
+	uint64_t us_digest;          /* memory digests, part of us_memory (FORMAT.md 5.1) */
 	uint64_t bytes_written, pages_written, zero_pages;
 	char id[33];
 };
