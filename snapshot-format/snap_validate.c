@@ -94,8 +94,6 @@ static int validate_digests(const struct snap_memory *m, struct snap_err *err)
 {
 	uint64_t pages = m->size / SNAP_PAGE_SIZE;
 
-	if (m->kind == SNAP_MEM_DIFF && (m->digest_block || m->nr_anchors))
-		return snap_err_set(err, -EINVAL, "memory: a diff snapshot has no digests or anchors");
 	if (!m->digest_block) {
 		if (m->digests_len)
 			return snap_err_set(err, -EINVAL, "memory.digests: given without memory.digest_block");
