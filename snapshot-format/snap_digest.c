@@ -54,29 +54,44 @@ static int add_anchor(struct snap_memory *m, uint64_t pg, const uint8_t *p)
 	return 0;
 }
 
-/* One block of the image, bytes [first_page * 4096, + len), held at p. */
-static uint32_t crc_block(struct digester *g, const uint8_t *p, uint64_t first_page,
-			     uint64_t len)
+/* Records pg as an anchor if it is one ember wants and is not all zero. */
+static void maybe_anchor(struct digester *g, uint64_t pg, const uint8_t *page)
 {
-	struct snap_memory *m = &g->st->memory;
+	uint64_t slot = pg / g->eighth;
+	bool want = (pg == g->cr3_page && !g->cr3_done) ||
+		    (slot < SNAP_DIGEST_EIGHTHS && !g->slot_done[slot]);
+
+	if (!want || !page_present(g, pg) || snap_is_zero(page, SNAP_PAGE_SIZE))
+		return;
+	if (pg == g->cr3_page)
+		g->cr3_done = true;
+	if (slot < SNAP_DIGEST_EIGHTHS)
+		g->slot_done[slot] = true;
+	add_anchor(&g->st->memory, pg, page);
+}
+
+/*
+ * One block of the image, bytes [first_page * 4096, + len), held at p. Runs of present
+ * pages go to the CRC in one call each (the three-stream CRC pays ~100 ns per call);
+ * absent pages are fed from a zero page, never read.
+ */
+static uint32_t crc_block(struct digester *g, const uint8_t *p, uint64_t first_page,
+			  uint64_t len)
+{
+	uint64_t pages = len / SNAP_PAGE_SIZE, run = 0;
 	uint32_t crc = 0;
 
-	for (uint64_t k = 0; k < len / SNAP_PAGE_SIZE; k++) {
-		uint64_t pg = first_page + k;
-		const uint8_t *page = page_present(g, pg) ? p + k * SNAP_PAGE_SIZE : zero_page;
-		uint64_t slot = pg / g->eighth;
-		bool want = (pg == g->cr3_page && !g->cr3_done) ||
-			    (slot < SNAP_DIGEST_EIGHTHS && !g->slot_done[slot]);
-
-		crc = snap_crc32c(crc, page, SNAP_PAGE_SIZE);
-		if (!want || page == zero_page || snap_is_zero(page, SNAP_PAGE_SIZE))
+	for (uint64_t k = 0; k < pages; k++) {
+		maybe_anchor(g, first_page + k, p + k * SNAP_PAGE_SIZE);
+		if (page_present(g, first_page + k))
 			continue;
-		if (pg == g->cr3_page)
-			g->cr3_done = true;
-		if (slot < SNAP_DIGEST_EIGHTHS)
-			g->slot_done[slot] = true;
-		add_anchor(m, pg, page);
+		if (run < k)
+			crc = snap_crc32c(crc, p + run * SNAP_PAGE_SIZE, (k - run) * SNAP_PAGE_SIZE);
+		crc = snap_crc32c(crc, zero_page, SNAP_PAGE_SIZE);
+		run = k + 1;
 	}
+	if (run < pages)
+		crc = snap_crc32c(crc, p + run * SNAP_PAGE_SIZE, (pages - run) * SNAP_PAGE_SIZE);
 	return crc;
 }
 
