@@ -27,9 +27,12 @@ static const char usage_text[] =
 	"\n"
 	"  info [--json] DIR      summary: format, ids, CPU, vCPUs, RAM layout, memory file,\n"
 	"                         lz4 chunks, working set, devices\n"
-	"  verify [--json] DIR    checksum + validation + memory file checks (lz4: every chunk\n"
-	"                         decoded and CRC-checked) + working-set file; prints \"ok\" (exit 0)\n"
-	"                         or the error (exit 1)\n"
+	"  verify [--json] [--deep] DIR\n"
+	"                         checksum + validation + memory file checks (lz4: every chunk\n"
+	"                         decoded and CRC-checked; the anchor pages that tie the memory\n"
+	"                         file to the state) + working-set file; --deep: also every\n"
+	"                         memory block against its recorded digest; prints \"ok\"\n"
+	"                         (exit 0) or the error (exit 1)\n"
 	"  dump DIR               the whole state as \"path = value\" lines (stable, diffable)\n"
 	"  merge BASE DIFF OUT    write a full raw snapshot OUT: BASE memory with DIFF's pages\n"
 	"                         applied, DIFF's state (DIFF's parent must be BASE)\n"
@@ -302,7 +305,7 @@ static int cmd_info(const char *dir)
 	return ret ? 1 : 0;
 }
 
-static int cmd_verify(const char *dir, bool json)
+static int cmd_verify(const char *dir, bool json, bool deep)
 {
 	struct snap_err err = { "" };
 	struct snap_dir d;
@@ -317,6 +320,20 @@ static int cmd_verify(const char *dir, bool json)
 	ret = snap_dir_verify_memory(&d, &bad, &err);
 	if (ret)
 		snprintf(msg, sizeof(msg), "snapshot %s: %s: %s", dir, d.state.memory.file, err.msg);
+	if (!ret) {
+		ret = snap_dir_check_anchors(&d, dir, &err);
+		if (ret)
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+	}
+	if (!ret && deep && !d.state.memory.digest_block && d.state.memory.kind == SNAP_MEM_FULL) {
+		ret = -ENODATA;
+		snprintf(msg, sizeof(msg), "snapshot %s: --deep: the state records no memory digests "
+			 "(written by an ember older than format 1.3)", dir);
+	} else if (!ret && deep) {
+		ret = snap_dir_verify_digests(&d, &bad, &err);
+		if (ret)
+			snprintf(msg, sizeof(msg), "snapshot %s: %s: %s", dir, d.state.memory.file, err.msg);
+	}
 	if (!ret) {
 		struct errbuf eb = { "" };
 
@@ -418,7 +435,7 @@ int main(int argc, char **argv)
 		{ "merge", 3, "BASE DIFF OUT" }, { "compress", 2, "SRC DST" }, { "decompress", 2, "SRC DST" },
 	};
 	uint32_t chunk_size = 0;
-	bool json = false;
+	bool json = false, deep = false;
 	const char *cmd;
 	unsigned i;
 
@@ -448,8 +465,9 @@ int main(int argc, char **argv)
 		argc--;
 	}
 	for (int a = 2; a < argc; a++) {
-		if (!strcmp(argv[a], "--json") && i <= 1) {
-			json = true;
+		if ((!strcmp(argv[a], "--json") && i <= 1) || (!strcmp(argv[a], "--deep") && i == 1)) {
+			json |= argv[a][2] == 'j';
+			deep |= argv[a][2] == 'd';
 			memmove(&argv[a], &argv[a + 1], (size_t)(argc - a) * sizeof(*argv));
 			argc--;
 			a--;
@@ -464,7 +482,7 @@ int main(int argc, char **argv)
 				   argc - 2 == 1 ? "" : "s");
 	switch (i) {
 	case 0: return json ? cmd_info_json(argv[2]) : cmd_info(argv[2]);
-	case 1: return cmd_verify(argv[2], json);
+	case 1: return cmd_verify(argv[2], json, deep);
 	case 2: return cmd_dump(argv[2]);
 	case 3: return cmd_merge(argv[2], argv[3], argv[4]);
 	default: return cmd_convert(i == 4, chunk_size, argv[2], argv[3]);

@@ -25,7 +25,7 @@
 #include <stdio.h>
 
 #define SNAP_FORMAT_MAJOR 1
-#define SNAP_FORMAT_MINOR 2
+#define SNAP_FORMAT_MINOR 3
 
 #define SNAP_MAGIC         "EMBRSNAP"
 #define SNAP_PREAMBLE_SIZE 16
@@ -240,6 +240,16 @@ struct snap_range {              /* pages [first, first + count) */
 	uint64_t first, count;
 };
 
+/* 1.3: memory digests (snap_digest.c, FORMAT.md section 5.1) */
+#define SNAP_DIGEST_BLOCK   (2u << 20)   /* bytes per block digest ember writes */
+#define SNAP_DIGEST_EIGHTHS 8            /* one anchor page per eighth of the image */
+#define SNAP_MAX_ANCHORS    16
+#define SNAP_DIGESTS_MAX    (1u << 20)   /* bytes of memory.digests: the reader's bin limit */
+struct snap_anchor {             /* a page the restore checks: the image page, its CRC32C */
+	uint64_t page;
+	uint32_t crc32c;
+};
+
 struct snap_memory {
 	char file[256];              /* plain file name inside the snapshot directory */
 	uint64_t size;               /* logical bytes of the memory file */
@@ -252,6 +262,12 @@ struct snap_memory {
 	uint32_t chunk_size;         /* uncompressed bytes per chunk, power of two 4 KiB..2 MiB */
 	char index_file[256];        /* plain file name of the chunk index ("memory.idx") */
 	uint64_t compressed_size;    /* exact byte length of the memory file */
+	/* 1.3, optional (0 / NULL: none, an older writer): */
+	uint32_t digest_block;       /* bytes per digest, a power of two 4 KiB..1 GiB */
+	uint8_t *digests;            /* heap: le32 CRC32C of each block of the image */
+	uint32_t digests_len;        /* 4 * ceil(size / digest_block) */
+	struct snap_anchor *anchors; /* heap: pages checked on every restore */
+	uint32_t nr_anchors;
 };
 
 /* ---- the whole state --------------------------------------------------------- */
@@ -523,6 +539,22 @@ int snap_decompress(const char *src, const char *dst, struct snap_err *err);
  * snap_dir_open's checks. *bad_chunk gets the first failing chunk (or UINT64_MAX).
  */
 int snap_dir_verify_memory(const struct snap_dir *d, uint64_t *bad_chunk, struct snap_err *err);
+
+/*
+ * Memory digests (1.3): fills st->memory's digest_block, digests and anchors from the
+ * whole memory image (memory.size bytes; st's regions and vCPUs are used to place the
+ * CR3 anchor). present: a page bitmap, NULL for all; an absent page is read as zero
+ * without touching image. _fd reads the image from a raw memory file instead.
+ */
+int snap_memory_digest(struct snap_state *st, const void *image, const uint64_t *present,
+		       struct snap_err *err);
+int snap_memory_digest_fd(struct snap_state *st, int fd, struct snap_err *err);
+void snap_memory_clear_digests(struct snap_memory *m);
+/* Reads the anchor pages (a few KiB) and compares their CRC32C: a memory file from
+ * another snapshot, or all zeros, is refused naming the page. 0 when none recorded. */
+int snap_dir_check_anchors(const struct snap_dir *d, const char *dir, struct snap_err *err);
+/* verify --deep: every block's CRC32C; *bad_block the first failing one, or UINT64_MAX. */
+int snap_dir_verify_digests(const struct snap_dir *d, uint64_t *bad_block, struct snap_err *err);
 
 /* ---- working-set file (format 1.1, FORMAT.md section 10) ----------------------- */
 #define SNAP_WS_FILE        "ws.bin"

@@ -113,6 +113,8 @@ static inline bool sf_omitted(const struct sfield *f, const void *base)
 		return false;
 	if (f->kind == SF_STR)
 		return p[0] == '\0';
+	if (f->kind == SF_HBLOB || f->kind == SF_HSTRUCTS) /* empty */
+		return sf_get_u32(base, f->off_n) == 0;
 	return f->kind == SF_UINT && sf_get_u(p, f->width) == 0;
 }
 

@@ -48,10 +48,11 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 	if (c->vm.timings)
 		fprintf(stderr,
 			"ember-snapshot dir=%s id=%s us_total=%llu us_state=%llu us_memory=%llu "
-			"us_commit=%llu bytes_written=%llu zero_pages=%llu\n",
+			"us_commit=%llu us_digest=%llu bytes_written=%llu zero_pages=%llu\n",
 			c->snapshot_on_ready, ss.id, (unsigned long long)ss.us_total,
 			(unsigned long long)ss.us_state, (unsigned long long)ss.us_memory,
-			(unsigned long long)ss.us_commit, (unsigned long long)ss.bytes_written,
+			(unsigned long long)ss.us_commit, (unsigned long long)ss.us_digest,
+			(unsigned long long)ss.bytes_written,
 			(unsigned long long)ss.zero_pages);
 	return 0;
 }

@@ -24,6 +24,8 @@
 #define PAGE_SIZE 4096ull
 #define MiB (1024ull * 1024)
 #define GiB (1024ull * MiB)
+/* the largest guest RAM ember runs (--mem, and a restored snapshot's memory.size) */
+#define VM_MAX_MEM_BYTES (64ull * GiB)
 
 /* ---- log.c ------------------------------------------------------------------ */
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
@@ -347,6 +349,8 @@ struct vm {
 	/* the guest's first port write after a restore, resume or reset (timing_now_us) */
 	_Atomic uint64_t first_report_us;
 	atomic_bool wedged;          /* guest memory could not be served: never run again */
+	int lease_fd;                /* memguard.c: read lease on the raw memory file, -1 */
+	char memfile_name[4352];     /* the restored memory file (dir/name), for messages */
 
 	/* guest command queue for EMBER_UCALL_WAIT */
 	pthread_mutex_t cmd_lock;
@@ -378,6 +382,18 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb);
 int vm_boot_load(struct vm *vm, struct errbuf *eb);  /* kernel/initrd/cmdline + entry state */
 /* Resumes every vCPU and runs until a stop reason; vCPUs are parked on return. */
 enum vm_stop_reason vm_run(struct vm *vm);
+/* memguard.c: the raw memory file cannot change under the VM (read lease, or
+ * immutable; refused otherwise), and a SIGBUS on guest RAM stops the VM cleanly. */
+#define MEMGUARD_LEASE_SIGNAL (SIGRTMIN + 1)
+int memguard_block_lease_signal(void);
+int memguard_protect(struct vm *vm, int mem_fd, const char *dir, const char *name,
+		     struct errbuf *eb);
+void memguard_release(struct vm *vm);
+void memguard_lease_broken(struct vm *vm);
+int memguard_sigbus_init(struct vm *vm);
+void memguard_sigbus_fini(struct vm *vm);
+void memguard_poll(struct vm *vm);
+
 void vm_request_stop(struct vm *vm, enum vm_stop_reason r, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* Process exit status for a stop reason (0, 1, 3, 128+sig). */
@@ -435,6 +451,7 @@ struct snapshot_opts {
 };
 struct snapshot_stats {
 	uint64_t us_total, us_state, us_memory, us_commit;
+	uint64_t us_digest;          /* memory digests, part of us_memory (FORMAT.md 5.1) */
 	uint64_t bytes_written, pages_written, zero_pages;
 	char id[33];
 };
