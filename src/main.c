@@ -16,6 +16,7 @@ static void report_stop(struct vm *vm)
 	switch (vm->stop_reason) {
 	case VM_STOP_ERROR:
 	case VM_STOP_ASSERT:
+	case VM_STOP_CRASH:
 		pr_err("%s", vm->stop_msg);
 		break;
 	case VM_STOP_SIGNAL:

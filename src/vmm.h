@@ -250,7 +250,7 @@ struct vm_config {
 /* Why vm_run returned. */
 enum vm_stop_reason {
 	VM_STOP_NONE = 0,
-	VM_STOP_RESET,     /* i8042 reset, triple fault, KVM system event: exit 0 */
+	VM_STOP_RESET,     /* a reset the guest asked for (i8042, KVM system event): exit 0 */
 	VM_STOP_DONE,      /* GUEST_DONE: exit 0 */
 	VM_STOP_ASSERT,    /* GUEST_ASSERT: exit 3 */
 	VM_STOP_ERROR,     /* VMM or KVM error: exit 1 */
@@ -259,6 +259,7 @@ enum vm_stop_reason {
 	VM_STOP_SYNC,      /* GUEST_SYNC and cfg.stop_on_sync */
 	VM_STOP_REQUEST,   /* vm_request_stop() from another thread (control socket) */
 	VM_STOP_TIMEOUT,   /* cfg.timeout_ms elapsed: exit 124 */
+	VM_STOP_CRASH,     /* triple fault or KVM crash event: the guest died, exit 4 */
 };
 const char *vm_stop_reason_name(enum vm_stop_reason r);
 
