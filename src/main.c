@@ -61,6 +61,7 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 static int run_vm(struct vm *vm, const struct cli *c)
 {
 	struct errbuf eb = { "" };
+	bool snapshot_failed = false;
 	int status;
 
 	if (c->api_sock && api_start(vm, c->api_sock, &eb)) {
@@ -74,8 +75,14 @@ static int run_vm(struct vm *vm, const struct cli *c)
 
 		if (why != VM_STOP_READY)
 			break;
-		if (snapshot_on_ready(vm, c) && c->exit_after_snapshot)
-			return 1;
+		if (snapshot_on_ready(vm, c)) {
+			if (c->exit_after_snapshot)
+				return 1;
+			/* the guest carries on, but the run did not do what it was asked */
+			snapshot_failed = true;
+			pr_err("--snapshot-on-ready failed: the guest runs on without a snapshot, "
+			       "and ember will exit 1");
+		}
 		if (c->exit_after_snapshot) {
 			vm->stop_reason = VM_STOP_REQUEST;
 			snprintf(vm->stop_msg, sizeof(vm->stop_msg), "exit after snapshot");
@@ -98,6 +105,8 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	if (c->dump_regs)
 		x86_dump_vcpus(vm, stderr);
 	status = vm_exit_status(vm);
+	if (status == 0 && snapshot_failed)
+		status = 1;
 	return status;
 }
 
