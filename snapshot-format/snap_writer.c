@@ -404,7 +404,7 @@ int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struc
 	}
 	if (w->has_ws) {
 		ret = snap_ws_write_at(w->tmp_fd, w->tmp, st->header.id, st->memory.size / SNAP_PAGE_SIZE,
-				       w->ws, w->nr_ws, err);
+				       w->ws, w->nr_ws, true, err);
 		if (ret)
 			goto fail;
 	}

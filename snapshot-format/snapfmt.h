@@ -538,6 +538,9 @@ int snap_dir_verify_memory(const struct snap_dir *d, uint64_t *bad_chunk, struct
  * temp file in DIR, fsync, rename over any older ws.bin, fsync of DIR.
  */
 int snap_ws_write(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err);
+/* The same, but -EEXIST (message set) when DIR already has a ws.bin, checked atomically
+ * at the rename (RENAME_NOREPLACE): a good recording is never lost by accident. */
+int snap_ws_write_new(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err);
 /*
  * Reads and validates DIR/ws.bin against st (magic, version, CRC32C, id, page count,
  * every page < memory.size / 4096). -ENOENT (message set) when DIR has no ws.bin.

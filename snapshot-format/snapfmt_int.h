@@ -174,6 +174,6 @@ int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t ch
 
 /* Working-set file bytes, for the writer (snap_ws.c). */
 int snap_ws_write_at(int dirfd, const char *dir, const char *id, uint64_t mem_pages,
-		     const uint64_t *pages, uint64_t n, struct snap_err *err);
+		     const uint64_t *pages, uint64_t n, bool replace, struct snap_err *err);
 
 #endif

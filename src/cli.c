@@ -56,6 +56,8 @@ void cli_usage(FILE *f)
 		"                           eager: read all of it before resuming (a reference)\n"
 		"  --record-ws              uffd: record the pages the guest touches until its first\n"
 		"                           report, saved as the snapshot's working set (ws.bin)\n"
+		"  --force                  with --record-ws: replace an existing ws.bin (without it,\n"
+		"                           ember refuses before the guest runs)\n"
 		"  --prefetch ws|none       uffd: load the recorded working set in bulk (default none)\n"
 		"                           (without --mem-backend, these two choose uffd for a raw\n"
 		"                           snapshot too, said by an info line; with mmap or eager\n"
@@ -211,6 +213,7 @@ static const struct cli_flag {
 	{ "--snapshot", true, ON_RESTORE | ON_POOL },
 	{ "--mem-backend", true, ON_RESTORE },
 	{ "--record-ws", false, ON_RESTORE },
+	{ "--force", false, ON_RESTORE },
 	{ "--prefetch", true, ON_RESTORE },
 	{ "--no-io-uring", false, ON_RESTORE },
 	{ "--standby", false, ON_RESTORE | ON_CTL },
@@ -377,6 +380,8 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 			return errbuf_set(eb, -EINVAL, "--prefetch: '%s' is not ws or none", val);
 	} else if (!strcmp(flag, "--record-ws")) {
 		vc->record_ws = true;
+	} else if (!strcmp(flag, "--force")) {
+		c->force = true;
 	} else if (!strcmp(flag, "--no-io-uring")) {
 		vc->no_io_uring = true;
 	} else if (!strcmp(flag, "--compress")) {
@@ -501,6 +506,8 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 	if ((c->vm.mem_backend == MEM_BACKEND_MMAP || c->vm.mem_backend == MEM_BACKEND_EAGER) &&
 	    (c->vm.record_ws || c->vm.prefetch_ws))
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
+	if (c->force && !c->vm.record_ws)
+		return errbuf_set(eb, -EINVAL, "--force only applies to --record-ws");
 	if (c->vm.record_ws && c->vm.prefetch_ws)
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch ws exclude each other: "
 				  "prefetched pages never fault, so they would not be recorded");

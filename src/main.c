@@ -98,7 +98,7 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	report_stop(vm);
 	/* --record-ws: the pages touched until the first report, as the snapshot's ws.bin */
 	if (c->vm.record_ws && vm->pager && !atomic_load(&vm->wedged) &&
-	    pager_save_ws(vm->pager, vm->snapshot_dir, &eb)) {
+	    pager_save_ws(vm->pager, vm->snapshot_dir, c->force, &eb)) {
 		pr_err("%s", eb.msg);
 		return 1;
 	}
@@ -169,6 +169,21 @@ static int cmd_boot(struct cli *c)
 	return status;
 }
 
+/* --record-ws without --force: said before the guest runs, not after its recording (the
+ * writer refuses again, atomically, when it renames the new file into place). */
+static int check_no_ws(const char *dir, struct errbuf *eb)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, SNAP_WS_FILE) >= sizeof(path))
+		return errbuf_set(eb, -ENAMETOOLONG, "--snapshot: path too long");
+	if (lstat(path, &st) == 0)
+		return errbuf_set(eb, -EEXIST, "--record-ws: %s already exists: ember does not "
+				  "replace a working set unless --force is given", path);
+	return 0;
+}
+
 static int cmd_restore(struct cli *c)
 {
 	struct errbuf eb = { "" };
@@ -176,6 +191,10 @@ static int cmd_restore(struct cli *c)
 	int status;
 
 	c->vm.dirty_tracking = c->api_sock != NULL;
+	if (c->vm.record_ws && !c->force && check_no_ws(c->snapshot, &eb)) {
+		pr_err("%s", eb.msg);
+		return 1;
+	}
 	if (vm_restore(&vm, &c->vm, c->snapshot, &eb)) {
 		pr_err("%s", eb.msg);
 		return 1;

@@ -151,6 +151,59 @@ Test(lazy_ws, lz4_prefetched_restore_takes_far_fewer_faults, .init = init_lz4)
 		      (unsigned long long)prefetched, (unsigned long long)on_demand);
 }
 
+Test(lazy_ws, record_ws_never_replaces_an_existing_working_set, .init = init)
+{
+	struct proc_result r;
+	char ws[PATH_MAX];
+	uint8_t *before, *after;
+	size_t len_before, len_after;
+
+	record();
+	snapt_join(ws, g.dir, "ws.bin");
+	before = snapt_read_file(ws, &len_before);
+	/* a second recording whose first request touches almost nothing */
+	lazyt_restore(&r, g.dir, "--mem-backend uffd --record-ws", "exit");
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.err);
+	cr_assert(strstr(r.err, "ws.bin already exists"), "%s", r.err);
+	cr_assert(strstr(r.err, "--force"), "the message says how to replace it:\n%s", r.err);
+	proc_result_free(&r);
+	after = snapt_read_file(ws, &len_after);
+	cr_assert(len_after == len_before && !memcmp(before, after, len_before),
+		  "the working set changed");
+	free(before);
+	free(after);
+}
+
+Test(lazy_ws, record_ws_with_force_replaces_the_working_set, .init = init)
+{
+	struct proc_result r;
+	uint64_t n_first, n_second;
+
+	record();
+	free(lazyt_ws_load(g.dir, &n_first));
+	lazyt_restore(&r, g.dir, "--mem-backend uffd --record-ws --force", "exit");
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
+	proc_result_free(&r);
+	free(lazyt_ws_load(g.dir, &n_second));
+	cr_assert_lt(n_second, n_first, "the new, smaller recording did not replace the old one "
+		     "(%llu pages, then %llu)", (unsigned long long)n_first,
+		     (unsigned long long)n_second);
+	snapt_verify_ok(g.dir);
+}
+
+Test(lazy_ws, force_without_record_ws_is_a_usage_error, .init = init)
+{
+	struct proc_result r;
+
+	lazyt_restore(&r, g.dir, "--mem-backend uffd --force", "exit");
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 2, "exit %d:\n%s", r.status, r.err);
+	cr_assert(strstr(r.err, "--force only applies to --record-ws"), "%s", r.err);
+	proc_result_free(&r);
+}
+
 Test(lazy_ws, prefetch_without_a_working_set_is_a_clear_error, .init = init)
 {
 	struct proc_result r;
