@@ -69,6 +69,8 @@ void cli_usage(FILE *f)
 		"  --api-sock PATH          serve the control socket at PATH (see FORMAT.md)\n"
 		"  --console KIND           stdio (default), none, or file:PATH\n"
 		"  --console-input          feed stdin to the guest's serial port\n"
+		"  --console-limit BYTES    write at most BYTES of guest output (K, M, G suffixes;\n"
+		"                           default 64M, 0: no limit); the rest is counted\n"
 		"  --timings                print 'ember-timing <phase> <us>', 'ember-mem', and (when\n"
 		"                           they apply) 'ember-snapshot' and 'ember-pager' lines on\n"
 		"                           stderr (README \"Lines for machines\")\n"
@@ -221,6 +223,7 @@ static const struct cli_flag {
 	{ "--api-sock", true, ON_RUN | ON_CTL },
 	{ "--console", true, ON_RUN },
 	{ "--console-input", false, ON_RUN },
+	{ "--console-limit", true, ON_RUN },
 	{ "--timings", false, ON_RUN | ON_INVOKE },
 	{ "--guest-cmd", true, ON_RUN },
 	{ "--timeout", true, ON_RUN | ON_INVOKE | ON_CTL },
@@ -388,6 +391,11 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 		c->compress = true;
 	} else if (!strcmp(flag, "--console")) {
 		return parse_console(val, vc, eb);
+	} else if (!strcmp(flag, "--console-limit")) {
+		if (snap_parse_size(val, 1, &vc->console_limit))
+			return errbuf_set(eb, -EINVAL, "--console-limit: '%s' is not a size in bytes "
+					  "(a number with an optional K, M or G suffix; 0: no limit)",
+					  val);
 	} else if (!strcmp(flag, "--console-input")) {
 		vc->console_input = true;
 	} else if (!strcmp(flag, "--timings")) {
@@ -551,6 +559,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.mem_bytes = DEFAULT_MEM_MIB * MiB;
 	c->vm.nr_vcpus = 1;
 	c->vm.console = CONSOLE_STDIO;
+	c->vm.console_limit = CONSOLE_LIMIT_DEFAULT;
 	c->ready_fd = -1;
 	c->log_level = LOG_WARN;
 

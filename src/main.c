@@ -10,6 +10,7 @@
 #include "pool.h"
 #include "arch/x86_64/x86.h"
 #include "paging/paging.h"
+#include "dev/dev.h"
 
 static void report_stop(struct vm *vm)
 {
@@ -26,6 +27,31 @@ static void report_stop(struct vm *vm)
 	default:
 		pr_info("%s", vm->stop_msg);
 	}
+}
+
+/*
+ * What became of the guest's console output: one line when any of it was not written
+ * (or always with --timings). Returns true when output was lost to an error: the run
+ * then exits 1 (a limit the user set is reported but is not an error).
+ */
+static bool report_console(struct vm *vm, bool timings)
+{
+	struct console_stats cs;
+
+	if (!vm->serial)
+		return false;
+	serial_console_stats(vm->serial, &cs);
+	if (timings || cs.bytes_dropped || cs.bytes_limited)
+		fprintf(stderr, "ember-console bytes=%llu bytes_written=%llu bytes_dropped=%llu "
+			"bytes_limited=%llu limit=%llu\n", (unsigned long long)cs.bytes,
+			(unsigned long long)cs.bytes_written, (unsigned long long)cs.bytes_dropped,
+			(unsigned long long)cs.bytes_limited,
+			(unsigned long long)vm->cfg.console_limit);
+	if (!cs.bytes_dropped)
+		return false;
+	pr_err("%llu bytes of guest console output were lost (the console could not take "
+	       "them)", (unsigned long long)cs.bytes_dropped);
+	return true;
 }
 
 /* The golden snapshot: taken when the guest signals ready. A failure leaves no
@@ -61,7 +87,7 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 static int run_vm(struct vm *vm, const struct cli *c)
 {
 	struct errbuf eb = { "" };
-	bool snapshot_failed = false;
+	bool snapshot_failed = false, console_lost;
 	int status;
 
 	if (c->api_sock && api_start(vm, c->api_sock, &eb)) {
@@ -96,6 +122,7 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	if (c->vm.timings && vm->pager)
 		pager_report(vm->pager, stderr);
 	report_stop(vm);
+	console_lost = report_console(vm, c->vm.timings);
 	/* --record-ws: the pages touched until the first report, as the snapshot's ws.bin */
 	if (c->vm.record_ws && vm->pager && !atomic_load(&vm->wedged) &&
 	    pager_save_ws(vm->pager, vm->snapshot_dir, c->force, &eb)) {
@@ -105,7 +132,7 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	if (c->dump_regs)
 		x86_dump_vcpus(vm, stderr);
 	status = vm_exit_status(vm);
-	if (status == 0 && snapshot_failed)
+	if (status == 0 && (snapshot_failed || console_lost))
 		status = 1;
 	return status;
 }

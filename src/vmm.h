@@ -215,6 +215,19 @@ const struct bus_range *bus_find(const struct bus *b, uint64_t addr, uint64_t le
 
 /* ---- the VM ----------------------------------------------------------------- */
 enum console_kind { CONSOLE_STDIO, CONSOLE_NONE, CONSOLE_FILE };
+/* Default --console-limit: far more than any boot log or test guest prints (Linux's boot
+ * log is well under 1 MiB), yet a guest writing flat out (~3 MB/s through the UART
+ * here) needs ~20 s to reach it, and N VMs can take at most N times 64 MiB of disk. */
+#define CONSOLE_LIMIT_DEFAULT (64ull << 20)
+
+/* The guest's serial output: every byte it wrote is in exactly one of the last three
+ * (or none, with --console none). */
+struct console_stats {
+	uint64_t bytes;          /* written to the UART by the guest */
+	uint64_t bytes_written;  /* reached the console */
+	uint64_t bytes_dropped;  /* lost: the console failed (ENOSPC, EIO, ...) or stayed full */
+	uint64_t bytes_limited;  /* not written: past --console-limit */
+};
 
 #define VM_MAX_VCPUS 64
 #define VM_MAX_GUEST_CMDS 64
@@ -227,6 +240,7 @@ struct vm_config {
 	const char *cmdline;
 	enum console_kind console;
 	const char *console_path;
+	uint64_t console_limit;       /* --console-limit: bytes of guest output, 0: none */
 	bool console_input;           /* feed stdin to the UART */
 	const char *guest_cmds[VM_MAX_GUEST_CMDS];
 	unsigned nr_guest_cmds;
