@@ -557,6 +557,11 @@ int snap_ws_load(const char *dir, const struct snap_state *st, uint64_t **pages,
 int snap_ws_ranges(const uint64_t *pages, uint64_t n, uint64_t max_gap,
 		   struct snap_range **ranges, uint64_t *nr, struct snap_err *err);
 
+/* ---- file_kind.c ----------------------------------------------------------------- */
+/* "fifo", "directory", "socket", ... for st_mode: names what a path is when ember wanted
+ * a regular file. */
+const char *snap_file_kind(unsigned mode);
+
 /* ---- size_parse.c ---------------------------------------------------------------- */
 /* Digits with an optional K, M or G suffix (binary, either case); a plain number counts
  * plain_unit bytes. 0 with *out bytes, or -EINVAL (no digits, other characters,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -407,6 +408,20 @@ Test(boot, i8042_reset_is_a_deliberate_reset_with_status_0)
 	ember_test_run(&r, RUN_MS, "boot", "--kernel", i8042_reset_guest(), NULL);
 	assert_exit(0);
 	cr_assert_null(strstr(r.err, "error"), "a reset is not an error:\n%s", r.err);
+}
+
+Test(boot, kernel_that_is_a_fifo_is_refused_at_once)
+{
+	char fifo[PATH_MAX + 16];
+
+	ember_test_tmpdir(tmpdir, sizeof(tmpdir));
+	snprintf(fifo, sizeof(fifo), "%s/kernel.fifo", tmpdir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	/* before the fix, open(2) waited for a writer until this timeout killed ember */
+	ember_test_run(&r, 5000, "boot", "--kernel", fifo, NULL);
+	assert_exit(1);
+	cr_assert_not_null(strstr(r.err, "not a regular file (fifo)"), "stderr:\n%s", r.err);
+	cr_assert_not_null(strstr(r.err, fifo), "the path is not named:\n%s", r.err);
 }
 
 Test(boot, timeout_stops_a_halted_guest_with_status_124)
