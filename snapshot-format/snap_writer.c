@@ -222,6 +222,13 @@ int snap_writer_write_lz4(struct snap_writer *w, const void *image, uint64_t len
 int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint64_t len,
 				  uint32_t chunk_size, struct snap_err *err)
 {
+	return snap_writer_write_lz4_sparse(w, image, len, chunk_size, NULL, 0, err);
+}
+
+int snap_writer_write_lz4_sparse(struct snap_writer *w, const void *image, uint64_t len,
+				 uint32_t chunk_size, const struct snap_extent *data,
+				 uint64_t nr_data, struct snap_err *err)
+{
 	int ret;
 
 	if (w->lz4 || w->mem_end)
@@ -232,6 +239,13 @@ int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint
 	if (len == 0 || len % SNAP_PAGE_SIZE || len > SNAP_MAX_GPA)
 		return snap_err_set(err, -EINVAL, "lz4 memory write: 0x%" PRIx64 " bytes (must be a non-zero "
 				    "multiple of %u, at most 2^52)", len, SNAP_PAGE_SIZE);
+	if (snap_lz4_nr_chunks(len, chunk_size) > SNAP_LZ4_MAX_CHUNKS)
+		return snap_err_set(err, -E2BIG, "lz4 memory write: 0x%" PRIx64 " bytes in %u-byte "
+				    "chunks make %" PRIu64 " chunks (at most %u: a chunk size of "
+				    "at least %" PRIu64 " bytes is needed)", len, chunk_size,
+				    snap_lz4_nr_chunks(len, chunk_size), SNAP_LZ4_MAX_CHUNKS,
+				    len / SNAP_LZ4_MAX_CHUNKS > SNAP_LZ4_CHUNK_MIN
+					    ? len / SNAP_LZ4_MAX_CHUNKS : SNAP_LZ4_CHUNK_MIN);
 	/* the raw file made by begin is replaced by the lz4 one */
 	close(w->mem_fd);
 	unlinkat(w->tmp_fd, SNAP_MEMORY_FILE, 0);
@@ -239,8 +253,8 @@ int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint
 	if (w->mem_fd < 0)
 		return snap_err_set(err, -errno, "%s/%s: %s", w->tmp, SNAP_LZ4_MEMORY_FILE, strerror(errno));
 	w->lz4 = true;
-	ret = snap_lz4_compress_image(w->mem_fd, image, len, chunk_size, &w->chunks, &w->nr_chunks,
-				      &w->lz4_file_size, err);
+	ret = snap_lz4_compress_image(w->mem_fd, image, len, chunk_size, data, nr_data, &w->chunks,
+				      &w->nr_chunks, &w->lz4_file_size, err);
 	if (ret)
 		return ret;
 	w->chunk_size = chunk_size;
