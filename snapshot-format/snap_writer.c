@@ -5,17 +5,100 @@
  * A crash or error at any point leaves no DIR, so there is never a half-written
  * snapshot that would load.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "snapfmt_int.h"
+
+/*
+ * The temp directory of the writer in flight, for snap_writer_remove_in_flight in a
+ * signal handler: one slot, for tools that write one snapshot at a time (ember-snap).
+ * Set once the directory exists, cleared when the writer is freed (committed or not).
+ */
+static char in_flight[PATH_MAX];
+static volatile sig_atomic_t in_flight_set;
+
+static void track_in_flight(const char *tmp)
+{
+	size_t len = strlen(tmp);
+
+	if (len >= sizeof(in_flight))
+		return;
+	in_flight_set = 0;
+	memcpy(in_flight, tmp, len + 1);
+	in_flight_set = 1;
+}
+
+static void untrack_in_flight(const char *tmp)
+{
+	if (tmp && in_flight_set && !strcmp(in_flight, tmp))
+		in_flight_set = 0;
+}
+
+/* getdents64's record: glibc's readdir is not async-signal-safe, the system call is */
+struct dirent64_rec {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+/* Unlinks every entry of the directory fd (all files the writer made); one pass may
+ * miss entries that moved while it unlinked, so it goes again until one removes none. */
+static void unlink_all_at(int fd)
+{
+	static char buf[4096] __attribute__((aligned(8)));
+
+	for (int pass = 0; pass < 8; pass++) {
+		bool removed = false;
+		long n;
+
+		if (lseek(fd, 0, SEEK_SET) < 0)
+			return;
+		while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0) {
+			for (long off = 0; off < n;) {
+				struct dirent64_rec *d = (struct dirent64_rec *)(buf + off);
+
+				off += d->d_reclen;
+				if (d->d_name[0] == '.' && (!d->d_name[1] ||
+							    (d->d_name[1] == '.' && !d->d_name[2])))
+					continue;
+				removed |= unlinkat(fd, d->d_name, 0) == 0;
+			}
+		}
+		if (!removed)
+			return;
+	}
+}
+
+void snap_writer_remove_in_flight(void)
+{
+	int fd, saved = errno;
+
+	if (!in_flight_set)
+		return;
+	/* after the final rename the temp path is gone: nothing is removed then */
+	fd = open(in_flight, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0) {
+		unlink_all_at(fd);
+		close(fd);
+		rmdir(in_flight);
+	}
+	in_flight_set = 0;
+	errno = saved;
+}
 
 struct snap_writer {
 	char *dir;          /* final path, no trailing '/' */
@@ -37,6 +120,7 @@ struct snap_writer {
 
 static void writer_free(struct snap_writer *w)
 {
+	untrack_in_flight(w->tmp);
 	if (w->mem_fd >= 0)
 		close(w->mem_fd);
 	if (w->tmp_fd >= 0)
@@ -109,8 +193,10 @@ int snap_writer_begin(const char *dir, struct snap_writer **out, struct snap_err
 			ret = snap_err_set(err, -ENOMEM, "snapshot writer: out of memory");
 			goto fail;
 		}
-		if (mkdir(w->tmp, 0755) == 0)
+		if (mkdir(w->tmp, 0755) == 0) {
+			track_in_flight(w->tmp);
 			break;
+		}
 		if (errno != EEXIST || tries == 8) {
 			ret = snap_err_set(err, -errno, "cannot create snapshot temp directory %s: %s", w->tmp,
 					   strerror(errno));

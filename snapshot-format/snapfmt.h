@@ -403,6 +403,20 @@ const struct snap_write_stats *snap_writer_stats(const struct snap_writer *w);
 int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struct snap_err *err);
 /* Removes the temp directory and frees w. NULL is a no-op. */
 void snap_writer_abort(struct snap_writer *w);
+/*
+ * For a SIGINT/SIGTERM handler (async-signal-safe): removes the temp directory of the
+ * writer in flight, if any, with every file in it. One slot: meant for a tool that
+ * writes one snapshot at a time (ember-snap); the handler then exits.
+ */
+void snap_writer_remove_in_flight(void);
+/*
+ * snap_stale.c: removes the temp directories "DIR.tmp.<pid>.<8 hex>" next to DIR whose
+ * process is gone (kill(pid, 0) says ESRCH), calling fn for each (ret 0: removed, else
+ * -errno: kept, e.g. -ENOTEMPTY when it held something other than regular files).
+ * Returns how many were found, or -errno when DIR's parent cannot be read.
+ */
+typedef void (*snap_stale_fn)(const char *path, int pid, int ret, void *arg);
+int snap_writer_clean_stale(const char *dir, snap_stale_fn fn, void *arg);
 
 /* Writes a full snapshot at out: base's memory with diff's ranges applied, diff's state. */
 int snap_merge(const char *base, const char *diff, const char *out,
