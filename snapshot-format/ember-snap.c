@@ -1,7 +1,8 @@
 /*
  * ember-snap: inspect, verify, dump, merge, compress and decompress ember snapshots
  * without KVM.
- * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error.
+ * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error,
+ * 128+N: SIGINT/SIGTERM/SIGHUP N while writing (the temporary directory removed).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,7 +44,8 @@ static const char usage_text[] =
 	"--json: one JSON object on stdout instead (README \"Output for machines\"); verify's\n"
 	"has \"ok\" and, when false, \"error\"\n"
 	"\n"
-	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error.\n";
+	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error, 128+N stopped by\n"
+	"signal N (merge, compress and decompress remove their temporary directory first).\n";
 
 #define WS_GAP 8 /* pages: info's second range count merges across gaps this small */
 
