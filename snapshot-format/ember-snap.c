@@ -1,10 +1,12 @@
 /*
  * ember-snap: inspect, verify, dump, merge, compress and decompress ember snapshots
  * without KVM.
- * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error.
+ * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error,
+ * 128+N: SIGINT/SIGTERM/SIGHUP N while writing (the temporary directory removed).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +47,8 @@ static const char usage_text[] =
 	"--json: one JSON object on stdout instead (README \"Output for machines\"); verify's\n"
 	"has \"ok\" and, when false, \"error\"\n"
 	"\n"
-	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error.\n";
+	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error, 128+N stopped by\n"
+	"signal N (merge, compress and decompress remove their temporary directory first).\n";
 
 #define WS_GAP 8 /* pages: info's second range count merges across gaps this small */
 
@@ -428,6 +431,38 @@ static int parse_chunk_size(const char *arg, uint32_t *out)
 	return 0;
 }
 
+/* SIGINT/SIGTERM while writing: the temp directory goes, then exit 128 + signal. */
+static void on_signal(int sig)
+{
+	snap_writer_remove_in_flight();
+	_exit(128 + sig);
+}
+
+static void report_stale(const char *path, int pid, int ret, void *arg)
+{
+	(void)arg;
+	if (ret)
+		fprintf(stderr, "ember-snap: stale temporary directory %s (left by process %d, "
+			"which is gone) kept: %s\n", path, pid,
+			ret == -ENOTEMPTY ? "it holds more than a snapshot's files" : strerror(-ret));
+	else
+		fprintf(stderr, "ember-snap: removed stale temporary directory %s (left by process "
+			"%d, which is gone)\n", path, pid);
+}
+
+/* The commands that write DST: an interrupted run leaves no temp directory, and one a
+ * killed run left is removed (snap_stale.c). */
+static void prepare_writer(const char *dst)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	snap_writer_clean_stale(dst, report_stale, NULL);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct { const char *name; int nargs; const char *args; } cmds[] = {
@@ -484,7 +519,11 @@ int main(int argc, char **argv)
 	case 0: return json ? cmd_info_json(argv[2]) : cmd_info(argv[2]);
 	case 1: return cmd_verify(argv[2], json, deep);
 	case 2: return cmd_dump(argv[2]);
-	case 3: return cmd_merge(argv[2], argv[3], argv[4]);
-	default: return cmd_convert(i == 4, chunk_size, argv[2], argv[3]);
+	case 3:
+		prepare_writer(argv[4]);
+		return cmd_merge(argv[2], argv[3], argv[4]);
+	default:
+		prepare_writer(argv[3]);
+		return cmd_convert(i == 4, chunk_size, argv[2], argv[3]);
 	}
 }

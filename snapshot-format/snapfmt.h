@@ -419,6 +419,20 @@ const struct snap_write_stats *snap_writer_stats(const struct snap_writer *w);
 int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struct snap_err *err);
 /* Removes the temp directory and frees w. NULL is a no-op. */
 void snap_writer_abort(struct snap_writer *w);
+/*
+ * For a SIGINT/SIGTERM handler (async-signal-safe): removes the temp directory of the
+ * writer in flight, if any, with every file in it. One slot: meant for a tool that
+ * writes one snapshot at a time (ember-snap); the handler then exits.
+ */
+void snap_writer_remove_in_flight(void);
+/*
+ * snap_stale.c: removes the temp directories "DIR.tmp.<pid>.<8 hex>" next to DIR whose
+ * process is gone (kill(pid, 0) says ESRCH), calling fn for each (ret 0: removed, else
+ * -errno: kept, e.g. -ENOTEMPTY when it held something other than regular files).
+ * Returns how many were found, or -errno when DIR's parent cannot be read.
+ */
+typedef void (*snap_stale_fn)(const char *path, int pid, int ret, void *arg);
+int snap_writer_clean_stale(const char *dir, snap_stale_fn fn, void *arg);
 
 /* Writes a full snapshot at out: base's memory with diff's ranges applied, diff's state. */
 int snap_merge(const char *base, const char *diff, const char *out,
@@ -437,6 +451,10 @@ int snap_dump(FILE *out, const struct snap_state *st);
 #define SNAP_LZ4_INDEX_ENTRY   16u       /* bytes per entry */
 #define SNAP_LZ4_CHUNK_MIN     4096u
 #define SNAP_LZ4_CHUNK_MAX     (2u << 20)
+/* Chunks one lz4 image may have: the writer keeps an entry per chunk in memory and the
+ * index holds 16 bytes per chunk, so 2^22 chunks is a 64 MiB index (1 TiB at 256 KiB
+ * chunks). A larger image needs larger chunks. */
+#define SNAP_LZ4_MAX_CHUNKS    (1u << 22)
 /*
  * Default chunk size, measured on a 512 MiB sandbox snapshot (heap=256M seed=1: zero,
  * record and random pages mixed; 171 MiB of non-zero pages), LZ4_compress_default on
@@ -454,6 +472,11 @@ int snap_dump(FILE *out, const struct snap_state *st);
 #define SNAP_LZ4_CHUNK_DEFAULT (64u << 10)
 
 enum snap_chunk_kind { SNAP_CHUNK_ZERO = 0, SNAP_CHUNK_RAW = 1, SNAP_CHUNK_LZ4 = 2 };
+
+/* A byte range of a file that holds data (not a hole). */
+struct snap_extent {
+	uint64_t off, len;
+};
 
 struct snap_lz4_chunk {
 	uint64_t offset;             /* of the stored bytes in the memory file (0: zero chunk) */
@@ -521,6 +544,11 @@ int snap_lz4_chunk_read(const struct snap_lz4_index *ix, uint64_t i, void *dst, 
  */
 int snap_writer_write_lz4(struct snap_writer *w, const void *image, uint64_t len,
 			  struct snap_err *err);
+/* The same, when only the extents `data` of image may be non-zero (the rest is not
+ * read: a sparse file's holes); data NULL: all of it may be. */
+int snap_writer_write_lz4_sparse(struct snap_writer *w, const void *image, uint64_t len,
+				 uint32_t chunk_size, const struct snap_extent *data,
+				 uint64_t nr_data, struct snap_err *err);
 int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint64_t len,
 				  uint32_t chunk_size, struct snap_err *err);
 /* Stores a copy of a working set that snap_writer_commit writes as ws.bin. */
@@ -570,6 +598,9 @@ int snap_dir_verify_digests(const struct snap_dir *d, uint64_t *bad_block, struc
  * temp file in DIR, fsync, rename over any older ws.bin, fsync of DIR.
  */
 int snap_ws_write(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err);
+/* The same, but -EEXIST (message set) when DIR already has a ws.bin, checked atomically
+ * at the rename (RENAME_NOREPLACE): a good recording is never lost by accident. */
+int snap_ws_write_new(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err);
 /*
  * Reads and validates DIR/ws.bin against st (magic, version, CRC32C, id, page count,
  * every page < memory.size / 4096). -ENOENT (message set) when DIR has no ws.bin.
@@ -585,6 +616,17 @@ int snap_ws_load(const char *dir, const struct snap_state *st, uint64_t **pages,
  */
 int snap_ws_ranges(const uint64_t *pages, uint64_t n, uint64_t max_gap,
 		   struct snap_range **ranges, uint64_t *nr, struct snap_err *err);
+
+/* sparse_extents.c: the data extents of fd's first size bytes, sorted, disjoint
+ * (*out malloc'd, NULL when all hole). -ENOTSUP when unknown (no SEEK_DATA, or more
+ * than SNAP_MAX_EXTENTS pieces): treat the whole file as data then. */
+#define SNAP_MAX_EXTENTS (1u << 20)
+int snap_data_extents(int fd, uint64_t size, struct snap_extent **out, uint64_t *nr);
+
+/* ---- file_kind.c ----------------------------------------------------------------- */
+/* "fifo", "directory", "socket", ... for st_mode: names what a path is when ember wanted
+ * a regular file. */
+const char *snap_file_kind(unsigned mode);
 
 /* ---- size_parse.c ---------------------------------------------------------------- */
 /* Digits with an optional K, M or G suffix (binary, either case); a plain number counts

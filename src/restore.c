@@ -65,8 +65,12 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
 		if (r == -ENOENT)
 			return errbuf_set(eb, r, "--prefetch ws: snapshot %s has no working set (record "
 					  "one with 'ember restore --record-ws')", dir);
+		if (r == -ENOMEM)
+			return errbuf_set(eb, r, "%s", se.msg);
+		/* prefetch only saves faults, and every page it would bring in is checked on
+		 * its way anyway: a damaged ws.bin costs speed, not the restore (FORMAT.md 10.6) */
 		if (r)
-			return errbuf_set(eb, r, "%s", se.msg); /* names the snapshot */
+			pr_warn("--prefetch ws: %s: restoring without prefetch", se.msg);
 		pc.ws_pages = ws;
 		pc.nr_ws_pages = nr_ws;
 	}

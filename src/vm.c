@@ -29,6 +29,7 @@ const char *vm_stop_reason_name(enum vm_stop_reason r)
 		[VM_STOP_ERROR] = "error",	 [VM_STOP_SIGNAL] = "signal",
 		[VM_STOP_READY] = "ready",	 [VM_STOP_SYNC] = "sync",
 		[VM_STOP_REQUEST] = "request", [VM_STOP_TIMEOUT] = "timeout",
+		[VM_STOP_CRASH] = "crash",
 	};
 
 	if ((unsigned)r < ARRAY_SIZE(names) && names[r])
@@ -255,6 +256,8 @@ int vm_exit_status(const struct vm *vm)
 		return 128 + vm->stop_code;
 	case VM_STOP_TIMEOUT:
 		return 124;
+	case VM_STOP_CRASH:
+		return 4;
 	default:
 		return 0;
 	}

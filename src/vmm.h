@@ -217,6 +217,19 @@ const struct bus_range *bus_find(const struct bus *b, uint64_t addr, uint64_t le
 
 /* ---- the VM ----------------------------------------------------------------- */
 enum console_kind { CONSOLE_STDIO, CONSOLE_NONE, CONSOLE_FILE };
+/* Default --console-limit: far more than any boot log or test guest prints (Linux's boot
+ * log is well under 1 MiB), yet a guest writing flat out (~3 MB/s through the UART
+ * here) needs ~20 s to reach it, and N VMs can take at most N times 64 MiB of disk. */
+#define CONSOLE_LIMIT_DEFAULT (64ull << 20)
+
+/* The guest's serial output: every byte it wrote is in exactly one of the last three
+ * (or none, with --console none). */
+struct console_stats {
+	uint64_t bytes;          /* written to the UART by the guest */
+	uint64_t bytes_written;  /* reached the console */
+	uint64_t bytes_dropped;  /* lost: the console failed (ENOSPC, EIO, ...) or stayed full */
+	uint64_t bytes_limited;  /* not written: past --console-limit */
+};
 
 #define VM_MAX_VCPUS 64
 #define VM_MAX_GUEST_CMDS 64
@@ -229,6 +242,7 @@ struct vm_config {
 	const char *cmdline;
 	enum console_kind console;
 	const char *console_path;
+	uint64_t console_limit;       /* --console-limit: bytes of guest output, 0: none */
 	bool console_input;           /* feed stdin to the UART */
 	const char *guest_cmds[VM_MAX_GUEST_CMDS];
 	unsigned nr_guest_cmds;
@@ -252,7 +266,7 @@ struct vm_config {
 /* Why vm_run returned. */
 enum vm_stop_reason {
 	VM_STOP_NONE = 0,
-	VM_STOP_RESET,     /* i8042 reset, triple fault, KVM system event: exit 0 */
+	VM_STOP_RESET,     /* a reset the guest asked for (i8042, KVM system event): exit 0 */
 	VM_STOP_DONE,      /* GUEST_DONE: exit 0 */
 	VM_STOP_ASSERT,    /* GUEST_ASSERT: exit 3 */
 	VM_STOP_ERROR,     /* VMM or KVM error: exit 1 */
@@ -261,6 +275,7 @@ enum vm_stop_reason {
 	VM_STOP_SYNC,      /* GUEST_SYNC and cfg.stop_on_sync */
 	VM_STOP_REQUEST,   /* vm_request_stop() from another thread (control socket) */
 	VM_STOP_TIMEOUT,   /* cfg.timeout_ms elapsed: exit 124 */
+	VM_STOP_CRASH,     /* triple fault or KVM crash event: the guest died, exit 4 */
 };
 const char *vm_stop_reason_name(enum vm_stop_reason r);
 
