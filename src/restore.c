@@ -241,8 +241,9 @@ static int cpu_check_join(struct cpu_check *c, struct errbuf *eb)
  * The one sequence that sets a snapshot's state, for a restore and an in-place reset
  * alike (x86.h has the reasons): the TSC frequency, every vCPU and one TSC offset for
  * them all, then the VM-wide state (PIT, kvmclock, PICs, IOAPIC), then the devices,
- * whose interrupt lines are re-driven from their restored state; last, every guest is
- * told it was stopped.
+ * whose interrupt lines are re-driven from their restored state; then a new VMGenID
+ * and its interrupt (after the irqchip, or the edge would be lost); last, every guest
+ * is told it was stopped.
  */
 int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 {
@@ -256,6 +257,8 @@ int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 		r = x86_vm_restore(vm, &st->vm, eb);
 	if (!r)
 		r = devices_restore(vm, st, eb);
+	if (!r)
+		r = vmgenid_update(vm, eb);
 	if (!r)
 		x86_kvmclock_stopped(vm);
 	return r;

@@ -184,6 +184,31 @@ fail:
 	return r;
 }
 
+/* The ACPI tables describe the devices of the device table this VM has. */
+static int write_acpi(struct vm *vm, struct errbuf *eb)
+{
+	struct acpi_layout l = { .nr_vcpus = vm->nr_vcpus, .vmgenid_addr = ACPI_VMGENID_ADDR,
+				 .ged_gsi = ACPI_GED_GSI };
+
+	for (unsigned i = 0; i < vm->nr_devices; i++) {
+		const struct dev_slot *s = vm->devices[i]->slot;
+
+		if (vm->devices[i] == vm->serial) {
+			l.serial_port = (uint16_t)s->base;
+			l.serial_gsi = s->gsi;
+		} else if (s->bus == DEV_MMIO) {
+			/* every MMIO device is a virtio-mmio transport */
+			if (l.nr_virtio == ACPI_MAX_VIRTIO)
+				return errbuf_set(eb, -E2BIG, "ACPI: more than %u virtio devices",
+						  ACPI_MAX_VIRTIO);
+			l.virtio[l.nr_virtio].base = s->base;
+			l.virtio[l.nr_virtio].size = s->len;
+			l.virtio[l.nr_virtio++].gsi = s->gsi;
+		}
+	}
+	return acpi_write(&vm->mem, &l, eb);
+}
+
 int vm_boot_load(struct vm *vm, struct errbuf *eb)
 {
 	const char *base = vm->cfg.cmdline ? vm->cfg.cmdline : "console=ttyS0 reboot=k panic=1";
@@ -213,7 +238,13 @@ int vm_boot_load(struct vm *vm, struct errbuf *eb)
 	free(cmdline);
 	if (r)
 		return r;
+	/* Both tables: Linux prefers ACPI when it finds it, and the MP table stays for
+	 * kernels built without ACPI (minimal microVM configs, as Firecracker's CI builds
+	 * them). The test guests read neither: tests/guest/lib/smp.c starts the APs by
+	 * APIC id 1..n-1, and the acpi guest reads ACPI only. */
 	r = mptable_write(&vm->mem, vm->nr_vcpus, eb);
+	if (!r)
+		r = write_acpi(vm, eb);
 	if (r)
 		return r;
 	r = x86_vcpu_set_entry(&vm->vcpus[0], bi.entry, eb);
