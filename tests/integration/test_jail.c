@@ -4,7 +4,8 @@
  * (ids, capabilities, namespaces, fds, limits, cgroup, its root). The tests run as root,
  * as the jailer must. This machine's memory/cpu/pids controllers may be on cgroup v1
  * hierarchies: the cgroup test reads back whichever version the jailer reports and says
- * loudly which one it could not exercise (test_jail_cgroup.c covers v2's writes).
+ * loudly which one it could not exercise (tests/unit/test_jail.c covers where the groups
+ * of both versions go, not the kernel's side of v2).
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -304,8 +305,8 @@ Test(jail, cgroup_limits_are_set_on_the_jailed_embers_group)
 
 	if (exists("/sys/fs/cgroup/memory/cgroup.procs")) {
 		cr_log_warn("cgroup v1 controllers on this machine: the jailer's v1 path is what "
-			    "runs here; cgroup v2 limits are NOT exercised on a kernel here (only "
-			    "their writes, by test_jail_cgroup)");
+			    "runs here; cgroup v2 limits are NOT exercised on this machine (only "
+			    "where v2's group goes, by tests/unit/test_jail.c)");
 		cgroup_dir(pid, "memory", dir, sizeof(dir));
 		read_small(dir, "memory.limit_in_bytes", v, sizeof(v));
 		cr_assert_str_eq(v, "536870912");
