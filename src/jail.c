@@ -182,8 +182,7 @@ int jail_parse(int argc, char **argv, struct jail_opts *o, struct errbuf *eb)
 			key[eq - v] = 0;
 			if ((r = jail_cgroup_check(key, eq + 1, eb)))
 				return r;
-			/* the key is a prefix of argv's string: keep a copy of our own */
-			o->cg[o->nr_cg].key = strndup(v, (size_t)(eq - v));
+			snprintf(o->cg[o->nr_cg].key, sizeof(o->cg[0].key), "%s", key);
 			o->cg[o->nr_cg++].value = eq + 1;
 		} else if (!strcmp(a, "--netns")) {
 			o->netns = v;
@@ -239,9 +238,9 @@ static int cleanup_run(struct jail_opts *o)
 
 	if (o->nr_cg == 0) {
 		/* which controllers a run used is not recorded: look for all three */
-		o->cg[0] = (struct jail_cg_set){ "memory.max", "max" };
-		o->cg[1] = (struct jail_cg_set){ "cpu.max", "max" };
-		o->cg[2] = (struct jail_cg_set){ "pids.max", "max" };
+		o->cg[0] = (struct jail_cg_set){ .key = "memory.max", .value = "max" };
+		o->cg[1] = (struct jail_cg_set){ .key = "cpu.max", .value = "max" };
+		o->cg[2] = (struct jail_cg_set){ .key = "pids.max", .value = "max" };
 		o->nr_cg = 3;
 	}
 	if (jail_cgroup_locate(&cg, o, &eb) == 0)

@@ -32,7 +32,7 @@ struct jail_bind {
 };
 
 struct jail_cg_set {
-	const char *key;     /* memory.max, cpu.max or pids.max (cgroup v2 names) */
+	char key[32];        /* memory.max, cpu.max or pids.max (cgroup v2 names) */
 	const char *value;
 };
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -154,11 +155,6 @@ void jail_child(const struct jail_opts *o, const struct jail_cgroup *cg, int err
 	const char *e;
 	int fd;
 
-	/* a jailer that dies takes the VM with it */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL)) {
-		STEP_FAIL(eb, "PR_SET_PDEATHSIG: %s", strerror(errno));
-		return;
-	}
 	if (cg->nr && jail_cgroup_join(cg, eb))
 		return;
 	if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)) {
@@ -188,6 +184,15 @@ void jail_child(const struct jail_opts *o, const struct jail_cgroup *cg, int err
 	}
 	if (drop_privileges(o, eb))
 		return;
+	/* a jailer that dies takes the VM with it. Set here: a change of credentials
+	 * clears it. If the jailer died already, the read end of errfd is gone. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL)) {
+		STEP_FAIL(eb, "PR_SET_PDEATHSIG: %s", strerror(errno));
+		return;
+	}
+	struct pollfd pfd = { .fd = errfd, .events = POLLOUT };
+	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR))
+		_exit(1);
 	/* a small environment: the jail has no use for the launcher's */
 	if ((e = getenv("EMBER_LOG")) && strlen(e) < 200) {
 		snprintf(env_log, sizeof(env_log), "EMBER_LOG=%s", e);

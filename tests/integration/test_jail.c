@@ -53,6 +53,18 @@ TestSuite(jail, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
+/* A jail id of this test's own (name-PID): a run that was killed half-way may have left
+ * its groups, and ids are unique while they exist. Valid for the next few calls. */
+static const char *J(const char *name)
+{
+	static char ring[8][64];
+	static unsigned next;
+	char *b = ring[next++ % 8];
+
+	snprintf(b, sizeof(ring[0]), "%s-%d", name, (int)getpid());
+	return b;
+}
+
 static bool exists(const char *path)
 {
 	struct stat st;
@@ -201,19 +213,34 @@ Test(jail, jailed_restore_runs_the_guest_to_its_answer)
 {
 	struct proc_result r;
 
-	ember_test_run(&r, RUN_MS, "jail", "--id", "vm1", "--uid", JAIL_UID, "--gid", JAIL_GID,
+	ember_test_run(&r, RUN_MS, "jail", "--id", J("vm1"), "--uid", JAIL_UID, "--gid", JAIL_GID,
 		       "--chroot-base", base, "--ro-bind", bind, "--", "restore", "--snapshot",
 		       "/snapshot", "--guest-cmd", "verify", "--guest-cmd", "exit", NULL);
 	ember_test_assert_no_crash(&r);
 	cr_assert_eq(r.status, 0, "ember jail exited %d:\n%s", r.status, r.err);
 	cr_assert_eq(snapt_checksum(r.out, 0), golden_sum, "the jailed guest's checksum is wrong");
-	cr_assert_not_null(strstr(r.err, "ember-jail id=vm1 pid="), "no ember-jail line:\n%s", r.err);
+	cr_assert_not_null(strstr(r.err, "ember-jail id=vm1-"), "no ember-jail line:\n%s", r.err);
+	proc_result_free(&r);
+}
+
+/* the page server as an unprivileged user: /dev/userfaultfd in the jail is the jail's */
+Test(jail, jailed_restore_with_the_uffd_backend_answers_right)
+{
+	struct proc_result r;
+
+	ember_test_run(&r, RUN_MS, "jail", "--id", J("uffd"), "--uid", JAIL_UID, "--gid", JAIL_GID,
+		       "--chroot-base", base, "--ro-bind", bind, "--", "restore", "--snapshot",
+		       "/snapshot", "--mem-backend", "uffd", "--guest-cmd", "verify",
+		       "--guest-cmd", "exit", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "ember jail exited %d:\n%s", r.status, r.err);
+	cr_assert_eq(snapt_checksum(r.out, 0), golden_sum, "the jailed guest's checksum is wrong");
 	proc_result_free(&r);
 }
 
 Test(jail, jailed_ember_runs_as_the_jail_uid_and_gid)
 {
-	struct proc *p = start_confined("ids");
+	struct proc *p = start_confined(J("ids"));
 	pid_t pid = jailed_pid(p);
 	char v[128];
 
@@ -223,12 +250,12 @@ Test(jail, jailed_ember_runs_as_the_jail_uid_and_gid)
 	cr_assert_str_eq(v, JAIL_GID "\t" JAIL_GID "\t" JAIL_GID "\t" JAIL_GID);
 	proc_field(pid, "status", "Groups:", v, sizeof(v));
 	cr_assert_str_eq(v, "", "supplementary groups left: %s", v);
-	stop_confined(p, "ids");
+	stop_confined(p, J("ids"));
 }
 
 Test(jail, jailed_ember_has_no_capabilities_and_no_new_privs)
 {
-	struct proc *p = start_confined("caps");
+	struct proc *p = start_confined(J("caps"));
 	pid_t pid = jailed_pid(p);
 	static const char *const sets[] = { "CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:" };
 	char v[128];
@@ -239,12 +266,12 @@ Test(jail, jailed_ember_has_no_capabilities_and_no_new_privs)
 	}
 	proc_field(pid, "status", "NoNewPrivs:", v, sizeof(v));
 	cr_assert_str_eq(v, "1");
-	stop_confined(p, "caps");
+	stop_confined(p, J("caps"));
 }
 
 Test(jail, jailed_ember_has_its_own_mount_pid_ipc_and_uts_namespaces)
 {
-	struct proc *p = start_confined("ns");
+	struct proc *p = start_confined(J("ns"));
 	pid_t pid = jailed_pid(p);
 	static const char *const nss[] = { "mnt", "pid", "ipc", "uts" };
 	char mine[64], its[64], v[64];
@@ -257,7 +284,7 @@ Test(jail, jailed_ember_has_its_own_mount_pid_ipc_and_uts_namespaces)
 	/* PID 1 of its namespace */
 	proc_field(pid, "status", "NSpid:", v, sizeof(v));
 	cr_assert(strlen(v) > 2 && !strcmp(v + strlen(v) - 2, "\t1"), "NSpid: %s", v);
-	stop_confined(p, "ns");
+	stop_confined(p, J("ns"));
 }
 
 Test(jail, an_fd_the_launcher_leaked_is_closed_in_the_jailed_ember)
@@ -273,7 +300,7 @@ Test(jail, an_fd_the_launcher_leaked_is_closed_in_the_jailed_ember)
 	/* no O_CLOEXEC: the jailer inherits it, as from a careless launcher */
 	leak = open(leak_path, O_RDWR | O_CREAT, 0600);
 	cr_assert_geq(leak, 3);
-	p = start_confined("fds");
+	p = start_confined(J("fds"));
 	close(leak);
 	pid = jailed_pid(p);
 	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
@@ -294,12 +321,12 @@ Test(jail, an_fd_the_launcher_leaked_is_closed_in_the_jailed_ember)
 			       "launcher's %s", e->d_name, link);
 	}
 	closedir(d);
-	stop_confined(p, "fds");
+	stop_confined(p, J("fds"));
 }
 
 Test(jail, cgroup_limits_are_set_on_the_jailed_embers_group)
 {
-	struct proc *p = start_confined("cg");
+	struct proc *p = start_confined(J("cg"));
 	pid_t pid = jailed_pid(p);
 	char dir[PATH_MAX], v[64];
 
@@ -328,14 +355,14 @@ Test(jail, cgroup_limits_are_set_on_the_jailed_embers_group)
 		read_small(dir, "cpu.max", v, sizeof(v));
 		cr_assert_str_eq(v, "50000 100000");
 	}
-	cr_assert_not_null(strstr(dir, "/ember/cg"), "the group %s is not PARENT/ID", dir);
-	stop_confined(p, "cg");
+	cr_assert_not_null(strstr(dir, "/ember/cg-"), "the group %s is not PARENT/ID", dir);
+	stop_confined(p, J("cg"));
 	cr_assert(!exists(dir), "the jailer left the group %s behind", dir);
 }
 
 Test(jail, rlimits_nofile_and_fsize_are_applied)
 {
-	struct proc *p = start_confined("rl");
+	struct proc *p = start_confined(J("rl"));
 	pid_t pid = jailed_pid(p);
 	char v[128], soft[32], hard[32];
 
@@ -347,12 +374,12 @@ Test(jail, rlimits_nofile_and_fsize_are_applied)
 	cr_assert_eq(sscanf(v, "%31s %31s", soft, hard), 2);
 	cr_assert_str_eq(soft, "1073741824");
 	cr_assert_str_eq(hard, "1073741824");
-	stop_confined(p, "rl");
+	stop_confined(p, J("rl"));
 }
 
 Test(jail, snapshot_is_the_original_files_mounted_read_only_not_a_copy)
 {
-	struct proc *p = start_confined("ro");
+	struct proc *p = start_confined(J("ro"));
 	pid_t pid = jailed_pid(p);
 	char in_jail[PATH_MAX], orig[PATH_MAX];
 	struct stat a, b;
@@ -372,16 +399,16 @@ Test(jail, snapshot_is_the_original_files_mounted_read_only_not_a_copy)
 	cr_assert(fd < 0 && errno == EROFS, "opening it for writing: %s",
 		  fd < 0 ? strerror(errno) : "succeeded");
 	/* and nothing of it on the host's side of the jail directory */
-	snapt_join(in_jail, base, "ro/root/snapshot/memory.raw");
+	snapt_join(in_jail, base, "%s/root/snapshot/memory.raw", J("ro"));
 	cr_assert(!exists(in_jail), "%s exists outside the jail's mount namespace", in_jail);
-	stop_confined(p, "ro");
+	stop_confined(p, J("ro"));
 }
 
 Test(jail, a_host_path_outside_the_jail_root_is_not_reachable)
 {
 	struct proc_result r;
 
-	ember_test_run(&r, RUN_MS, "jail", "--id", "out", "--uid", JAIL_UID, "--gid", JAIL_GID,
+	ember_test_run(&r, RUN_MS, "jail", "--id", J("out"), "--uid", JAIL_UID, "--gid", JAIL_GID,
 		       "--chroot-base", base, "--ro-bind", bind, "--", "restore", "--snapshot",
 		       golden, "--guest-cmd", "exit", NULL);
 	ember_test_assert_no_crash(&r);
@@ -389,6 +416,28 @@ Test(jail, a_host_path_outside_the_jail_root_is_not_reachable)
 	cr_assert_not_null(strstr(r.err, golden), "the error does not name %s:\n%s", golden,
 			   r.err);
 	cr_assert_null(strstr(r.out, "checksum="), "the guest ran from a host path");
+	proc_result_free(&r);
+}
+
+Test(jail, jailed_ember_dies_with_a_killed_jailer)
+{
+	struct proc *p = start_confined(J("orphan"));
+	pid_t pid = jailed_pid(p);
+	struct proc_result r;
+	char stat_path[64];
+	unsigned waited;
+
+	cr_assert_eq(kill(proc_pid(p), SIGKILL), 0);
+	proc_finish(p, RUN_MS, &r);
+	proc_result_free(&r);
+	snprintf(stat_path, sizeof(stat_path), "/proc/%d/status", (int)pid);
+	for (waited = 0; waited < 5000 && exists(stat_path); waited += 10)
+		usleep(10000);
+	cr_assert(!exists(stat_path), "the jailed ember %d outlived its jailer", (int)pid);
+	/* nothing removed its group: --cleanup does */
+	ember_test_run(&r, RUN_MS, "jail", "--cleanup", "--id", J("orphan"), "--chroot-base", base,
+		       NULL);
+	cr_assert_eq(r.status, 0, "--cleanup exited %d:\n%s", r.status, r.err);
 	proc_result_free(&r);
 }
 
@@ -407,12 +456,12 @@ Test(jail, jailed_pool_serves_an_invocation_and_drains_on_sigterm)
 	fnt_golden(&fg, tmp, 4, 64);
 	cr_assert_eq(chmod(fg.dir, 0755), 0);
 	snprintf(fbind, sizeof(fbind), "%s:/snapshot", fg.dir);
-	p = ember_test_start("jail", "--id", "pool", "--uid", JAIL_UID, "--gid", JAIL_GID,
+	p = ember_test_start("jail", "--id", J("pool"), "--uid", JAIL_UID, "--gid", JAIL_GID,
 			     "--chroot-base", base, "--ro-bind", fbind, "--cgroup", "pids.max=16",
 			     "--", "pool", "--snapshot", "/snapshot", "--socket", "/run/pool.sock",
 			     "--size", "1", NULL);
 	pool_pid = jailed_pid(p);
-	snapt_join(sock, base, "pool/root/run/pool.sock");
+	snapt_join(sock, base, "%s/root/run/pool.sock", J("pool"));
 	snapt_wait_socket(sock, RUN_MS);
 	for (size_t i = 0; i < sizeof(in); i++)
 		in[i] = (uint8_t)(i * 7 + 3);
@@ -458,7 +507,7 @@ static void assert_refused(int want_status, const char *needle, const char *cons
 
 Test(jail, missing_uid_is_a_usage_error_and_creates_nothing)
 {
-	const char *args[] = { "jail", "--id", "nouid", "--gid", JAIL_GID, "--chroot-base", base,
+	const char *args[] = { "jail", "--id", J("nouid"), "--gid", JAIL_GID, "--chroot-base", base,
 			       "--", "restore", "--snapshot", "/snapshot", NULL };
 
 	assert_refused(2, "--uid and --gid are required", args);
@@ -476,7 +525,7 @@ Test(jail, id_with_a_slash_is_refused)
 
 Test(jail, uid_0_is_refused)
 {
-	const char *args[] = { "jail", "--id", "root", "--uid", "0", "--gid", JAIL_GID,
+	const char *args[] = { "jail", "--id", J("root"), "--uid", "0", "--gid", JAIL_GID,
 			       "--chroot-base", base, "--", "restore", NULL };
 
 	assert_refused(2, "--uid: 0 is root", args);
@@ -485,7 +534,7 @@ Test(jail, uid_0_is_refused)
 Test(jail, missing_snapshot_to_bind_is_refused_and_creates_nothing)
 {
 	char nope[PATH_MAX], arg[PATH_MAX + 16];
-	const char *args[] = { "jail", "--id", "nosnap", "--uid", JAIL_UID, "--gid", JAIL_GID,
+	const char *args[] = { "jail", "--id", J("nosnap"), "--uid", JAIL_UID, "--gid", JAIL_GID,
 			       "--chroot-base", base, "--ro-bind", arg, "--", "restore",
 			       "--snapshot", "/snapshot", NULL };
 
@@ -498,7 +547,7 @@ Test(jail, missing_snapshot_to_bind_is_refused_and_creates_nothing)
 Test(jail, failed_setup_removes_the_jail_directory_and_its_cgroup)
 {
 	char notns[PATH_MAX], dir[PATH_MAX];
-	const char *args[] = { "jail", "--id", "fail", "--uid", JAIL_UID, "--gid", JAIL_GID,
+	const char *args[] = { "jail", "--id", J("fail"), "--uid", JAIL_UID, "--gid", JAIL_GID,
 			       "--chroot-base", base, "--ro-bind", bind, "--cgroup", "pids.max=8",
 			       "--netns", notns, "--", "restore", "--snapshot", "/snapshot", NULL };
 	FILE *f;
@@ -509,7 +558,7 @@ Test(jail, failed_setup_removes_the_jail_directory_and_its_cgroup)
 	snapt_join(notns, tmp, "not-a-netns");
 	ember_test_write_file(tmp, "not-a-netns", "x", 1);
 	assert_refused(1, "network namespace", args);
-	snapt_join(dir, base, "fail");
+	snapt_join(dir, base, "%s", J("fail"));
 	cr_assert(!exists(dir), "%s was left behind", dir);
 	cr_assert(exists(base), "the chroot base itself stays");
 	/* our own pids group + ember/fail */
@@ -522,8 +571,8 @@ Test(jail, failed_setup_removes_the_jail_directory_and_its_cgroup)
 			continue;
 		if (nl)
 			*nl = 0;
-		snprintf(dir, sizeof(dir), "/sys/fs/cgroup/pids%s/ember/fail",
-			 strcmp(c + 6, "/") ? c + 6 : "");
+		snprintf(dir, sizeof(dir), "/sys/fs/cgroup/pids%s/ember/%s",
+			 strcmp(c + 6, "/") ? c + 6 : "", J("fail"));
 		cr_assert(!exists(dir), "the group %s was left behind", dir);
 	}
 	fclose(f);
@@ -532,11 +581,11 @@ Test(jail, failed_setup_removes_the_jail_directory_and_its_cgroup)
 Test(jail, an_existing_jail_directory_is_refused_and_kept)
 {
 	char dir[PATH_MAX], keep[PATH_MAX];
-	const char *args[] = { "jail", "--id", "busy", "--uid", JAIL_UID, "--gid", JAIL_GID,
+	const char *args[] = { "jail", "--id", J("busy"), "--uid", JAIL_UID, "--gid", JAIL_GID,
 			       "--chroot-base", base, "--", "restore", "--snapshot", "/snapshot",
 			       NULL };
 
-	snapt_join(dir, base, "busy");
+	snapt_join(dir, base, "%s", J("busy"));
 	cr_assert_eq(mkdir(base, 0755), 0);
 	cr_assert_eq(mkdir(dir, 0755), 0);
 	snapt_join(keep, dir, "keep");
@@ -550,18 +599,18 @@ Test(jail, cleanup_removes_what_a_run_left)
 	struct proc_result r;
 	char dir[PATH_MAX];
 
-	ember_test_run(&r, RUN_MS, "jail", "--id", "left", "--uid", JAIL_UID, "--gid", JAIL_GID,
+	ember_test_run(&r, RUN_MS, "jail", "--id", J("left"), "--uid", JAIL_UID, "--gid", JAIL_GID,
 		       "--chroot-base", base, "--ro-bind", bind, "--", "restore", "--snapshot",
 		       "/snapshot", "--guest-cmd", "exit", "--console", "file:/run/console.log",
 		       NULL);
 	cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
 	proc_result_free(&r);
-	snapt_join(dir, base, "left/root/run/console.log");
+	snapt_join(dir, base, "%s/root/run/console.log", J("left"));
 	cr_assert(exists(dir), "the console file is not in the jail's /run on the host");
-	ember_test_run(&r, RUN_MS, "jail", "--cleanup", "--id", "left", "--chroot-base", base,
+	ember_test_run(&r, RUN_MS, "jail", "--cleanup", "--id", J("left"), "--chroot-base", base,
 		       NULL);
 	cr_assert_eq(r.status, 0, "--cleanup exited %d:\n%s", r.status, r.err);
 	proc_result_free(&r);
-	snapt_join(dir, base, "left");
+	snapt_join(dir, base, "%s", J("left"));
 	cr_assert(!exists(dir), "%s is still there", dir);
 }

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "jail.h"
@@ -127,8 +128,10 @@ static void opts_with(const char *parent, unsigned n, const char *const *keys)
 	memset(&o, 0, sizeof(o));
 	o.id = "vm7";
 	o.cgroup_parent = parent;
-	for (unsigned i = 0; i < n; i++)
-		o.cg[o.nr_cg++] = (struct jail_cg_set){ keys[i], "max" };
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(o.cg[i].key, sizeof(o.cg[i].key), "%s", keys[i]);
+		o.cg[o.nr_cg++].value = "max";
+	}
 }
 
 Test(jail_cgroup, v1_has_one_group_per_controller_with_a_limit_below_our_own)
