@@ -223,6 +223,28 @@ Test(jail, jailed_restore_runs_the_guest_to_its_answer)
 	proc_result_free(&r);
 }
 
+Test(jail, json_gives_the_ember_jail_line_as_one_object)
+{
+	struct proc_result r;
+	char line[1024], want[256];
+	char *canon;
+
+	ember_test_run(&r, RUN_MS, "jail", "--json", "--id", J("js"), "--uid", JAIL_UID, "--gid",
+		       JAIL_GID, "--chroot-base", base, "--ro-bind", bind, "--", "restore",
+		       "--snapshot", "/snapshot", "--guest-cmd", "exit", NULL);
+	cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
+	cr_assert_not_null(proc_find_line(r.err, "{\"id\":", line, sizeof(line)),
+			   "no JSON line:\n%s", r.err);
+	cr_assert_null(strstr(r.err, "ember-jail id="), "the key=value line came too");
+	strcat(line, "\n"); /* one line, as printed */
+	canon = ember_test_json_canon(line);
+	snprintf(want, sizeof(want), "\"gid\":%s,\"id\":\"%s\",\"pid\":", JAIL_GID, J("js"));
+	cr_assert_not_null(strstr(canon, want), "%s lacks %s", canon, want);
+	cr_assert(strstr(canon, "\"cgroup\":\"none\""), "%s", canon);
+	free(canon);
+	proc_result_free(&r);
+}
+
 /* the page server as an unprivileged user: /dev/userfaultfd in the jail is the jail's */
 Test(jail, jailed_restore_with_the_uffd_backend_answers_right)
 {
