@@ -288,7 +288,7 @@ int jail_main(int argc, char **argv)
 	struct jail_cgroup cg = { 0 };
 	struct errbuf eb = { "" };
 	struct sigaction sa = { .sa_handler = relay_signal };
-	int errpipe[2] = { -1, -1 }, status;
+	int errpipe[2] = { -1, -1 }, status, own_pidns = -1;
 	char msg[sizeof(eb.msg)];
 	ssize_t got;
 	pid_t pid;
@@ -317,8 +317,10 @@ int jail_main(int argc, char **argv)
 		errbuf_set(&eb, -errno, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	/* step 4: the child is PID 1 of a new PID namespace (this process stays outside) */
-	if (unshare(CLONE_NEWPID)) {
+	/* step 4: the child is PID 1 of a new PID namespace; this process stays outside,
+	 * and its later children (none of ours, but a sanitizer's) in its own again */
+	own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+	if (own_pidns < 0 || unshare(CLONE_NEWPID)) {
 		errbuf_set(&eb, -errno, "unshare(CLONE_NEWPID): %s", strerror(errno));
 		goto fail;
 	}
@@ -328,8 +330,15 @@ int jail_main(int argc, char **argv)
 		errbuf_set(&eb, -errno, "fork: %s", strerror(errno));
 		goto fail;
 	}
+	if (pid > 0) {
+		if (setns(own_pidns, CLONE_NEWPID))
+			pr_warn("jail: back to our own PID namespace: %s", strerror(errno));
+		close(own_pidns);
+		own_pidns = -1;
+	}
 	if (pid == 0) {
 		close(errpipe[0]);
+		close(own_pidns);
 		jail_child(&o, &cg, errpipe[1], &eb);
 		/* only failures come back */
 		if (write(errpipe[1], eb.msg, strlen(eb.msg)) < 0)
@@ -361,6 +370,8 @@ int jail_main(int argc, char **argv)
 	return status;
 fail:
 	fprintf(stderr, "ember jail: %s\n", eb.msg);
+	if (own_pidns >= 0)
+		close(own_pidns);
 	if (errpipe[0] >= 0)
 		close(errpipe[0]);
 	if (errpipe[1] >= 0)

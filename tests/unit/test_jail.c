@@ -16,7 +16,7 @@ static struct errbuf eb;
 
 static int parse(const char *const *args)
 {
-	char *argv[64];
+	static char *argv[64]; /* o.argv points into it */
 	int n = 0;
 
 	argv[n++] = "jail";
