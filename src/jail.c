@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -230,12 +231,34 @@ static void relay_signal(int sig)
 		kill(child_pid, sig);
 }
 
+/* The jailer holds CHROOT_BASE/ID locked (flock) while its ember runs: --cleanup must
+ * not pull the directory and the group from under a live VM. */
+static int lock_dir(const char *dir, bool wait)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB))) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
 static int cleanup_run(struct jail_opts *o)
 {
 	struct jail_cgroup cg;
 	struct errbuf eb = { "" };
-	int r = 0;
+	int lock = lock_dir(o->dir, false), r = 0;
 
+	if (lock == -EWOULDBLOCK) {
+		fprintf(stderr, "ember jail: --cleanup: the jail %s is running (its jailer holds "
+			"%s); stop it first\n", o->id, o->dir);
+		return 1;
+	}
 	if (o->nr_cg == 0) {
 		/* which controllers a run used is not recorded: look for all three */
 		o->cg[0] = (struct jail_cg_set){ .key = "memory.max", .value = "max" };
@@ -245,10 +268,14 @@ static int cleanup_run(struct jail_opts *o)
 	}
 	if (jail_cgroup_locate(&cg, o, &eb) == 0)
 		jail_cgroup_remove(&cg);
-	if (jail_fs_remove(o->dir) && errno != ENOENT) {
-		fprintf(stderr, "ember jail: --cleanup: %s: %s\n", o->dir, strerror(errno));
+	if (lock >= 0 && (r = jail_fs_remove(o->dir)) && r != -ENOENT) {
+		fprintf(stderr, "ember jail: --cleanup: removing %s: %s\n", o->dir, strerror(-r));
 		r = 1;
+	} else {
+		r = 0;
 	}
+	if (lock >= 0)
+		close(lock);
 	return r;
 }
 
@@ -288,7 +315,7 @@ int jail_main(int argc, char **argv)
 	struct jail_cgroup cg = { 0 };
 	struct errbuf eb = { "" };
 	struct sigaction sa = { .sa_handler = relay_signal };
-	int errpipe[2] = { -1, -1 }, status, own_pidns = -1;
+	int errpipe[2] = { -1, -1 }, status, own_pidns = -1, dir_lock = -1;
 	char msg[sizeof(eb.msg)];
 	ssize_t got;
 	pid_t pid;
@@ -308,6 +335,12 @@ int jail_main(int argc, char **argv)
 	if (jail_fs_add_runtime(&o, &eb) || jail_fs_prepare(&o, &eb)) {
 		fprintf(stderr, "ember jail: %s\n", eb.msg);
 		return 1;
+	}
+	/* ours, new: nobody else holds it (kept to the end; the child closes its copy) */
+	dir_lock = lock_dir(o.dir, true);
+	if (dir_lock < 0) {
+		errbuf_set(&eb, dir_lock, "locking %s: %s", o.dir, strerror(-dir_lock));
+		goto fail;
 	}
 	/* step 3: the cgroup, joined by the child before it unshares anything */
 	if (o.nr_cg && (jail_cgroup_locate(&cg, &o, &eb) ||
@@ -367,6 +400,7 @@ int jail_main(int argc, char **argv)
 	status = wait_status(pid);
 	/* the PID namespace died with its PID 1: the groups are empty now */
 	jail_cgroup_remove(&cg);
+	close(dir_lock);
 	return status;
 fail:
 	fprintf(stderr, "ember jail: %s\n", eb.msg);
@@ -378,5 +412,7 @@ fail:
 		close(errpipe[1]);
 	jail_cgroup_remove(&cg);
 	jail_fs_remove(o.dir);
+	if (dir_lock >= 0)
+		close(dir_lock);
 	return 1;
 }

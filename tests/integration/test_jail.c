@@ -656,3 +656,27 @@ Test(jail, cleanup_removes_what_a_run_left)
 	snapt_join(dir, base, "%s", J("left"));
 	cr_assert(!exists(dir), "%s is still there", dir);
 }
+
+Test(jail, cleanup_refuses_a_running_jail)
+{
+	struct proc *p = start_confined(J("live"));
+	struct proc_result r;
+	char dir[PATH_MAX];
+
+	jailed_pid(p);
+	ember_test_run(&r, RUN_MS, "jail", "--cleanup", "--id", J("live"), "--chroot-base", base,
+		       NULL);
+	cr_assert_eq(r.status, 1, "--cleanup of a running jail exited %d:\n%s", r.status, r.err);
+	cr_assert_not_null(strstr(r.err, "is running"), "%s", r.err);
+	proc_result_free(&r);
+	snapt_join(dir, base, "%s/root/run", J("live"));
+	cr_assert(exists(dir), "--cleanup removed a running jail's directory");
+	stop_confined(p, J("live"));
+	ember_test_run(&r, RUN_MS, "jail", "--cleanup", "--id", J("live"), "--chroot-base", base,
+		       NULL);
+	cr_assert_eq(r.status, 0, "--cleanup after the jail stopped exited %d:\n%s", r.status,
+		     r.err);
+	proc_result_free(&r);
+	snapt_join(dir, base, "%s", J("live"));
+	cr_assert(!exists(dir), "%s is still there", dir);
+}
