@@ -161,6 +161,12 @@ void jail_child(const struct jail_opts *o, const struct jail_cgroup *cg, int err
 		STEP_FAIL(eb, "unshare(mount, IPC, UTS namespaces): %s", strerror(errno));
 		return;
 	}
+	/* a session of its own: no controlling terminal (no TIOCSTI into the operator's),
+	 * and a Ctrl-C reaches it once, passed on by the jailer, not twice */
+	if (setsid() < 0) {
+		STEP_FAIL(eb, "setsid: %s", strerror(errno));
+		return;
+	}
 	if (o->netns) {
 		fd = open(o->netns, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, CLONE_NEWNET)) {

@@ -326,6 +326,29 @@ Test(jail, jailed_ember_has_its_own_mount_pid_ipc_and_uts_namespaces)
 	stop_confined(p, J("ns"));
 }
 
+Test(jail, jailed_ember_leads_a_session_of_its_own)
+{
+	struct proc *p = start_confined(J("sid"));
+	pid_t pid = jailed_pid(p);
+	char path[64], buf[512], *close_paren;
+	int sid = 0, fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	cr_assert_gt(n, 0);
+	buf[n] = 0;
+	/* pid (comm) state ppid pgrp session ... */
+	close_paren = strrchr(buf, ')');
+	cr_assert_not_null(close_paren);
+	cr_assert_eq(sscanf(close_paren + 2, "%*c %*d %*d %d", &sid), 1);
+	cr_assert_eq(sid, pid, "the jailed ember is in session %d, not its own", sid);
+	stop_confined(p, J("sid"));
+}
+
 Test(jail, an_fd_the_launcher_leaked_is_closed_in_the_jailed_ember)
 {
 	char leak_path[PATH_MAX], dir[64], link[PATH_MAX];
