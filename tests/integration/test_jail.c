@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -324,6 +327,46 @@ Test(jail, jailed_ember_has_its_own_mount_pid_ipc_and_uts_namespaces)
 	proc_field(pid, "status", "NSpid:", v, sizeof(v));
 	cr_assert(strlen(v) > 2 && !strcmp(v + strlen(v) - 2, "\t1"), "NSpid: %s", v);
 	stop_confined(p, J("ns"));
+}
+
+Test(jail, netns_puts_the_jailed_ember_in_that_network_namespace)
+{
+	char nspath[64], want[64], its[64], mine[64];
+	struct proc *p;
+	pid_t holder, pid;
+	int ready[2];
+	char c;
+
+	/* a process that holds a new network namespace for the test's length */
+	cr_assert_eq(pipe(ready), 0);
+	holder = fork();
+	cr_assert_geq(holder, 0);
+	if (holder == 0) {
+		/* it dies with this test, whatever fails */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) || unshare(CLONE_NEWNET))
+			_exit(1);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], &c, 1), 1, "the namespace holder failed");
+	close(ready[0]);
+	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/net", (int)holder);
+	ns_inode(holder, "net", want, sizeof(want));
+	p = ember_test_start("jail", "--id", J("net"), "--uid", JAIL_UID, "--gid", JAIL_GID,
+			     "--chroot-base", base, "--ro-bind", bind, "--netns", nspath, "--",
+			     "restore", "--snapshot", "/snapshot", "--api-sock", "/run/api.sock",
+			     NULL);
+	pid = jailed_pid(p);
+	ns_inode(pid, "net", its, sizeof(its));
+	ns_inode(getpid(), "net", mine, sizeof(mine));
+	cr_assert_str_eq(its, want, "the jailed ember is in %s, not %s", its, want);
+	cr_assert_str_neq(its, mine);
+	stop_confined(p, J("net"));
+	kill(holder, SIGKILL);
+	waitpid(holder, NULL, 0);
 }
 
 Test(jail, jailed_ember_leads_a_session_of_its_own)
