@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "jail.h"
 #include "pool.h"
 #include "arch/x86_64/x86.h"
 #include "paging/paging.h"
@@ -238,6 +239,9 @@ int main(int argc, char **argv)
 	struct errbuf eb = { "" };
 	struct cli c;
 
+	/* ember jail has its own flags (src/jail.c) and runs ember again inside the jail */
+	if (argc > 1 && !strcmp(argv[1], "jail"))
+		return jail_main(argc - 1, argv + 1);
 	if (cli_parse(argc, argv, &c, &eb)) {
 		/* ember ctl's messages all read "ember ctl: <message>" (src/ctl.c) */
 		if (c.cmd == CLI_CTL)
