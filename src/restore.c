@@ -55,6 +55,8 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
 		.no_io_uring = vm->cfg.no_io_uring,
 		.on_error = pager_failed,
 		.opaque = vm,
+		.seccomp = vm->cfg.seccomp,
+		.notify_fd = vm->event_fd,
 	};
 	uint64_t *ws = NULL, nr_ws = 0;
 	struct snap_err se;

@@ -387,6 +387,15 @@ static int vm_start_threads(struct vm *vm)
 	return 0;
 }
 
+void vm_vcpu_write_fds(struct vm *vm, struct seccomp_fds *s)
+{
+	seccomp_fds_add(s, STDERR_FILENO);  /* report and timing lines */
+	seccomp_fds_add(s, log_fd_get());
+	seccomp_fds_add(s, vm->console_fd);  /* the UART and the guest ABI's console */
+	seccomp_fds_add(s, vm->event_fd);    /* vm_request_stop */
+	devices_vcpu_write_fds(vm, s);
+}
+
 static uint64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -436,6 +445,16 @@ enum vm_stop_reason vm_run(struct vm *vm)
 			vm_request_stop(vm, VM_STOP_ERROR, 0, "starting vCPU threads: %s", strerror(-r));
 			return vm->stop_reason;
 		}
+	}
+	/* every thread exists and has its own filter; the main thread's comes before it
+	 * runs the loop that serves the control socket */
+	if (vm->cfg.seccomp && !vm->seccomp_on) {
+		r = seccomp_apply(SECCOMP_MAIN, NULL);
+		if (r) {
+			vm_request_stop(vm, VM_STOP_ERROR, 0, "main thread: seccomp: %s", strerror(-r));
+			return vm->stop_reason;
+		}
+		vm->seccomp_on = true;
 	}
 
 	/* a fresh run: forget the previous stop, unless the page server failed (it may do
