@@ -1,0 +1,187 @@
+/*
+ * seccomp on every ember thread, on a real restored VM (README, "Seccomp"): the fn
+ * guest's golden snapshot restored with the userfaultfd page server and vsock, so that
+ * every kind of thread exists. Each thread runs under its own filter, and a forbidden
+ * call on any of them (EMBER_SECCOMP_PROBE) kills ember with SIGSYS.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+#define HEAP_MIB 16
+#define MEM_MIB  128
+#define FN_PORT  5000
+
+static char tmp[PATH_MAX];
+static struct fnt_golden golden;
+
+static void setup(void)
+{
+	ember_test_require_kvm();
+	ember_test_tmpdir(tmp, sizeof(tmp));
+	fnt_golden(&golden, tmp, HEAP_MIB, MEM_MIB);
+}
+
+static void teardown(void)
+{
+	fnt_golden_free(&golden);
+	ember_test_kill_strays(tmp);
+	ember_test_rmtree(tmp);
+}
+
+TestSuite(seccomp, .init = setup, .fini = teardown, .timeout = 120);
+
+struct task {
+	char comm[32];
+	int seccomp, filters;
+};
+
+/* /proc/PID/task/ * /{comm,status}: each thread's name and seccomp mode and filter count. */
+static unsigned read_tasks(pid_t pid, struct task *t, unsigned max)
+{
+	char path[PATH_MAX], line[256];
+	unsigned n = 0;
+	struct dirent *e;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	cr_assert_not_null(d, "%s", path);
+	while ((e = readdir(d)) && n < max) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		t[n] = (struct task){ .seccomp = -1, .filters = -1 };
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread ended meanwhile */
+		if (fgets(t[n].comm, sizeof(t[n].comm), f))
+			t[n].comm[strcspn(t[n].comm, "\n")] = 0;
+		fclose(f);
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/status", (int)pid, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f)) {
+			sscanf(line, "Seccomp: %d", &t[n].seccomp);
+			sscanf(line, "Seccomp_filters: %d", &t[n].filters);
+		}
+		fclose(f);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static const struct task *find_task(const struct task *t, unsigned n, const char *comm)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (!strcmp(t[i].comm, comm))
+			return &t[i];
+	return NULL;
+}
+
+static const char *const thread_names[] = { "ember", "ember-vcpu0", "ember-pager",
+					    "ember-vsock" };
+
+Test(seccomp, every_thread_of_a_restored_vm_runs_under_its_own_filter)
+{
+	uint8_t payload[64] = "seccomp";
+	struct task t[16];
+	struct proc_result r;
+	char uds[PATH_MAX];
+	struct proc *p;
+	unsigned n;
+	int fd;
+
+	snapt_join(uds, tmp, "clone.sock");
+	p = fnt_restore(golden.dir, uds, "--mem-backend", "uffd", NULL);
+	/* an answer: the vCPUs run, so the main thread is in its loop, filter installed */
+	fd = fnt_connect(uds, FN_PORT);
+	fnt_invoke_check(&golden, fd, 1, payload, sizeof(payload));
+	n = read_tasks(proc_pid(p), t, ARRAY_SIZE(t));
+	close(fd);
+
+	for (unsigned i = 0; i < ARRAY_SIZE(thread_names); i++)
+		cr_assert_not_null(find_task(t, n, thread_names[i]), "no thread named %s",
+				   thread_names[i]);
+	for (unsigned i = 0; i < n; i++) {
+#ifdef EMBER_NO_SECCOMP
+		/* the documented exception (README, "Seccomp"): sanitizer builds run unfiltered */
+		cr_log_warn("sanitizer build: no seccomp filters; checking Seccomp: 0 instead");
+		cr_assert_eq(t[i].seccomp, 0, "thread %s: Seccomp: %d", t[i].comm, t[i].seccomp);
+#else
+		cr_assert_eq(t[i].seccomp, 2, "thread %s: Seccomp: %d", t[i].comm, t[i].seccomp);
+		/* its own filter only: each was installed by the thread itself, and every
+		 * thread exists before the main thread installs its own */
+		cr_assert_eq(t[i].filters, 1, "thread %s: Seccomp_filters: %d", t[i].comm,
+			     t[i].filters);
+#endif
+	}
+	kill(proc_pid(p), SIGTERM);
+	cr_assert_eq(proc_finish(p, 10000, &r), 0);
+	ember_test_assert_no_crash(&r);
+	proc_result_free(&r);
+}
+
+/* EMBER_SECCOMP_PROBE=kind: ember dies of SIGSYS, and the next ember can still take the
+ * vsock socket the killed one left behind. */
+static void probe_kills(const char *kind)
+{
+	uint8_t payload[16] = "after a kill";
+	struct proc_result r;
+	char uds[PATH_MAX];
+	struct proc *p;
+	int fd;
+
+#ifdef EMBER_NO_SECCOMP
+	cr_skip_test("sanitizer build: no seccomp filters to break (README, \"Seccomp\")");
+#endif
+	snapt_join(uds, tmp, "clone.sock");
+	cr_assert_eq(setenv("EMBER_SECCOMP_PROBE", kind, 1), 0);
+	ember_test_run(&r, SNAPT_RUN_MS, "restore", "--snapshot", golden.dir, "--mem-backend",
+		       "uffd", "--vsock-uds", uds, NULL);
+	unsetenv("EMBER_SECCOMP_PROBE");
+	cr_assert(!r.timed_out, "probe %s: ember was not killed:\n%s", kind, r.err);
+	cr_assert_eq(r.signal, SIGSYS, "probe %s: ember ended with status %d, signal %d:\n%s",
+		     kind, r.status, r.signal, r.err);
+	proc_result_free(&r);
+
+	p = fnt_restore(golden.dir, uds, "--mem-backend", "uffd", NULL);
+	fd = fnt_connect(uds, FN_PORT);
+	fnt_invoke_check(&golden, fd, 1, payload, sizeof(payload));
+	close(fd);
+	kill(proc_pid(p), SIGTERM);
+	cr_assert_eq(proc_finish(p, 10000, &r), 0);
+	ember_test_assert_no_crash(&r);
+	proc_result_free(&r);
+}
+
+Test(seccomp, a_forbidden_call_on_the_main_thread_kills_ember)
+{
+	probe_kills("main");
+}
+
+Test(seccomp, a_forbidden_call_on_a_vcpu_thread_kills_ember)
+{
+	probe_kills("vcpu");
+}
+
+Test(seccomp, a_forbidden_call_on_the_page_server_thread_kills_ember)
+{
+	probe_kills("pager");
+}
+
+Test(seccomp, a_forbidden_call_on_the_vsock_thread_kills_ember)
+{
+	probe_kills("vsock");
+}
