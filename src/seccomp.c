@@ -24,9 +24,9 @@
 #include "vmm.h"
 
 extern const unsigned char seccomp_vcpu_bpf[], seccomp_pager_bpf[], seccomp_vsock_bpf[],
-	seccomp_main_bpf[];
+	seccomp_cpucheck_bpf[], seccomp_main_bpf[];
 extern const unsigned seccomp_vcpu_bpf_len, seccomp_pager_bpf_len, seccomp_vsock_bpf_len,
-	seccomp_main_bpf_len;
+	seccomp_cpucheck_bpf_len, seccomp_main_bpf_len;
 
 static const struct {
 	const char *name;
@@ -38,6 +38,7 @@ static const struct {
 	[SECCOMP_VCPU] = { "vcpu", seccomp_vcpu_bpf, &seccomp_vcpu_bpf_len, true },
 	[SECCOMP_PAGER] = { "pager", seccomp_pager_bpf, &seccomp_pager_bpf_len, true },
 	[SECCOMP_VSOCK] = { "vsock", seccomp_vsock_bpf, &seccomp_vsock_bpf_len, true },
+	[SECCOMP_CPUCHECK] = { "cpucheck", seccomp_cpucheck_bpf, &seccomp_cpucheck_bpf_len, true },
 };
 
 const char *seccomp_thread_name(enum seccomp_thread t)

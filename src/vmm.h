@@ -485,7 +485,8 @@ int api_start(struct vm *vm, const char *path, struct errbuf *eb);
 void api_stop(struct vm *vm);
 
 /* ---- seccomp.c: one build-time filter per kind of thread (README, "Seccomp") ---- */
-enum seccomp_thread { SECCOMP_MAIN, SECCOMP_VCPU, SECCOMP_PAGER, SECCOMP_VSOCK };
+enum seccomp_thread { SECCOMP_MAIN, SECCOMP_VCPU, SECCOMP_PAGER, SECCOMP_VSOCK,
+		      SECCOMP_CPUCHECK };
 /* The fds a thread may write to (its filter's `write` rule); up to SECCOMP_FD_SLOTS. */
 struct seccomp_fds {
 	int fd[SECCOMP_FD_SLOTS];

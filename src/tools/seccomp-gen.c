@@ -79,6 +79,14 @@ static const int vsock_syscalls[] = {
 static const unsigned long vsock_ioctls[] = { KVM_IRQ_LINE };
 
 /*
+ * The restore's CPU check compares the snapshot's (untrusted) CPUID with what this host
+ * and KVM support, in parallel with the rest of the restore: two /dev/kvm queries,
+ * memory, the log.
+ */
+static const int cpucheck_syscalls[] = { SCMP_SYS(read) };
+static const unsigned long cpucheck_ioctls[] = { KVM_GET_SUPPORTED_CPUID, KVM_CHECK_EXTENSION };
+
+/*
  * The main thread once the VM is built and its threads run: the event loop, the control
  * socket, snapshots (files, directories, fsync, rename), in-place reset (madvise,
  * process_madvise, KVM state), standby, the log file and the --record-ws file. It may
@@ -189,6 +197,8 @@ static const struct filter_spec filters[] = {
 	  N(pager_ioctls), .write_slots = true },
 	{ "seccomp_vsock_bpf", vsock_syscalls, N(vsock_syscalls), vsock_ioctls,
 	  N(vsock_ioctls), .write_slots = true, .unix_sockets = true },
+	{ "seccomp_cpucheck_bpf", cpucheck_syscalls, N(cpucheck_syscalls), cpucheck_ioctls,
+	  N(cpucheck_ioctls), .write_slots = true },
 	{ "seccomp_main_bpf", main_syscalls, N(main_syscalls), main_ioctls, N(main_ioctls),
 	  .tgkill_self = true, .unix_sockets = true, .threads = true },
 };

@@ -185,3 +185,8 @@ Test(seccomp, a_forbidden_call_on_the_vsock_thread_kills_ember)
 {
 	probe_kills("vsock");
 }
+
+Test(seccomp, a_forbidden_call_on_the_restore_cpu_check_thread_kills_ember)
+{
+	probe_kills("cpucheck");
+}
