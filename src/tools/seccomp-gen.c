@@ -161,6 +161,9 @@ static int build(scmp_filter_ctx c, const struct filter_spec *f)
 
 	if (!r)
 		r = add_list(c, f->syscalls, f->nr_syscalls);
+	/* checked first: KVM_RUN and UFFDIO_COPY are the hot calls */
+	if (!r && f->nr_ioctls)
+		r = seccomp_syscall_priority(c, SCMP_SYS(ioctl), 255);
 	for (size_t i = 0; !r && i < f->nr_ioctls; i++)
 		r = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 				     SCMP_A1(SCMP_CMP_EQ, f->ioctls[i]));
