@@ -53,7 +53,8 @@ static int write_own_fd(int fd)
 
 static int write_other_fd(int fd)
 {
-	return write(STDOUT_FILENO, "x", 1) == 1 ? 0 : 2;
+	/* nothing written: the filter looks at the fd, not the length */
+	return write(STDOUT_FILENO, "", 0) == 0 ? 0 : 2;
 }
 
 static int open_a_file(int fd)
@@ -101,13 +102,21 @@ static int pipe_w(void)
 }
 
 #ifdef EMBER_NO_SECCOMP
-/* Sanitizer builds compile the filters out (README, "Seccomp"): applying is a no-op. */
+/* Sanitizer builds compile the loading out (README, "Seccomp"): everything the filters
+ * would forbid still works there. */
 Test(seccomp, sanitizer_build_applies_no_filter)
 {
-	int status = in_child(SECCOMP_VCPU, pipe_w(), open_a_file);
+	int (*const calls[])(int) = { write_own_fd, write_other_fd, open_a_file, map_executable,
+				      foreign_ioctl, inet_socket, unix_socket, exec_a_program };
 
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		  "open must work in a build without seccomp (status %#x)", status);
+	cr_log_warn("sanitizer build: seccomp filters are not loaded");
+	(void)killed_by_sigsys;
+	for (unsigned i = 0; i < ARRAY_SIZE(calls); i++) {
+		int status = in_child(SECCOMP_VCPU, pipe_w(), calls[i]);
+
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "call %u in a build without seccomp: status %#x", i, status);
+	}
 }
 #else
 static const enum seccomp_thread thread_kinds[] = {
