@@ -105,11 +105,20 @@ Test(seccomp, every_thread_of_a_restored_vm_runs_under_its_own_filter)
 
 	snapt_join(uds, tmp, "clone.sock");
 	p = fnt_restore(golden.dir, uds, "--mem-backend", "uffd", NULL);
-	/* an answer: the vCPUs run, so the main thread is in its loop, filter installed */
+	/* an answer: every thread exists and the vCPUs run; the main thread installs its
+	 * filter right after it lets them run, so give it a moment (bounded) */
 	fd = fnt_connect(uds, FN_PORT);
 	fnt_invoke_check(&golden, fd, 1, payload, sizeof(payload));
-	n = read_tasks(proc_pid(p), t, ARRAY_SIZE(t));
 	close(fd);
+	for (unsigned tries = 0;; tries++) {
+		const struct task *m;
+
+		n = read_tasks(proc_pid(p), t, ARRAY_SIZE(t));
+		m = find_task(t, n, "ember");
+		if (tries == 100 || (m && m->seccomp == 2))
+			break;
+		usleep(50 * 1000);
+	}
 
 	for (unsigned i = 0; i < ARRAY_SIZE(thread_names); i++)
 		cr_assert_not_null(find_task(t, n, thread_names[i]), "no thread named %s",
