@@ -257,8 +257,15 @@ static void *vcpu_thread(void *arg)
 	} else {
 		r = 0;
 	}
-	if (r)
+	if (r) {
+		/* never runs the guest unconfined: it ends, as a QUIT would end it */
 		vm_request_stop(v->vm, VM_STOP_ERROR, 0, "vCPU %u: seccomp: %s", v->id, strerror(-r));
+		pthread_mutex_lock(&v->lock);
+		v->state = VCPU_EXITED;
+		pthread_cond_broadcast(&v->cond);
+		pthread_mutex_unlock(&v->lock);
+		return NULL;
+	}
 
 	pthread_mutex_lock(&v->lock);
 	for (;;) {

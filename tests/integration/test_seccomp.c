@@ -6,11 +6,15 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -205,4 +209,52 @@ Test(seccomp, a_forbidden_call_on_the_vsock_thread_kills_ember)
 Test(seccomp, a_forbidden_call_on_the_restore_cpu_check_thread_kills_ember)
 {
 	probe_kills("cpucheck");
+}
+
+/* ---- a thread that cannot install its filter ---------------------------------------- */
+
+struct unconfinable {
+	struct proc_result r;
+	int err;
+};
+
+/* In its own thread (the filter stays there, inherited by the ember it spawns): every
+ * attempt to install a seccomp filter fails with EACCES. */
+static void *boot_unconfinable(void *arg)
+{
+	struct unconfinable *u = arg;
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	char *argv[] = { (char *)ember_test_path("ember"), "boot", "--kernel",
+			 (char *)ember_test_guest("hello"), NULL };
+
+	u->err = ctx ? 0 : -ENOMEM;
+	if (!u->err)
+		u->err = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(prctl), 1,
+					  SCMP_A0(SCMP_CMP_EQ, PR_SET_SECCOMP));
+	if (!u->err)
+		u->err = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(seccomp), 0);
+	if (!u->err)
+		u->err = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (!u->err)
+		u->err = proc_run(argv, SNAPT_RUN_MS, &u->r);
+	return NULL;
+}
+
+Test(seccomp, a_vcpu_that_cannot_install_its_filter_never_runs_the_guest)
+{
+	struct unconfinable u = { .err = 0 };
+	pthread_t t;
+
+#ifdef EMBER_NO_SECCOMP
+	cr_skip_test("sanitizer build: filters are not loaded (README, \"Seccomp\")");
+#endif
+	cr_assert_eq(pthread_create(&t, NULL, boot_unconfinable, &u), 0);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(u.err, 0, "setting up the run: %s", strerror(-u.err));
+	ember_test_assert_no_crash(&u.r);
+	cr_assert_eq(u.r.status, 1, "ember exited %d:\n%s", u.r.status, u.r.err);
+	cr_assert(strstr(u.r.err, "vCPU 0: seccomp: Permission denied"), "%s", u.r.err);
+	cr_assert_str_eq(u.r.out, "", "the guest ran unconfined: %s", u.r.out);
+	proc_result_free(&u.r);
 }
