@@ -225,7 +225,7 @@ static void *boot_unconfinable(void *arg)
 	struct unconfinable *u = arg;
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	char *argv[] = { (char *)ember_test_path("ember"), "boot", "--kernel",
-			 (char *)ember_test_guest("hello"), NULL };
+			 (char *)ember_test_guest("hello"), "--timings", NULL };
 
 	u->err = ctx ? 0 : -ENOMEM;
 	if (!u->err)
@@ -241,7 +241,7 @@ static void *boot_unconfinable(void *arg)
 	return NULL;
 }
 
-Test(seccomp, a_vcpu_that_cannot_install_its_filter_never_runs_the_guest)
+Test(seccomp, an_ember_whose_threads_cannot_install_filters_stops_before_the_guest_runs)
 {
 	struct unconfinable u = { .err = 0 };
 	pthread_t t;
@@ -255,6 +255,9 @@ Test(seccomp, a_vcpu_that_cannot_install_its_filter_never_runs_the_guest)
 	ember_test_assert_no_crash(&u.r);
 	cr_assert_eq(u.r.status, 1, "ember exited %d:\n%s", u.r.status, u.r.err);
 	cr_assert(strstr(u.r.err, "vCPU 0: seccomp: Permission denied"), "%s", u.r.err);
+	/* first-entry: a vCPU's first KVM_RUN */
+	cr_assert_null(strstr(u.r.err, "ember-timing first-entry"), "a vCPU entered the guest "
+		       "unconfined:\n%s", u.r.err);
 	cr_assert_str_eq(u.r.out, "", "the guest ran unconfined: %s", u.r.out);
 	proc_result_free(&u.r);
 }
