@@ -32,13 +32,15 @@ static const struct {
 	const char *name;
 	const unsigned char *bpf;
 	const unsigned *len;
-	bool write_slots;
+	bool write_slots;   /* its `write` rule compares SECCOMP_FD_SLOTS placeholders */
+	bool pid_slot;      /* its `tgkill` rule compares the pid placeholder */
 } filters[] = {
-	[SECCOMP_MAIN] = { "main", seccomp_main_bpf, &seccomp_main_bpf_len, false },
-	[SECCOMP_VCPU] = { "vcpu", seccomp_vcpu_bpf, &seccomp_vcpu_bpf_len, true },
-	[SECCOMP_PAGER] = { "pager", seccomp_pager_bpf, &seccomp_pager_bpf_len, true },
-	[SECCOMP_VSOCK] = { "vsock", seccomp_vsock_bpf, &seccomp_vsock_bpf_len, true },
-	[SECCOMP_CPUCHECK] = { "cpucheck", seccomp_cpucheck_bpf, &seccomp_cpucheck_bpf_len, true },
+	[SECCOMP_MAIN] = { "main", seccomp_main_bpf, &seccomp_main_bpf_len, false, true },
+	[SECCOMP_VCPU] = { "vcpu", seccomp_vcpu_bpf, &seccomp_vcpu_bpf_len, true, true },
+	[SECCOMP_PAGER] = { "pager", seccomp_pager_bpf, &seccomp_pager_bpf_len, true, false },
+	[SECCOMP_VSOCK] = { "vsock", seccomp_vsock_bpf, &seccomp_vsock_bpf_len, true, false },
+	[SECCOMP_CPUCHECK] = { "cpucheck", seccomp_cpucheck_bpf, &seccomp_cpucheck_bpf_len,
+			       true, false },
 };
 
 const char *seccomp_thread_name(enum seccomp_thread t)
@@ -72,10 +74,10 @@ static void probe(enum seccomp_thread t)
 
 /* Patches the placeholders; the count check catches a generator whose program does not
  * have the shape the loader expects (a slot compared twice, or not at all). */
-static int patch(struct sock_filter *f, unsigned n, bool write_slots,
+static int patch(struct sock_filter *f, unsigned n, enum seccomp_thread t,
 		 const struct seccomp_fds *fds)
 {
-	unsigned fd_hits = 0;
+	unsigned fd_hits = 0, pid_hits = 0;
 
 	for (unsigned i = 0; i < n; i++) {
 		uint32_t k = f[i].k;
@@ -84,16 +86,21 @@ static int patch(struct sock_filter *f, unsigned n, bool write_slots,
 			continue;
 		if (k == SECCOMP_PID_PLACEHOLDER) {
 			f[i].k = (uint32_t)getpid();
+			pid_hits++;
 		} else if (k >= SECCOMP_FD_PLACEHOLDER &&
 			   k < SECCOMP_FD_PLACEHOLDER + SECCOMP_FD_SLOTS) {
 			unsigned slot = k - SECCOMP_FD_PLACEHOLDER;
+
+			if (!fds)
+				return -EINVAL;
 
 			/* unused slots repeat the first fd: they allow nothing more */
 			f[i].k = (uint32_t)fds->fd[slot < fds->n ? slot : 0];
 			fd_hits++;
 		}
 	}
-	if (write_slots && fd_hits != SECCOMP_FD_SLOTS)
+	if (fd_hits != (filters[t].write_slots ? SECCOMP_FD_SLOTS : 0) ||
+	    pid_hits != (filters[t].pid_slot ? 1u : 0))
 		return -EINVAL;
 	return 0;
 }
@@ -113,7 +120,7 @@ int seccomp_apply(enum seccomp_thread t, const struct seccomp_fds *fds)
 	if (!copy)
 		return -ENOMEM;
 	memcpy(copy, filters[t].bpf, len * sizeof(*copy));
-	r = patch(copy, len, filters[t].write_slots, fds);
+	r = patch(copy, len, t, fds);
 	if (r)
 		goto out;
 	prog = (struct sock_fprog){ .len = (unsigned short)len, .filter = copy };

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,6 +94,17 @@ static int exec_a_program(int fd)
 	return 2;
 }
 
+/* signal 0: only the permission check, nothing is delivered */
+static int signal_own_thread(int fd)
+{
+	return syscall(SYS_tgkill, getpid(), gettid(), 0) == 0 ? 0 : 2;
+}
+
+static int signal_another_process(int fd)
+{
+	return syscall(SYS_tgkill, getppid(), getppid(), 0) == 0 ? 0 : 2;
+}
+
 static int pipe_w(void)
 {
 	int p[2];
@@ -107,7 +119,8 @@ static int pipe_w(void)
 Test(seccomp, sanitizer_build_applies_no_filter)
 {
 	int (*const calls[])(int) = { write_own_fd, write_other_fd, open_a_file, map_executable,
-				      foreign_ioctl, inet_socket, unix_socket, exec_a_program };
+				      foreign_ioctl, inet_socket, unix_socket, exec_a_program,
+				      signal_own_thread, signal_another_process };
 
 	cr_log_warn("sanitizer build: seccomp filters are not loaded");
 	(void)killed_by_sigsys;
@@ -171,6 +184,20 @@ Test(seccomp, main_thread_keeps_files_but_not_exec_or_inet_sockets)
 	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "AF_UNIX: status %#x", status);
 	cr_assert(killed_by_sigsys(in_child(SECCOMP_MAIN, pipe_w(), inet_socket)));
 	cr_assert(killed_by_sigsys(in_child(SECCOMP_MAIN, pipe_w(), exec_a_program)));
+}
+
+Test(seccomp, vcpu_and_main_may_signal_their_own_threads_only)
+{
+	static const enum seccomp_thread kinds[] = { SECCOMP_VCPU, SECCOMP_MAIN };
+
+	for (unsigned i = 0; i < ARRAY_SIZE(kinds); i++) {
+		int status = in_child(kinds[i], pipe_w(), signal_own_thread);
+
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: own thread: %#x",
+			  seccomp_thread_name(kinds[i]), status);
+		cr_assert(killed_by_sigsys(in_child(kinds[i], pipe_w(), signal_another_process)),
+			  "%s", seccomp_thread_name(kinds[i]));
+	}
 }
 
 Test(seccomp, vsock_thread_may_make_unix_sockets_only)
