@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "../../guest-agent/config.h"
 #include "../../guest-agent/proto.h"
 
 #define DEADLINE_NS (10ull * 1000000000ull)
@@ -450,4 +451,57 @@ Test(agent, handler_output_exactly_at_the_limit_is_ok)
 	cr_assert_eq(res.payload_len, 100000);
 	invoke_result_free(&res);
 	stop(&s, c);
+}
+
+/* ---- the agent's kernel command-line settings (guest-agent/config.c) ---------------- */
+
+Test(agent_settings, ember_words_set_the_values_and_others_are_ignored)
+{
+	struct agent_settings s;
+	char err[256] = "";
+
+	agent_settings_default(&s);
+	cr_assert_eq(agent_settings_parse(&s, "console=ttyS0 ember.port=6000 quiet "
+					  "ember.handler=/bin/ember-probe ember.timeout_ms=250 "
+					  "ember.max_payload=16777216 ember.max_output=0\n",
+					  err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(s.port, 6000);
+	cr_assert_str_eq(s.handler, "/bin/ember-probe");
+	cr_assert_eq(s.timeout_ms, 250);
+	cr_assert_eq(s.max_payload, 16u << 20);
+	cr_assert_eq(s.max_output, 0);
+}
+
+Test(agent_settings, defaults_without_ember_words)
+{
+	struct agent_settings s;
+	char err[256] = "";
+
+	agent_settings_default(&s);
+	cr_assert_eq(agent_settings_parse(&s, "console=ttyS0 panic=-1", err, sizeof(err)), 0);
+	cr_assert_eq(s.port, AGENT_DEFAULT_PORT);
+	cr_assert_str_eq(s.handler, AGENT_DEFAULT_HANDLER);
+	cr_assert_eq(s.max_payload, AGENT_DEFAULT_MAX_PAYLOAD);
+}
+
+static void expect_refused(const char *cmdline, const char *word)
+{
+	struct agent_settings s;
+	char err[256] = "";
+
+	agent_settings_default(&s);
+	cr_assert_eq(agent_settings_parse(&s, cmdline, err, sizeof(err)), -EINVAL, "%s", cmdline);
+	cr_assert(strstr(err, word), "the message names the word '%s': %s", word, err);
+}
+
+Test(agent_settings, bad_values_are_refused_naming_the_word)
+{
+	expect_refused("ember.port=abc", "ember.port=abc");
+	expect_refused("ember.port=4294967295", "ember.port=4294967295");
+	expect_refused("ember.max_payload=16777217", "ember.max_payload=16777217");
+	expect_refused("ember.max_output=-1", "ember.max_output=-1");
+	expect_refused("ember.timeout_ms=0", "ember.timeout_ms=0");
+	expect_refused("ember.handler=relative/path", "ember.handler=relative/path");
+	expect_refused("ember.colour=blue", "unknown key");
+	expect_refused("ember.port", "expected ember.KEY=VALUE");
 }

@@ -1,0 +1,124 @@
+#!/bin/sh
+# Builds the Linux guest kit from Debian packages only: Debian 12's generic amd64 kernel
+# (vmlinuz, and from the same package the modules for virtio-mmio, vsock and
+# virtio-rng) and an initramfs holding the guest agent as /init (guest-agent/).
+#
+#   scripts/build-linux-guest.sh OUT MKCPIO      (make linux-guest runs it)
+#
+# OUT must already hold bin/ember-agent, bin/ember-echo and bin/ember-probe. Writes
+# OUT/vmlinuz and OUT/initramfs.cpio. The kernel package is downloaded once with
+# apt-get and cached in build/linux-guest-cache/. Any failure exits 1 with the reason.
+set -eu
+
+out=${1:?usage: build-linux-guest.sh OUT MKCPIO}
+mkcpio=${2:?usage: build-linux-guest.sh OUT MKCPIO}
+cache=${EMBER_LINUX_GUEST_CACHE:-build/linux-guest-cache}
+# the generic flavour, not "cloud": it has CONFIG_VMGENID=y (the kernel re-seeds itself
+# on an ACPI VMGenID notification)
+meta=linux-image-amd64
+# what the agent needs, by module name; their dependencies are added from depends=
+want="virtio_mmio vmw_vsock_virtio_transport virtio_rng"
+
+die() {
+	echo "build-linux-guest: error: $*" >&2
+	exit 1
+}
+
+for b in ember-agent ember-echo ember-probe; do
+	[ -x "$out/bin/$b" ] || die "$out/bin/$b is missing (run make linux-guest)"
+done
+[ -x "$mkcpio" ] || die "$mkcpio is missing"
+command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb not found (not a Debian system?)"
+command -v objcopy >/dev/null 2>&1 || die "objcopy not found (binutils)"
+mkdir -p "$cache"
+
+# the cached package: the first linux-image-*-amd64 .deb that is not the cloud flavour
+find_deb() {
+	for f in "$cache"/linux-image-*-amd64_*.deb; do
+		case "$f" in *-cloud-*) continue ;; esac
+		[ -s "$f" ] && { echo "$f"; return 0; }
+	done
+	return 0
+}
+deb=$(find_deb)
+if [ -z "$deb" ]; then
+	command -v apt-get >/dev/null 2>&1 || die "apt-get not found"
+	pkg=$(apt-cache depends "$meta" 2>/dev/null |
+		sed -n 's/^ *|\{0,1\}Depends: \(linux-image-[^ ]*-amd64\)$/\1/p' | head -n 1)
+	[ -n "$pkg" ] || die "apt-cache knows no $meta dependency (apt-get update needed?)"
+	echo "build-linux-guest: downloading $pkg (once; cached in $cache)" >&2
+	(cd "$cache" && apt-get -o Acquire::Retries=1 -o Acquire::http::Timeout=30 \
+		download "$pkg") >"$cache/download.log" 2>&1 ||
+		die "apt-get download $pkg failed: $(grep -v '^W:' "$cache/download.log" | tail -n 1)"
+	deb=$(find_deb)
+	[ -n "$deb" ] || die "apt-get download $pkg produced no .deb"
+fi
+
+x="$cache/extract"
+rm -rf "$x"
+mkdir -p "$x"
+dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards './boot/vmlinuz-*' \
+	'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/net/vmw_vsock/*' \
+	'./lib/modules/*/kernel/drivers/char/hw_random/*' ||
+	die "$deb has no vmlinuz or no virtio/vsock/hw_random modules"
+vmlinuz=
+for f in "$x"/boot/vmlinuz-*; do vmlinuz=$f; done
+[ -s "$vmlinuz" ] || die "no or empty vmlinuz in $deb"
+
+# module name (dashes as underscores, as the kernel names them) -> file
+modfile() {
+	for f in "$x"/lib/modules/*/kernel/drivers/virtio/*.ko \
+		"$x"/lib/modules/*/kernel/net/vmw_vsock/*.ko \
+		"$x"/lib/modules/*/kernel/drivers/char/hw_random/*.ko; do
+		n=$(basename "$f" .ko | tr - _)
+		[ "$n" = "$1" ] && { echo "$f"; return 0; }
+	done
+	return 1
+}
+depends() {
+	objcopy -O binary --only-section=.modinfo "$1" "$x/modinfo" ||
+		die "cannot read .modinfo of $1"
+	tr '\0' '\n' <"$x/modinfo" | sed -n 's/^depends=//p' | tr , ' '
+}
+# dependencies first (depth-first, post-order), each once
+order=""
+visit() {
+	case " $order " in *" $1 "*) return 0 ;; esac
+	f=$(modfile "$1") || die "module $1 is not in $deb"
+	for d in $(depends "$f"); do
+		visit "$d"
+	done
+	order="$order $1"
+}
+for m in $want; do
+	visit "$m"
+done
+
+stage="$out/stage"
+rm -rf "$stage"
+mkdir -p "$stage"
+spec="$out/initramfs.spec"
+list="$stage/ember.list"
+: >"$list"
+{
+	echo "dir /dev 0755"
+	echo "nod /dev/console 0600 c 5 1"
+	echo "dir /proc 0755"
+	echo "dir /sys 0755"
+	echo "dir /tmp 1777"
+	echo "dir /bin 0755"
+	echo "dir /lib 0755"
+	echo "dir /lib/modules 0755"
+	echo "file /init $out/bin/ember-agent 0755"
+	echo "file /bin/ember-echo $out/bin/ember-echo 0755"
+	echo "file /bin/ember-probe $out/bin/ember-probe 0755"
+	for m in $order; do
+		echo "file /lib/modules/$m.ko $(modfile "$m") 0644"
+		echo "/lib/modules/$m.ko" >>"$list"
+	done
+	echo "file /lib/modules/ember.list $list 0644"
+} >"$spec"
+"$mkcpio" "$out/initramfs.cpio" <"$spec" || die "mkcpio failed"
+cp "$vmlinuz" "$out/vmlinuz"
+echo "build-linux-guest: $out/vmlinuz ($(basename "$vmlinuz"))" >&2
+echo "build-linux-guest: $out/initramfs.cpio (modules:$order)" >&2
