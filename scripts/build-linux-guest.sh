@@ -1,12 +1,12 @@
 #!/bin/sh
 # Builds the Linux guest kit from Debian packages only: Debian 12's generic amd64 kernel
-# (vmlinuz, and from the same package the modules for virtio-mmio, vsock and
+# (vmlinux, and from the same package the modules for virtio-mmio, vsock and
 # virtio-rng) and an initramfs holding the guest agent as /init (guest-agent/).
 #
 #   scripts/build-linux-guest.sh OUT MKCPIO      (make linux-guest runs it)
 #
 # OUT must already hold bin/ember-agent, bin/ember-echo and bin/ember-probe. Writes
-# OUT/vmlinuz and OUT/initramfs.cpio. The kernel package is downloaded once with
+# OUT/vmlinux and OUT/initramfs.cpio. The kernel package is downloaded once with
 # apt-get and cached in build/linux-guest-cache/. Any failure exits 1 with the reason.
 set -eu
 
@@ -54,16 +54,44 @@ if [ -z "$deb" ]; then
 	[ -n "$deb" ] || die "apt-get download $pkg produced no .deb"
 fi
 
+# extracted once per package (unpacking 70 MB takes seconds): the stamp names the .deb
 x="$cache/extract"
-rm -rf "$x"
-mkdir -p "$x"
-dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards './boot/vmlinuz-*' \
-	'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/net/vmw_vsock/*' \
-	'./lib/modules/*/kernel/drivers/char/hw_random/*' ||
-	die "$deb has no vmlinuz or no virtio/vsock/hw_random modules"
+if [ "$(cat "$x/.from" 2>/dev/null || true)" != "$deb" ]; then
+	rm -rf "$x"
+	mkdir -p "$x"
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards './boot/vmlinuz-*' \
+		'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/net/vmw_vsock/*' \
+		'./lib/modules/*/kernel/drivers/char/hw_random/*' ||
+		die "$deb has no vmlinuz or no virtio/vsock/hw_random modules"
+	echo "$deb" >"$x/.from"
+fi
 vmlinuz=
 for f in "$x"/boot/vmlinuz-*; do vmlinuz=$f; done
 [ -s "$vmlinuz" ] || die "no or empty vmlinuz in $deb"
+
+# The kit ships vmlinux, the ELF inside the bzImage: Debian compresses it with xz, which
+# ember's loader does not decode (it decodes LZ4 payloads), and the kernel's own
+# decompressor runs in ring 0, which takes minutes where ring 0 is emulated
+# (PLATFORM.md). The payload is where the setup header says (boot protocol 2.08+).
+le() { # le BYTES OFFSET: an unsigned little-endian field of the bzImage
+	od -An -tu"$1" -j "$2" -N "$1" "$vmlinuz" | tr -d ' '
+}
+if [ ! -s "$x/vmlinux" ]; then
+	command -v xz >/dev/null 2>&1 || die "xz not found (xz-utils: scripts/install-deps.sh)"
+	setup_sects=$(le 1 497)
+	[ "$setup_sects" = 0 ] && setup_sects=4
+	payload_offset=$(le 4 584)
+	payload_length=$(le 4 588)
+	[ "$payload_length" -gt 0 ] || die "$vmlinuz has no payload_length (not a bzImage 2.08+)"
+	start=$(((setup_sects + 1) * 512 + payload_offset))
+	# the payload ends with the le32 uncompressed size: --single-stream ignores it
+	tail -c +$((start + 1)) "$vmlinuz" | head -c "$payload_length" |
+		xz -dc --single-stream >"$x/vmlinux.tmp" ||
+		die "cannot decompress the xz payload of $vmlinuz"
+	[ "$(od -An -c -N 4 "$x/vmlinux.tmp" | tr -d ' ')" = '177ELF' ] ||
+		die "the payload of $vmlinuz is not an ELF vmlinux"
+	mv "$x/vmlinux.tmp" "$x/vmlinux"
+fi
 
 # module name (dashes as underscores, as the kernel names them) -> file
 modfile() {
@@ -76,9 +104,9 @@ modfile() {
 	return 1
 }
 depends() {
-	objcopy -O binary --only-section=.modinfo "$1" "$x/modinfo" ||
+	objcopy -O binary --only-section=.modinfo "$1" "$out/modinfo" ||
 		die "cannot read .modinfo of $1"
-	tr '\0' '\n' <"$x/modinfo" | sed -n 's/^depends=//p' | tr , ' '
+	tr '\0' '\n' <"$out/modinfo" | sed -n 's/^depends=//p' | tr , ' '
 }
 # dependencies first (depth-first, post-order), each once
 order=""
@@ -119,6 +147,6 @@ list="$stage/ember.list"
 	echo "file /lib/modules/ember.list $list 0644"
 } >"$spec"
 "$mkcpio" "$out/initramfs.cpio" <"$spec" || die "mkcpio failed"
-cp "$vmlinuz" "$out/vmlinuz"
-echo "build-linux-guest: $out/vmlinuz ($(basename "$vmlinuz"))" >&2
+cp "$x/vmlinux" "$out/vmlinux"
+echo "build-linux-guest: $out/vmlinux (from $(basename "$vmlinuz"))" >&2
 echo "build-linux-guest: $out/initramfs.cpio (modules:$order)" >&2

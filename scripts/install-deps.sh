@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs ember's build dependencies on Debian 12, only the ones that are missing.
+# xz-utils: make linux-guest unpacks the kernel's xz payload (scripts/build-linux-guest.sh).
 # Idempotent and quiet when everything is present.
 set -eu
-PKGS="build-essential pkg-config liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev"
+PKGS="build-essential pkg-config xz-utils liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev"
 
 missing=""
 for p in $PKGS; do

@@ -1,0 +1,153 @@
+/*
+ * The Linux guest kit (make linux-guest: Debian's kernel, an initramfs with the guest
+ * agent) loads in ember. This platform emulates guest ring 0 (PLATFORM.md), so the
+ * kernel cannot boot far enough to run the agent here; what is checked: the kit builds,
+ * boot_params' ramdisk_image/ramdisk_size point at bytes equal to the initramfs file
+ * (read back from a snapshot of the running VM), and the kernel runs in its own page
+ * tables. The kit's kernel package is downloaded once by the build (cached in
+ * build/linux-guest-cache/); the test says so when it happens. A kit that cannot be
+ * built fails the test.
+ */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testlib.h"
+#include "arch/x86_64/x86.h"
+
+#define BUILD_MS  240000 /* first run only: apt-get download of ~70 MB, then dpkg-deb */
+#define RUN_MS    30000
+#define KERNEL_VA 0xffffffff80000000ull
+/* struct boot_params offsets (Documentation/arch/x86/zero-page.rst) */
+#define BP_EXT_RAMDISK_IMAGE 0x0c0
+#define BP_EXT_RAMDISK_SIZE  0x0c4
+#define BP_RAMDISK_IMAGE     0x218
+#define BP_RAMDISK_SIZE      0x21c
+
+static struct proc_result build, boot;
+static struct proc *vmm;
+static char tmp[4096];
+
+static void fini(void)
+{
+	if (vmm) {
+		struct proc_result dead;
+
+		kill(proc_pid(vmm), SIGKILL);
+		proc_finish(vmm, 1, &dead);
+		proc_result_free(&dead);
+		vmm = NULL;
+	}
+	if (tmp[0]) {
+		ember_test_kill_strays(tmp);
+		ember_test_rmtree(tmp);
+	}
+	proc_result_free(&build);
+	proc_result_free(&boot);
+}
+
+TestSuite(linux_kit, .fini = fini, .timeout = 300);
+
+/* make linux-guest for $EMBER_BUILD; the kit's directory. Fails the test when the kit
+ * cannot be built (no skip: the kit is a deliverable). */
+static const char *build_kit(void)
+{
+	static char bvar[4200], dir[4200];
+	const char *b = getenv("EMBER_BUILD") ? getenv("EMBER_BUILD") : "build";
+	/* not the outer make's jobserver: this make is a separate build */
+	char *argv[] = { "/usr/bin/env", "-u", "MAKEFLAGS", "-u", "MFLAGS", "-u", "MAKELEVEL",
+			 "make", "--no-print-directory", "linux-guest", bvar, NULL };
+
+	snprintf(bvar, sizeof(bvar), "B=%s", b);
+	snprintf(dir, sizeof(dir), "%s/linux-guest", b);
+	cr_assert_eq(proc_run(argv, BUILD_MS, &build), 0, "cannot run make");
+	if (strstr(build.err, "downloading"))
+		cr_log_warn("linux_kit: the kit's build downloaded Debian's kernel package "
+			    "(cached for later runs):\n%s", build.err);
+	cr_assert_eq(build.status, 0, "make linux-guest failed (exit %d): the Linux guest kit "
+		     "cannot be built on this machine:\n%s%s", build.status, build.out, build.err);
+	return dir;
+}
+
+static uint8_t *read_all(const char *path, size_t *len)
+{
+	return snapt_read_file(path, len);
+}
+
+static uint32_t mem_u32(int fd, uint64_t gpa)
+{
+	uint32_t v = 0;
+
+	cr_assert_eq(pread(fd, &v, sizeof(v), (off_t)gpa), (ssize_t)sizeof(v),
+		     "memory file too short for gpa 0x%llx", (unsigned long long)gpa);
+	return v;
+}
+
+Test(linux_kit, kernel_and_initramfs_load_and_the_kernel_reaches_its_own_page_tables)
+{
+	char kernel[4300], initrd[4300], sock[4096], snap[4096], mem[4096], line[512];
+	const char *dir;
+	struct proc_result r;
+	uint64_t cr3, rip, addr, size;
+	uint8_t *want, *got;
+	size_t want_len;
+	int fd;
+
+	ember_test_require_kvm();
+	dir = build_kit();
+	snprintf(kernel, sizeof(kernel), "%s/vmlinux", dir);
+	snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio", dir);
+	ember_test_tmpdir(tmp, sizeof(tmp));
+	snapt_join(sock, tmp, "api.sock");
+	snapt_join(snap, tmp, "snap");
+	vmm = ember_test_start("boot", "--kernel", kernel, "--initrd", initrd, "--mem", "512",
+			       "--cmdline", "console=ttyS0", "--api-sock", sock, "--timeout", "3",
+			       "--dump-regs", "--console", "none", NULL);
+	snapt_wait_socket(sock, RUN_MS);
+	usleep(1000000); /* let the kernel leave its entry path */
+
+	/* the guest's memory as it runs: boot_params and the initramfs in it */
+	snapt_ctl(&r, sock, "snapshot", snap, NULL);
+	cr_assert_eq(r.status, 0, "ember ctl snapshot exited %d:\n%s%s", r.status, r.out, r.err);
+	proc_result_free(&r);
+	snapt_join(mem, snap, "memory.raw");
+	fd = open(mem, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "no %s", mem);
+	/* 512 MiB: one region at gpa 0, file offset 0 (FORMAT.md section 5) */
+	addr = mem_u32(fd, BOOT_PARAMS_ADDR + BP_RAMDISK_IMAGE) |
+	       (uint64_t)mem_u32(fd, BOOT_PARAMS_ADDR + BP_EXT_RAMDISK_IMAGE) << 32;
+	size = mem_u32(fd, BOOT_PARAMS_ADDR + BP_RAMDISK_SIZE) |
+	       (uint64_t)mem_u32(fd, BOOT_PARAMS_ADDR + BP_EXT_RAMDISK_SIZE) << 32;
+	want = read_all(initrd, &want_len);
+	cr_assert_eq(size, want_len, "boot_params.ramdisk_size %llu, the initramfs has %zu bytes",
+		     (unsigned long long)size, want_len);
+	cr_assert_neq(addr, 0, "boot_params.ramdisk_image is 0");
+	cr_assert_leq(addr + size, 512ull << 20, "the ramdisk [0x%llx, +%llu) is outside RAM",
+		      (unsigned long long)addr, (unsigned long long)size);
+	got = malloc(want_len);
+	cr_assert_eq(pread(fd, got, want_len, (off_t)addr), (ssize_t)want_len);
+	cr_assert_eq(memcmp(got, want, want_len), 0,
+		     "the bytes at ramdisk_image 0x%llx differ from %s", (unsigned long long)addr,
+		     initrd);
+	free(got);
+	free(want);
+	close(fd);
+
+	cr_assert_eq(proc_finish(vmm, RUN_MS, &boot), 0);
+	vmm = NULL;
+	ember_test_assert_no_crash(&boot);
+	cr_assert_eq(boot.status, 124, "ember exited %d, expected the --timeout status 124:\n%s",
+		     boot.status, boot.err);
+	cr_assert_not_null(proc_find_line(boot.err, "ember-regs vcpu=0 ", line, sizeof(line)),
+			   "no register dump for vcpu 0:\n%s", boot.err);
+	cr_assert_eq(proc_line_u64(line, "cr3", &cr3), 0, "no cr3 in: %s", line);
+	cr_assert_eq(proc_line_u64(line, "rip", &rip), 0, "no rip in: %s", line);
+	cr_assert_neq(cr3, BOOT_PML4_ADDR, "the kernel still runs on ember's boot page tables: %s",
+		      line);
+	cr_assert_geq(rip, KERNEL_VA, "rip is not in the kernel's virtual text mapping: %s", line);
+}
