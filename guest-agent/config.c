@@ -99,3 +99,41 @@ int agent_settings_parse(struct agent_settings *s, const char *cmdline, char *er
 	}
 	return 0;
 }
+
+int agent_mmio_params(const char *cmdline, char *out, size_t out_len)
+{
+	static const char word[] = "virtio_mmio.device=";
+	const size_t wl = sizeof(word) - 1;
+	size_t used = 0;
+	unsigned n = 0;
+	const char *p = cmdline;
+
+	if (out_len < sizeof("devices="))
+		return -ENOSPC;
+	used = (size_t)snprintf(out, out_len, "devices=");
+	while (*p) {
+		const char *w;
+		size_t len;
+
+		while (*p == ' ' || *p == '\t' || *p == '\n')
+			p++;
+		w = p;
+		while (*p && *p != ' ' && *p != '\t' && *p != '\n')
+			p++;
+		len = (size_t)(p - w);
+		if (len <= wl || memcmp(w, word, wl))
+			continue;
+		w += wl;
+		len -= wl;
+		if (memchr(w, ',', len))
+			return -EINVAL;
+		if (used + (n ? 1 : 0) + len + 1 > out_len)
+			return -ENOSPC;
+		if (n++)
+			out[used++] = ',';
+		memcpy(out + used, w, len);
+		used += len;
+		out[used] = 0;
+	}
+	return n ? 0 : -ENOENT;
+}

@@ -32,4 +32,12 @@ void agent_settings_default(struct agent_settings *s);
 int agent_settings_parse(struct agent_settings *s, const char *cmdline, char *err,
 			 size_t err_len);
 
+/*
+ * The parameters for ember_mmio.ko (guest-agent/kmod/): "devices=" and the values of
+ * every virtio_mmio.device= word of the command line, comma-separated, in order. 0, or
+ * -ENOENT when there is none, -ENOSPC when out is too small, -EINVAL for a value with
+ * a comma (it would read as two devices).
+ */
+int agent_mmio_params(const char *cmdline, char *out, size_t out_len);
+
 #endif

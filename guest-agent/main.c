@@ -82,9 +82,11 @@ static void early_setup(void)
 	setvbuf(stderr, NULL, _IOLBF, 0);
 }
 
+static char cmdline[4096];
+
 static void read_settings(struct agent_settings *s)
 {
-	char cmdline[4096] = "", err[256];
+	char err[256];
 	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	ssize_t n = fd >= 0 ? read(fd, cmdline, sizeof(cmdline) - 1) : -1;
 
@@ -141,14 +143,17 @@ int main(void)
 {
 	struct agent_settings s;
 	struct reseed rs;
-	char *argv[2];
+	char *argv[2], mmio[1024];
 	int lfd, r;
 
 	signal(SIGPIPE, SIG_IGN);
 	if (getpid() == 1)
 		early_setup();
 	read_settings(&s);
-	if (modules_load(MODULE_LIST))
+	r = agent_mmio_params(cmdline, mmio, sizeof(mmio));
+	if (r && r != -ENOENT)
+		logf_("virtio_mmio.device= words unusable for ember_mmio: %s\n", strerror(-r));
+	if (modules_load(MODULE_LIST, r ? NULL : mmio))
 		logf_("some modules did not load (see above)\n");
 	r = abi_open();
 	if (r) {

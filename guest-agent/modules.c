@@ -8,7 +8,7 @@
 
 #include "modules.h"
 
-int modules_load(const char *list)
+int modules_load(const char *list, const char *mmio_params)
 {
 	char line[512];
 	FILE *f = fopen(list, "re");
@@ -22,16 +22,24 @@ int modules_load(const char *list)
 	while (fgets(line, sizeof(line), f)) {
 		int fd;
 
+		const char *base, *params = "";
+
 		line[strcspn(line, "\n")] = 0;
 		if (!line[0] || line[0] == '#')
 			continue;
+		base = strrchr(line, '/') ? strrchr(line, '/') + 1 : line;
+		if (!strcmp(base, "ember_mmio.ko")) {
+			if (!mmio_params)
+				continue; /* no devices to register */
+			params = mmio_params;
+		}
 		fd = open(line, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
 			fprintf(stderr, "ember-agent: module %s: %s\n", line, strerror(errno));
 			failed++;
 			continue;
 		}
-		if (syscall(SYS_finit_module, fd, "", 0) && errno != EEXIST) {
+		if (syscall(SYS_finit_module, fd, params, 0) && errno != EEXIST) {
 			fprintf(stderr, "ember-agent: finit_module %s: %s\n", line,
 				strerror(errno));
 			failed++;

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds the Linux guest kit from Debian packages only: Debian 12's generic amd64 kernel
 # (vmlinux, and from the same package the modules for virtio-mmio, vsock and
-# virtio-rng) and an initramfs holding the guest agent as /init (guest-agent/).
+# virtio-rng) and an initramfs holding the guest agent as /init (guest-agent/), and
+# ember_mmio.ko built against that kernel's linux-headers package.
 #
 #   scripts/build-linux-guest.sh OUT MKCPIO      (make linux-guest runs it)
 #
@@ -122,6 +123,44 @@ for m in $want; do
 	visit "$m"
 done
 
+# ember_mmio.ko (guest-agent/kmod/): Debian's kernels lack
+# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so this module registers ember's virtio-mmio
+# devices instead. Built against the same version's linux-headers package, unpacked in
+# the cache (nothing is installed on the host).
+kver=${vmlinuz##*/vmlinuz-}
+hdr="$cache/headers"
+if [ "$(cat "$hdr/.from" 2>/dev/null || true)" != "$kver" ]; then
+	command -v apt-get >/dev/null 2>&1 || die "apt-get not found"
+	hpkgs="linux-headers-$kver $(apt-cache depends "linux-headers-$kver" 2>/dev/null |
+		sed -n 's/^ *Depends: \(linux-headers-[^ ]*-common\|linux-kbuild-[^ ]*\)$/\1/p')"
+	case $hpkgs in *common*kbuild* | *kbuild*common*) ;;
+	*) die "apt-cache knows no linux-headers-$kver with its -common and kbuild packages" ;; esac
+	for p in $hpkgs; do
+		set -- "$cache/${p}"_*.deb
+		[ -s "$1" ] && continue
+		echo "build-linux-guest: downloading $p (once; cached in $cache)" >&2
+		(cd "$cache" && apt-get -o Acquire::Retries=1 -o Acquire::http::Timeout=30 \
+			download "$p") >"$cache/download.log" 2>&1 ||
+			die "apt-get download $p failed: $(grep -v '^W:' "$cache/download.log" | tail -n 1)"
+	done
+	rm -rf "$hdr"
+	mkdir -p "$hdr"
+	for p in $hpkgs; do
+		set -- "$cache/${p}"_*.deb
+		dpkg-deb -x "$1" "$hdr" || die "cannot unpack $1"
+	done
+	# its Makefile includes the -common tree by absolute path: point it at ours
+	common=$(cd "$hdr"/usr/src/linux-headers-*-common && pwd) || die "no -common headers"
+	echo "include $common/Makefile" >"$hdr/usr/src/linux-headers-$kver/Makefile"
+	echo "$kver" >"$hdr/.from"
+fi
+command -v gcc-12 >/dev/null 2>&1 || die "gcc-12 not found (Debian 12's compiler, as the kernel's)"
+kmod=$(mkdir -p "$out/kmod" && cd "$out/kmod" && pwd)
+cp guest-agent/kmod/ember_mmio.c guest-agent/kmod/Kbuild "$kmod/"
+make -s -C "$hdr/usr/src/linux-headers-$kver" M="$kmod" modules >"$out/kmod.log" 2>&1 ||
+	die "building ember_mmio.ko failed: $(tail -n 5 "$out/kmod.log")"
+[ -s "$kmod/ember_mmio.ko" ] || die "no ember_mmio.ko after the build ($out/kmod.log)"
+
 stage="$out/stage"
 rm -rf "$stage"
 mkdir -p "$stage"
@@ -143,10 +182,15 @@ list="$stage/ember.list"
 	for m in $order; do
 		echo "file /lib/modules/$m.ko $(modfile "$m") 0644"
 		echo "/lib/modules/$m.ko" >>"$list"
+		# its devices, right after the driver that binds them
+		if [ "$m" = virtio_mmio ]; then
+			echo "file /lib/modules/ember_mmio.ko $kmod/ember_mmio.ko 0644"
+			echo "/lib/modules/ember_mmio.ko" >>"$list"
+		fi
 	done
 	echo "file /lib/modules/ember.list $list 0644"
 } >"$spec"
 "$mkcpio" "$out/initramfs.cpio" <"$spec" || die "mkcpio failed"
 cp "$x/vmlinux" "$out/vmlinux"
 echo "build-linux-guest: $out/vmlinux (from $(basename "$vmlinuz"))" >&2
-echo "build-linux-guest: $out/initramfs.cpio (modules:$order)" >&2
+echo "build-linux-guest: $out/initramfs.cpio (modules:$order, ember_mmio)" >&2

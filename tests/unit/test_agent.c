@@ -505,3 +505,40 @@ Test(agent_settings, bad_values_are_refused_naming_the_word)
 	expect_refused("ember.colour=blue", "unknown key");
 	expect_refused("ember.port", "expected ember.KEY=VALUE");
 }
+
+/* ---- ember_mmio.ko's parameters from the command line (agent_mmio_params) ------------ */
+
+Test(agent_mmio, every_virtio_mmio_device_word_in_order)
+{
+	char out[256];
+
+	cr_assert_eq(agent_mmio_params("console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 "
+				       "ember.port=5000 virtio_mmio.device=4K@0xd0001000:6\n",
+				       out, sizeof(out)), 0);
+	cr_assert_str_eq(out, "devices=4K@0xd0000000:5,4K@0xd0001000:6");
+}
+
+Test(agent_mmio, no_device_word_is_enoent)
+{
+	char out[256];
+
+	cr_assert_eq(agent_mmio_params("console=ttyS0 xvirtio_mmio.device=1@2:3", out,
+				       sizeof(out)), -ENOENT);
+}
+
+Test(agent_mmio, a_value_with_a_comma_is_refused)
+{
+	char out[256];
+
+	cr_assert_eq(agent_mmio_params("virtio_mmio.device=4K@0xd0000000:5,4K@0x1:6", out,
+				       sizeof(out)), -EINVAL);
+}
+
+Test(agent_mmio, too_small_a_buffer_is_enospc_not_truncation)
+{
+	char out[24];
+
+	cr_assert_eq(agent_mmio_params("virtio_mmio.device=4K@0xd0000000:5 "
+				       "virtio_mmio.device=4K@0xd0001000:6", out, sizeof(out)),
+		     -ENOSPC);
+}
