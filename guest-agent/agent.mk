@@ -1,6 +1,6 @@
-# The Linux guest kit (guest-agent/README.md): included by the top-level Makefile.
+# The Linux guest kit (README.md, "Linux guests"): included by the top-level Makefile.
 #
-#   make linux-guest   build/linux-guest/{vmlinuz,initramfs.cpio} from Debian packages
+#   make linux-guest   build/linux-guest/{vmlinux,initramfs.cpio} from Debian packages
 
 # the protocol code, also linked into the host unit test tests/unit/test_agent
 AGENT_LIB_SRCS := guest-agent/proto.c guest-agent/handler.c guest-agent/config.c
