@@ -156,10 +156,22 @@ if [ "$(cat "$hdr/.from" 2>/dev/null || true)" != "$kver" ]; then
 fi
 command -v gcc-12 >/dev/null 2>&1 || die "gcc-12 not found (Debian 12's compiler, as the kernel's)"
 kmod=$(mkdir -p "$out/kmod" && cd "$out/kmod" && pwd)
-cp guest-agent/kmod/ember_mmio.c guest-agent/kmod/Kbuild "$kmod/"
-make -s -C "$hdr/usr/src/linux-headers-$kver" M="$kmod" modules >"$out/kmod.log" 2>&1 ||
-	die "building ember_mmio.ko failed: $(tail -n 5 "$out/kmod.log")"
+# kbuild takes seconds even with nothing to do: skip it when the module is up to date
+if [ ! -s "$kmod/ember_mmio.ko" ] || [ -n "$(find guest-agent/kmod/ember_mmio.c \
+	guest-agent/kmod/Kbuild "$hdr/.from" -newer "$kmod/ember_mmio.ko")" ]; then
+	cp guest-agent/kmod/ember_mmio.c guest-agent/kmod/Kbuild "$kmod/"
+	make -s -C "$hdr/usr/src/linux-headers-$kver" M="$kmod" modules >"$out/kmod.log" 2>&1 ||
+		die "building ember_mmio.ko failed: $(tail -n 5 "$out/kmod.log")"
+fi
 [ -s "$kmod/ember_mmio.ko" ] || die "no ember_mmio.ko after the build ($out/kmod.log)"
+# the kernel refuses a module whose vermagic is not its own: compare with Debian's
+vermagic() {
+	objcopy -O binary --only-section=.modinfo "$1" "$out/modinfo" ||
+		die "cannot read .modinfo of $1"
+	tr '\0' '\n' <"$out/modinfo" | sed -n 's/^vermagic=//p'
+}
+[ "$(vermagic "$kmod/ember_mmio.ko")" = "$(vermagic "$(modfile virtio_mmio)")" ] ||
+	die "ember_mmio.ko's vermagic '$(vermagic "$kmod/ember_mmio.ko")' is not the kernel's"
 
 stage="$out/stage"
 rm -rf "$stage"
@@ -190,7 +202,11 @@ list="$stage/ember.list"
 	done
 	echo "file /lib/modules/ember.list $list 0644"
 } >"$spec"
-"$mkcpio" "$out/initramfs.cpio" <"$spec" || die "mkcpio failed"
-cp "$x/vmlinux" "$out/vmlinux"
+# written aside, then renamed: a VM or test reading the previous kit never sees a
+# half-written file
+"$mkcpio" "$out/initramfs.cpio.tmp" <"$spec" || die "mkcpio failed"
+mv "$out/initramfs.cpio.tmp" "$out/initramfs.cpio"
+cp "$x/vmlinux" "$out/vmlinux.tmp"
+mv "$out/vmlinux.tmp" "$out/vmlinux"
 echo "build-linux-guest: $out/vmlinux (from $(basename "$vmlinuz"))" >&2
 echo "build-linux-guest: $out/initramfs.cpio (modules:$order, ember_mmio)" >&2

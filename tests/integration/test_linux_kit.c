@@ -10,11 +10,15 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <ctype.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -63,20 +67,25 @@ static const char *build_kit(void)
 	char *argv[] = { "/usr/bin/env", "-u", "MAKEFLAGS", "-u", "MFLAGS", "-u", "MAKELEVEL",
 			 "make", "--no-print-directory", "linux-guest", bvar, NULL };
 
+	char lock[4200];
+	int lfd;
+
 	snprintf(bvar, sizeof(bvar), "B=%s", b);
 	snprintf(dir, sizeof(dir), "%s/linux-guest", b);
+	/* this suite's tests run in parallel: one make at a time (the kit's files are
+	 * replaced by rename, so a test reading them meanwhile sees whole files) */
+	snprintf(lock, sizeof(lock), "%s/linux-guest.lock", b);
+	lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	cr_assert_geq(lfd, 0, "cannot open %s", lock);
+	cr_assert_eq(flock(lfd, LOCK_EX), 0);
 	cr_assert_eq(proc_run(argv, BUILD_MS, &build), 0, "cannot run make");
+	close(lfd);
 	if (strstr(build.err, "downloading"))
 		cr_log_warn("linux_kit: the kit's build downloaded Debian's kernel package "
 			    "(cached for later runs):\n%s", build.err);
 	cr_assert_eq(build.status, 0, "make linux-guest failed (exit %d): the Linux guest kit "
 		     "cannot be built on this machine:\n%s%s", build.status, build.out, build.err);
 	return dir;
-}
-
-static uint8_t *read_all(const char *path, size_t *len)
-{
-	return snapt_read_file(path, len);
 }
 
 static uint32_t mem_u32(int fd, uint64_t gpa)
@@ -123,7 +132,7 @@ Test(linux_kit, kernel_and_initramfs_load_and_the_kernel_reaches_its_own_page_ta
 	       (uint64_t)mem_u32(fd, BOOT_PARAMS_ADDR + BP_EXT_RAMDISK_IMAGE) << 32;
 	size = mem_u32(fd, BOOT_PARAMS_ADDR + BP_RAMDISK_SIZE) |
 	       (uint64_t)mem_u32(fd, BOOT_PARAMS_ADDR + BP_EXT_RAMDISK_SIZE) << 32;
-	want = read_all(initrd, &want_len);
+	want = snapt_read_file(initrd, &want_len);
 	cr_assert_eq(size, want_len, "boot_params.ramdisk_size %llu, the initramfs has %zu bytes",
 		     (unsigned long long)size, want_len);
 	cr_assert_neq(addr, 0, "boot_params.ramdisk_image is 0");
@@ -150,4 +159,137 @@ Test(linux_kit, kernel_and_initramfs_load_and_the_kernel_reaches_its_own_page_ta
 	cr_assert_neq(cr3, BOOT_PML4_ADDR, "the kernel still runs on ember's boot page tables: %s",
 		      line);
 	cr_assert_geq(rip, KERNEL_VA, "rip is not in the kernel's virtual text mapping: %s", line);
+}
+
+/* ---- the initramfs as the kernel unpacks it (newc, init/initramfs.c) ------------------ */
+
+struct cpio_entry {
+	char name[256];
+	uint32_t mode, rmajor, rminor;
+	const uint8_t *data;
+	size_t size;
+};
+
+static uint32_t hex8(const uint8_t *p)
+{
+	char s[9];
+
+	memcpy(s, p, 8);
+	s[8] = 0;
+	for (unsigned i = 0; i < 8; i++)
+		cr_assert(isxdigit((unsigned char)s[i]), "bad hex field '%s' in a cpio header", s);
+	return (uint32_t)strtoul(s, NULL, 16);
+}
+
+/* Every entry up to the trailer; asserts on anything the kernel would reject. */
+static unsigned cpio_parse(const uint8_t *a, size_t len, struct cpio_entry *e, unsigned max)
+{
+	size_t off = 0;
+	unsigned n = 0;
+
+	for (;;) {
+		uint32_t namesize, filesize;
+		struct cpio_entry x = { 0 };
+
+		cr_assert_leq(off + 110, len, "cpio: header at %zu runs past the end", off);
+		cr_assert_eq(memcmp(a + off, "070701", 6), 0, "cpio: no newc magic at %zu", off);
+		x.mode = hex8(a + off + 14);
+		filesize = hex8(a + off + 54);
+		x.rmajor = hex8(a + off + 78);
+		x.rminor = hex8(a + off + 86);
+		namesize = hex8(a + off + 94);
+		cr_assert(namesize >= 2 && namesize <= sizeof(x.name), "cpio: namesize %u", namesize);
+		cr_assert_leq(off + 110 + namesize, len);
+		memcpy(x.name, a + off + 110, namesize);
+		cr_assert_eq(x.name[namesize - 1], 0, "cpio: name not NUL-terminated at %zu", off);
+		off = (off + 110 + namesize + 3) & ~(size_t)3;
+		cr_assert_leq(off + filesize, len, "cpio: %s runs past the end", x.name);
+		x.data = a + off;
+		x.size = filesize;
+		off = (off + filesize + 3) & ~(size_t)3;
+		if (!strcmp(x.name, "TRAILER!!!"))
+			break;
+		cr_assert_lt(n, max, "cpio: more than %u entries", max);
+		e[n++] = x;
+	}
+	for (; off < len; off++)
+		cr_assert_eq(a[off], 0, "cpio: non-zero bytes after the trailer");
+	return n;
+}
+
+static const struct cpio_entry *cpio_find(const struct cpio_entry *e, unsigned n,
+					  const char *name)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (!strcmp(e[i].name, name))
+			return &e[i];
+	return NULL;
+}
+
+/* A static x86-64 executable: ELF, no PT_INTERP (the initramfs has no libc). */
+static void assert_static_exec(const struct cpio_entry *x)
+{
+	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)x->data;
+
+	cr_assert((x->mode & S_IFMT) == S_IFREG && (x->mode & 0111), "%s: not an executable file",
+		  x->name);
+	cr_assert(x->size >= sizeof(*eh) && !memcmp(eh->e_ident, ELFMAG, SELFMAG), "%s: not ELF",
+		  x->name);
+	cr_assert_eq(eh->e_machine, EM_X86_64, "%s: not x86-64", x->name);
+	cr_assert_leq(eh->e_phoff + (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr), x->size);
+	for (unsigned i = 0; i < eh->e_phnum; i++) {
+		const Elf64_Phdr *ph = (const Elf64_Phdr *)(x->data + eh->e_phoff) + i;
+
+		cr_assert_neq(ph->p_type, PT_INTERP, "%s is dynamically linked", x->name);
+	}
+}
+
+static int list_pos(const char *list, const char *name)
+{
+	const char *p = strstr(list, name);
+
+	cr_assert_not_null(p, "ember.list lacks %s:\n%s", name, list);
+	return (int)(p - list);
+}
+
+Test(linux_kit, initramfs_holds_the_static_agent_handlers_and_every_listed_module)
+{
+	static struct cpio_entry e[64];
+	const struct cpio_entry *x;
+	char initrd[4300], *list, *line, *save;
+	uint8_t *a;
+	size_t len;
+	unsigned n;
+
+	snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio", build_kit());
+	a = snapt_read_file(initrd, &len);
+	n = cpio_parse(a, len, e, 64);
+
+	for (unsigned i = 0; i < 3; i++) {
+		static const char *const exe[] = { "init", "bin/ember-echo", "bin/ember-probe" };
+
+		x = cpio_find(e, n, exe[i]);
+		cr_assert_not_null(x, "no /%s in the initramfs", exe[i]);
+		assert_static_exec(x);
+	}
+	x = cpio_find(e, n, "dev/console");
+	cr_assert(x && (x->mode & S_IFMT) == S_IFCHR && x->rmajor == 5 && x->rminor == 1,
+		  "no /dev/console character device 5:1: the kernel would start init without a "
+		  "console");
+	x = cpio_find(e, n, "lib/modules/ember.list");
+	cr_assert_not_null(x, "no /lib/modules/ember.list");
+	list = strndup((const char *)x->data, x->size);
+	/* dependencies first, ember_mmio right after its driver */
+	cr_assert_lt(list_pos(list, "/virtio_ring.ko"), list_pos(list, "/virtio.ko"));
+	cr_assert_lt(list_pos(list, "/virtio.ko"), list_pos(list, "/virtio_mmio.ko"));
+	cr_assert_lt(list_pos(list, "/virtio_mmio.ko"), list_pos(list, "/ember_mmio.ko"));
+	cr_assert_lt(list_pos(list, "/vsock.ko"), list_pos(list, "/vmw_vsock_virtio_transport.ko"));
+	list_pos(list, "/virtio_rng.ko");
+	for (line = strtok_r(list, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		x = cpio_find(e, n, line + 1);
+		cr_assert_not_null(x, "ember.list names %s, which is not in the archive", line);
+		cr_assert(x->size > 4 && !memcmp(x->data, ELFMAG, SELFMAG), "%s is not ELF", line);
+	}
+	free(list);
+	free(a);
 }
