@@ -44,3 +44,6 @@ linux-guest: $(LINUX_GUEST_TOOLS)
 	$(Q)scripts/build-linux-guest.sh $(LG) $(B)/tools/mkcpio
 
 .PHONY: linux-guest
+
+# its unit test runs the tool (order-only: not linked in)
+$(B)/tests/unit/test_mkcpio: | $(B)/tools/mkcpio
