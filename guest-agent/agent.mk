@@ -47,3 +47,5 @@ linux-guest: $(LINUX_GUEST_TOOLS)
 
 # its unit test runs the tool (order-only: not linked in)
 $(B)/tests/unit/test_mkcpio: | $(B)/tools/mkcpio
+# checks the agent's parsing against the command line ember writes
+$(B)/tests/integration/test_linux_kit: $(B)/obj/guest-agent/config.o

@@ -22,6 +22,8 @@
 
 #include "testlib.h"
 #include "arch/x86_64/x86.h"
+#include "ember_abi.h"
+#include "../../guest-agent/config.h"
 
 #define BUILD_MS  240000 /* first run only: apt-get download of ~70 MB, then dpkg-deb */
 #define RUN_MS    30000
@@ -31,6 +33,8 @@
 #define BP_EXT_RAMDISK_SIZE  0x0c4
 #define BP_RAMDISK_IMAGE     0x218
 #define BP_RAMDISK_SIZE      0x21c
+#define BP_CMD_LINE_PTR      0x228
+#define BP_EXT_CMD_LINE_PTR  0x0c8
 
 static struct proc_result build, boot;
 static struct proc *vmm;
@@ -158,6 +162,69 @@ Test(linux_kit, kernel_and_initramfs_load_and_the_kernel_reaches_its_own_page_ta
 	cr_assert_neq(cr3, BOOT_PML4_ADDR, "the kernel still runs on ember's boot page tables: %s",
 		      line);
 	cr_assert_geq(rip, KERNEL_VA, "rip is not in the kernel's virtual text mapping: %s", line);
+}
+
+/*
+ * ember writes its virtio_mmio.device= words into the command line it gives the kernel;
+ * Debian's kernel ignores them, and the agent hands them to ember_mmio.ko. Read back
+ * from guest memory, they must be what the agent's parser turns into both devices.
+ */
+Test(linux_kit, agent_finds_embers_virtio_devices_in_the_command_line_ember_wrote)
+{
+	char kernel[4300], initrd[4300], sock[4096], vsock[4096], snap[4096], mem[4096];
+	char cmdline[4096], params[1024], want[256], err[256];
+	struct agent_settings set;
+	const char *dir;
+	struct proc_result r;
+	uint64_t ptr;
+	ssize_t n;
+	int fd;
+
+	ember_test_require_kvm();
+	dir = build_kit();
+	snprintf(kernel, sizeof(kernel), "%s/vmlinux", dir);
+	snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio", dir);
+	ember_test_tmpdir(tmp, sizeof(tmp));
+	snapt_join(sock, tmp, "api.sock");
+	snapt_join(vsock, tmp, "v.sock");
+	snapt_join(snap, tmp, "snap");
+	vmm = ember_test_start("boot", "--kernel", kernel, "--initrd", initrd, "--mem", "256",
+			       "--cmdline", "console=ttyS0 ember.handler=/bin/ember-probe",
+			       "--vsock-cid", "3", "--vsock-uds", vsock, "--api-sock", sock,
+			       "--timeout", "20", "--console", "none", NULL);
+	snapt_wait_socket(sock, RUN_MS);
+	snapt_ctl(&r, sock, "snapshot", snap, NULL);
+	cr_assert_eq(r.status, 0, "ember ctl snapshot exited %d:\n%s%s", r.status, r.out, r.err);
+	proc_result_free(&r);
+	snapt_ctl(&r, sock, "shutdown", NULL);
+	proc_result_free(&r);
+
+	snapt_join(mem, snap, "memory.raw");
+	fd = open(mem, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "no %s", mem);
+	ptr = mem_u32(fd, BOOT_PARAMS_ADDR + BP_CMD_LINE_PTR) |
+	      (uint64_t)mem_u32(fd, BOOT_PARAMS_ADDR + BP_EXT_CMD_LINE_PTR) << 32;
+	n = pread(fd, cmdline, sizeof(cmdline) - 1, (off_t)ptr);
+	close(fd);
+	cr_assert_gt(n, 0, "no command line at 0x%llx", (unsigned long long)ptr);
+	cmdline[n] = 0;
+	cr_assert_lt(strlen(cmdline), (size_t)n, "the command line is not NUL-terminated");
+
+	cr_assert_eq(agent_mmio_params(cmdline, params, sizeof(params)), 0, "%s", cmdline);
+	snprintf(want, sizeof(want), "devices=%uK@0x%x:%u,%uK@0x%x:%u",
+		 EMBER_VIRTIO_MMIO_SIZE >> 10,
+		 EMBER_VIRTIO_MMIO_BASE + EMBER_VIRTIO_RNG_SLOT * EMBER_VIRTIO_MMIO_SIZE,
+		 EMBER_VIRTIO_IRQ_BASE + EMBER_VIRTIO_RNG_SLOT, EMBER_VIRTIO_MMIO_SIZE >> 10,
+		 EMBER_VIRTIO_MMIO_BASE + EMBER_VIRTIO_VSOCK_SLOT * EMBER_VIRTIO_MMIO_SIZE,
+		 EMBER_VIRTIO_IRQ_BASE + EMBER_VIRTIO_VSOCK_SLOT);
+	cr_assert_str_eq(params, want, "command line: %s", cmdline);
+	agent_settings_default(&set);
+	cr_assert_eq(agent_settings_parse(&set, cmdline, err, sizeof(err)), 0, "%s", err);
+	cr_assert_str_eq(set.handler, "/bin/ember-probe");
+
+	cr_assert_eq(proc_finish(vmm, RUN_MS, &boot), 0);
+	vmm = NULL;
+	ember_test_assert_no_crash(&boot);
 }
 
 /* ---- the initramfs as the kernel unpacks it (newc, init/initramfs.c) ------------------ */
