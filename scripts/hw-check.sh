@@ -204,7 +204,7 @@ boot_rc=0
 	--vsock-cid 3 --vsock-uds "$work/boot.vsock" --snapshot-on-ready "$golden" \
 	--exit-after-snapshot --timeout "$boot_timeout" --console "file:$work/boot.console" \
 	--timings 2>"$work/boot.err" || boot_rc=$?
-ready_mono=$(sed -n 's/.*ember-agent: ready .*mono_ns=\([0-9]*\).*/\1/p' "$work/boot.console" 2>/dev/null | head -n 1)
+ready_mono=$(sed -n 's/.*ember-agent: ready .*mono_ns=\([0-9]\{1,19\}\) .*/\1/p' "$work/boot.console" 2>/dev/null | head -n 1)
 if [ "$boot_rc" != 0 ] || [ ! -d "$golden" ] || [ -z "$ready_mono" ]; then
 	row boot golden 0 1 "ember boot exited $boot_rc; ready line: ${ready_mono:-none} (see $work/boot.err, $work/boot.console)"
 	keep=1
@@ -239,8 +239,10 @@ check() {
 	else
 		echo "hw-check: $c_mode clone $c_i: invoke exited $c_rc, response: $(head -c 200 "$c_out" | tr -c '[:print:]' '.')" >&2
 	fi
-	mono=$(sed -n 's/^mono_ns=//p' "$c_out")
-	if [ -n "$mono" ]; then
+	mono=$(sed -n 's/^mono_ns=\([0-9]\{1,19\}\)$/\1/p' "$c_out" | head -n 1)
+	if [ -z "$mono" ]; then
+		echo "hw-check: $c_mode clone $c_i: no mono_ns= line in the response" >&2
+	else
 		el=$((mono - ready_mono))
 		if [ "$el" -ge 0 ] && [ "$el" -le $((c_host + slack_ns)) ]; then
 			ok_clock=$((ok_clock + 1))
