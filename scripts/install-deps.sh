@@ -4,6 +4,10 @@
 # Idempotent and quiet when everything is present.
 set -eu
 PKGS="build-essential pkg-config xz-utils liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev"
+# `install-deps.sh fuzz`: also what `make fuzz` needs (clang with libFuzzer)
+case "${1:-}" in
+fuzz) PKGS="$PKGS clang libclang-rt-14-dev" ;;
+esac
 
 missing=""
 for p in $PKGS; do

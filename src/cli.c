@@ -56,6 +56,8 @@ void cli_usage(FILE *f)
 		"                           eager: read all of it before resuming (a reference)\n"
 		"  --record-ws              uffd: record the pages the guest touches until its first\n"
 		"                           report, saved as the snapshot's working set (ws.bin)\n"
+		"  --force                  with --record-ws: replace an existing ws.bin (without it,\n"
+		"                           ember refuses before the guest runs)\n"
 		"  --prefetch ws|none       uffd: load the recorded working set in bulk (default none)\n"
 		"                           (without --mem-backend, these two choose uffd for a raw\n"
 		"                           snapshot too, said by an info line; with mmap or eager\n"
@@ -67,6 +69,8 @@ void cli_usage(FILE *f)
 		"  --api-sock PATH          serve the control socket at PATH (see FORMAT.md)\n"
 		"  --console KIND           stdio (default), none, or file:PATH\n"
 		"  --console-input          feed stdin to the guest's serial port\n"
+		"  --console-limit BYTES    write at most BYTES of guest output (K, M, G suffixes;\n"
+		"                           default 64M, 0: no limit); the rest is counted\n"
 		"  --timings                print 'ember-timing <phase> <us>', 'ember-mem', and (when\n"
 		"                           they apply) 'ember-snapshot' and 'ember-pager' lines on\n"
 		"                           stderr (README \"Lines for machines\")\n"
@@ -211,6 +215,7 @@ static const struct cli_flag {
 	{ "--snapshot", true, ON_RESTORE | ON_POOL },
 	{ "--mem-backend", true, ON_RESTORE },
 	{ "--record-ws", false, ON_RESTORE },
+	{ "--force", false, ON_RESTORE },
 	{ "--prefetch", true, ON_RESTORE },
 	{ "--no-io-uring", false, ON_RESTORE },
 	{ "--standby", false, ON_RESTORE | ON_CTL },
@@ -218,6 +223,7 @@ static const struct cli_flag {
 	{ "--api-sock", true, ON_RUN | ON_CTL },
 	{ "--console", true, ON_RUN },
 	{ "--console-input", false, ON_RUN },
+	{ "--console-limit", true, ON_RUN },
 	{ "--timings", false, ON_RUN | ON_INVOKE },
 	{ "--guest-cmd", true, ON_RUN },
 	{ "--timeout", true, ON_RUN | ON_INVOKE | ON_CTL },
@@ -377,12 +383,19 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 			return errbuf_set(eb, -EINVAL, "--prefetch: '%s' is not ws or none", val);
 	} else if (!strcmp(flag, "--record-ws")) {
 		vc->record_ws = true;
+	} else if (!strcmp(flag, "--force")) {
+		c->force = true;
 	} else if (!strcmp(flag, "--no-io-uring")) {
 		vc->no_io_uring = true;
 	} else if (!strcmp(flag, "--compress")) {
 		c->compress = true;
 	} else if (!strcmp(flag, "--console")) {
 		return parse_console(val, vc, eb);
+	} else if (!strcmp(flag, "--console-limit")) {
+		if (snap_parse_size(val, 1, &vc->console_limit))
+			return errbuf_set(eb, -EINVAL, "--console-limit: '%s' is not a size in bytes "
+					  "(a number with an optional K, M or G suffix; 0: no limit)",
+					  val);
 	} else if (!strcmp(flag, "--console-input")) {
 		vc->console_input = true;
 	} else if (!strcmp(flag, "--timings")) {
@@ -501,6 +514,8 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 	if ((c->vm.mem_backend == MEM_BACKEND_MMAP || c->vm.mem_backend == MEM_BACKEND_EAGER) &&
 	    (c->vm.record_ws || c->vm.prefetch_ws))
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
+	if (c->force && !c->vm.record_ws)
+		return errbuf_set(eb, -EINVAL, "--force only applies to --record-ws");
 	if (c->vm.record_ws && c->vm.prefetch_ws)
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch ws exclude each other: "
 				  "prefetched pages never fault, so they would not be recorded");
@@ -544,6 +559,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.mem_bytes = DEFAULT_MEM_MIB * MiB;
 	c->vm.nr_vcpus = 1;
 	c->vm.console = CONSOLE_STDIO;
+	c->vm.console_limit = CONSOLE_LIMIT_DEFAULT;
 	c->ready_fd = -1;
 	c->log_level = LOG_WARN;
 
