@@ -80,6 +80,8 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 # ---- test guests (freestanding, never sanitized) -----------------------------------
 include tests/guest/guest.mk
+# ---- the Linux guest kit: `make linux-guest` --------------------------------------
+include guest-agent/agent.mk
 
 all: $(B)/ember $(B)/ember-snap guests
 
