@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "vmm.h"
 #include "snapfmt.h"
 
@@ -276,8 +277,11 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		vm_resume(vm);
 	} else if (!strcmp(rq->verb, "reset")) {
 		r = api_reset(vm, rq, &rs, &eb);
-		if (!r)
+		if (!r) {
+			metrics_add(M_RESETS, 1);
+			metrics_observe(H_RESET_US, rs.us_total);
 			extra = 5;
+		}
 	} else if (!strcmp(rq->verb, "shutdown")) {
 		vm_request_stop(vm, VM_STOP_REQUEST, 0, "shutdown requested on the control socket");
 	} else if (!strcmp(rq->verb, "guest-cmd")) {
@@ -301,9 +305,14 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		}
 	} else if (!strcmp(rq->verb, "status")) {
 		extra = 8;
+	} else if (!strcmp(rq->verb, "metrics")) {
+		api_metrics_pack(vm, &pk, rq->has_id, rq->id);
+		client_send(vm, c, &sb);
+		msgpack_sbuffer_destroy(&sb);
+		return;
 	} else {
-		r = errbuf_set(&eb, -EINVAL, "unknown verb '%s' (status, pause, resume, reset, "
-			       "snapshot, guest-cmd, shutdown)", rq->verb);
+		r = errbuf_set(&eb, -EINVAL, "unknown verb '%s' (status, metrics, pause, resume, "
+			       "reset, snapshot, guest-cmd, shutdown)", rq->verb);
 	}
 	if (r) {
 		respond_error(vm, c, rq, eb.msg);

@@ -480,6 +480,9 @@ struct api_request {
 int api_decode_request(const uint8_t *body, size_t len, struct api_request *rq,
 		       struct errbuf *eb);
 int api_start(struct vm *vm, const char *path, struct errbuf *eb);
+/* api_metrics.c: the whole `metrics` response (ok, id, the metrics) into pk */
+struct msgpack_packer;
+void api_metrics_pack(struct vm *vm, struct msgpack_packer *pk, bool has_id, uint64_t id);
 /* api_path.c: opens (O_PATH) the parent of the snapshot directory dir: absolute, no
  * symlink on the way, beneath root when root is set; name gets the last component. */
 int api_snapshot_parent(const char *root, const char *dir, char name[256], struct errbuf *eb);
