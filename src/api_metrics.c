@@ -25,14 +25,19 @@ static void pack_u64(msgpack_packer *pk, const char *k, uint64_t v)
 	msgpack_pack_uint64(pk, v);
 }
 
-/* the restore's phases (ember-timing), µs from the process start; 0: not reached */
-static const char *const restore_phases[][2] = {
-	{ "state-loaded", "restore_state_loaded_us" },
-	{ "vm-created", "restore_vm_created_us" },
-	{ "memory-mapped", "restore_memory_mapped_us" },
-	{ "state-set", "restore_state_set_us" },
-	{ "resumed", "restore_resumed_us" },
-	{ "first-response", "restore_first_response_us" },
+/* the start's phases (ember-timing, boot or restore), µs from the process start (or
+ * EMBER_T0_NS); 0: not reached, or not a phase of this kind of start */
+static const char *const phases[][2] = {
+	{ "state-loaded", "phase_state_loaded_us" },
+	{ "vm-created", "phase_vm_created_us" },
+	{ "memory-mapped", "phase_memory_mapped_us" },
+	{ "state-set", "phase_state_set_us" },
+	{ "loaded", "phase_loaded_us" },
+	{ "first-entry", "phase_first_entry_us" },
+	{ "resumed", "phase_resumed_us" },
+	{ "ready", "phase_ready_us" },
+	{ "first-report", "phase_first_report_us" },
+	{ "first-response", "phase_first_response_us" },
 };
 
 #define HIST_KEYS 6 /* _count _sum _max _p50 _p99 _buckets */
@@ -48,7 +53,7 @@ void api_metrics_pack(struct vm *vm, struct msgpack_packer *pk, bool has_id, uin
 	if (vm->pager)
 		pager_stats(vm->pager, &ps);
 	msgpack_pack_map(pk, 1 + (has_id ? 1 : 0) + 1 + MX__COUNT + 1 + M__COUNT +
-				     H__COUNT * HIST_KEYS + PAGER_KEYS + ARRAY_SIZE(restore_phases));
+				     H__COUNT * HIST_KEYS + PAGER_KEYS + ARRAY_SIZE(phases));
 	pack_key(pk, "ok");
 	msgpack_pack_true(pk);
 	if (has_id)
@@ -86,9 +91,9 @@ void api_metrics_pack(struct vm *vm, struct msgpack_packer *pk, bool has_id, uin
 	pack_u64(pk, "pager_pages_raced", ps.pages_raced);
 	pack_u64(pk, "pager_fault_p50_ns", ps.lat_p50_ns);
 	pack_u64(pk, "pager_fault_p99_ns", ps.lat_p99_ns);
-	for (unsigned i = 0; i < ARRAY_SIZE(restore_phases); i++) {
-		int64_t us = timing_get(restore_phases[i][0]);
+	for (unsigned i = 0; i < ARRAY_SIZE(phases); i++) {
+		int64_t us = timing_get(phases[i][0]);
 
-		pack_u64(pk, restore_phases[i][1], us < 0 ? 0 : (uint64_t)us);
+		pack_u64(pk, phases[i][1], us < 0 ? 0 : (uint64_t)us);
 	}
 }

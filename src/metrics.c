@@ -122,7 +122,8 @@ uint64_t metrics_quantile(const struct metrics_hist_read *h, double q)
 	for (unsigned b = 0; b < METRICS_HIST_BUCKETS; b++) {
 		seen += h->buckets[b];
 		if (seen >= rank)
-			return b == 0 ? 0 : b == METRICS_HIST_BUCKETS - 1 ? h->max : (1ull << b) - 1;
+			/* the bucket's upper bound, which the largest value seen may undercut */
+			return b == 0 ? 0 : (1ull << b) - 1 < h->max ? (1ull << b) - 1 : h->max;
 	}
 	return h->max;
 }

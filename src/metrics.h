@@ -58,7 +58,8 @@ void metrics_observe(enum metric_hist h, uint64_t value);
 /* A consistent-enough copy (each counter read once, relaxed). */
 void metrics_read(struct metrics_read *out);
 /* The histogram's bucket for value, and the value under which a fraction q of the
- * observations fall, as the upper bound of that bucket (0 when empty). */
+ * observations fall, as the upper bound of that bucket or the maximum seen if smaller
+ * (0 when empty). */
 unsigned metrics_bucket(uint64_t value);
 uint64_t metrics_quantile(const struct metrics_hist_read *h, double q);
 const char *metrics_name(enum metric m);

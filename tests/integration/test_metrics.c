@@ -142,7 +142,7 @@ Test(metrics_live, text_form_is_one_key_value_line)
 	cr_assert_eq(strchr(r.out, '\n') - r.out, (long)strlen(line), "more than one line: %s", r.out);
 	cr_assert_eq(proc_line_u64(line, "ucalls", &v), 0, "%s", line);
 	cr_assert_gt(v, 0);
-	cr_assert_eq(proc_line_u64(line, "restore_resumed_us", &v), 0, "%s", line);
+	cr_assert_eq(proc_line_u64(line, "phase_resumed_us", &v), 0, "%s", line);
 	cr_assert_gt(v, 0, "the restore's phase times are missing");
 	cr_assert(strstr(line, " snapshot_us_buckets=0,0,0,"), "%s", line);
 	proc_result_free(&r);
