@@ -28,8 +28,10 @@
  * this long, so that eight of them cannot lock everyone else out (EMBER_API_IDLE_MS). */
 #define API_IDLE_MS_DEFAULT 5000
 
+struct api_server;
 struct api_client {
 	struct vm_watch watch;
+	struct api_server *srv;
 	uint8_t buf[4 + API_MAX_FRAME];
 	size_t len;
 	bool used;
@@ -355,6 +357,8 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 	msgpack_sbuffer_destroy(&sb);
 }
 
+static void tick_arm(struct api_server *s, bool on);
+
 static void client_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 {
 	struct api_client *c = w->opaque;
@@ -369,6 +373,8 @@ static void client_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 	}
 	c->len += (size_t)n;
 	c->last_ms = now_ms();
+	if (c->len < 4)
+		tick_arm(c->srv, true);
 	while (c->len >= 4) {
 		uint32_t flen = (uint32_t)c->buf[0] << 24 | (uint32_t)c->buf[1] << 16 |
 				(uint32_t)c->buf[2] << 8 | c->buf[3];
@@ -381,8 +387,10 @@ static void client_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 				client_close(vm, c);
 			return;
 		}
-		if (c->len < 4 + flen)
+		if (c->len < 4 + flen) {
+			tick_arm(c->srv, true);
 			return;
+		}
 		if (api_decode_request(c->buf + 4, flen, &rq, &eb))
 			respond_error(vm, c, NULL, eb.msg);
 		else
@@ -408,15 +416,22 @@ static void reap_hung_up(struct vm *vm, struct api_server *s)
 	}
 }
 
+/* A client the idle limit applies to now: silent since it connected, or inside a frame. */
+static bool at_risk(const struct api_client *c)
+{
+	return c->used && (!c->served || c->len);
+}
+
 /*
  * Drops clients past the idle limit: one silent since it connected or stuck inside a
  * frame always; one that was served and waits between requests (ember pool keeps such a
- * connection to each VM) only when every slot is taken and someone new knocks.
+ * connection to each VM) only when every slot is taken and someone new knocks. Returns
+ * how many clients the limit may still catch.
  */
 static unsigned drop_idle(struct vm *vm, struct api_server *s, bool need_slot)
 {
 	uint64_t now = now_ms();
-	unsigned left = 0;
+	unsigned left = 0, risky = 0;
 	struct api_client *oldest = NULL;
 
 	for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
@@ -426,9 +441,10 @@ static unsigned drop_idle(struct vm *vm, struct api_server *s, bool need_slot)
 			continue;
 		if (now - c->last_ms < s->idle_ms) {
 			left++;
+			risky += at_risk(c);
 			continue;
 		}
-		if (!c->served || c->len) {
+		if (at_risk(c)) {
 			pr_info("--api-sock: dropped a client idle for %llu ms (%s)",
 				(unsigned long long)(now - c->last_ms),
 				c->len ? "half a request" : "no request");
@@ -439,13 +455,13 @@ static unsigned drop_idle(struct vm *vm, struct api_server *s, bool need_slot)
 		if (!oldest || c->last_ms < oldest->last_ms)
 			oldest = c;
 	}
-	if (need_slot && oldest && left == API_MAX_CLIENTS) {
+	if (need_slot && oldest && left == API_MAX_CLIENTS)
 		client_close(vm, oldest);
-		left--;
-	}
-	return left;
+	return risky;
 }
 
+/* The sweep runs every idle_ms / 4 while some client is at risk, not otherwise: an
+ * idle VM (a pool's standby VM holds a served connection) is not woken for nothing. */
 static void tick_arm(struct api_server *s, bool on)
 {
 	uint64_t ms = on ? (s->idle_ms / 4 ? s->idle_ms / 4 : 1) : 0;
@@ -528,6 +544,7 @@ static void listen_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 			continue;
 		memset(c, 0, sizeof(*c));
 		c->used = true;
+		c->srv = s;
 		c->last_ms = now_ms();
 		c->watch = (struct vm_watch){ .fd = fd, .cb = client_readable, .opaque = c };
 		if (vm_watch_add(vm, &c->watch)) {

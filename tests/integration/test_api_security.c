@@ -343,6 +343,22 @@ Test(api_security, a_served_client_may_wait_between_requests)
 	close(fd);
 }
 
+Test(api_security, a_served_client_stuck_inside_its_next_request_is_dropped)
+{
+	static const uint8_t half[] = { 0, 0, 0, 20, 0x81 };
+	char buf[512], c;
+	int fd;
+
+	setenv("EMBER_API_IDLE_MS", "200", 1);
+	start_vmm(NULL, NULL, NULL, NULL);
+	fd = connect_to(sock);
+	cr_assert_geq(fd, 0);
+	cr_assert_gt(request(fd, "status", NULL, buf, sizeof(buf)), 0);
+	cr_assert_eq(send(fd, half, sizeof(half), 0), (ssize_t)sizeof(half));
+	cr_assert_eq(recv(fd, &c, 1, 0), 0, "not dropped half-way through a request");
+	close(fd);
+}
+
 Test(api_security, bad_idle_limit_is_an_error)
 {
 	struct proc_result r;
