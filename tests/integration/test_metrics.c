@@ -147,3 +147,47 @@ Test(metrics_live, text_form_is_one_key_value_line)
 	cr_assert(strstr(line, " snapshot_us_buckets=0,0,0,"), "%s", line);
 	proc_result_free(&r);
 }
+
+/* one numeric field of `ember ctl metrics --json`, by jq */
+static uint64_t metric(const char *key)
+{
+	char filter[64];
+	char *jq[] = { "/usr/bin/jq", "-r", filter, NULL };
+	struct proc_result r, q;
+	uint64_t v;
+	char *end;
+
+	snprintf(filter, sizeof(filter), ".%s", key);
+	snapt_ctl(&r, sock, "--json", "metrics", NULL);
+	cr_assert_eq(r.status, 0, "ember ctl metrics --json: %s", r.err);
+	cr_assert_eq(proc_run_input(jq, r.out, r.out_len, 10000, &q), 0);
+	cr_assert_eq(q.status, 0, "jq: %s", q.err);
+	v = strtoull(q.out, &end, 10);
+	cr_assert(end != q.out, "%s is not a number in %s", key, r.out);
+	proc_result_free(&q);
+	proc_result_free(&r);
+	return v;
+}
+
+Test(metrics_live, page_server_and_reset_metrics_move)
+{
+	struct proc_result r;
+	uint64_t faults, bytes;
+
+	vmm = fnt_restore(golden.dir, uds, "--api-sock", sock, "--mem-backend", "uffd", NULL);
+	snapt_wait_socket(sock, 20000);
+	invoke_once(1);
+	faults = metric("pager_faults");
+	bytes = metric("pager_bytes_read");
+	cr_assert_gt(faults, 0, "no page-server faults with --mem-backend uffd");
+	cr_assert_gt(bytes, 0);
+	cr_assert_eq(metric("resets"), 0);
+	snapt_ctl(&r, sock, "reset", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	proc_result_free(&r);
+	invoke_once(2); /* after a reset the pages come from the snapshot again */
+	cr_assert_gt(metric("pager_faults"), faults);
+	cr_assert_eq(metric("resets"), 1);
+	cr_assert_eq(metric("reset_us_count"), 1);
+	cr_assert_gt(metric("reset_us_max"), 0);
+}
