@@ -218,26 +218,18 @@ static int api_reset(struct vm *vm, const struct api_request *rq, struct reset_s
 	return 0;
 }
 
-/*
- * The snapshot goes where api_snapshot_parent found the parent directory: the writer,
- * which works with paths, runs in it as the working directory (the vCPUs are paused and
- * the devices quiesced meanwhile, and no other thread resolves relative paths), so that
- * no symlink swapped in after the check can redirect it.
- */
-static int snapshot_beneath(struct vm *vm, const char *dir, const struct snapshot_opts *o,
+/* The snapshot goes into the directory api_snapshot_parent opened: the writer resolves
+ * nothing outside it, so no symlink swapped in after the check can redirect it. */
+static int snapshot_beneath(struct vm *vm, const char *dir, struct snapshot_opts *o,
 			    struct snapshot_stats *ss, struct errbuf *eb)
 {
 	char name[NAME_MAX + 1];
-	int pfd, cwd, r;
+	int r;
 
-	pfd = api_snapshot_parent(vm->api->root, dir, name, eb);
-	if (pfd < 0)
-		return pfd;
-	cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (cwd < 0 || fchdir(pfd) < 0) {
-		r = errbuf_set(eb, -errno, "snapshot directory '%s': %s", dir, strerror(errno));
-		goto out;
-	}
+	o->dir_fd = api_snapshot_parent(vm->api->root, dir, name, eb);
+	if (o->dir_fd < 0)
+		return o->dir_fd;
+	o->in_dir = true;
 	r = vm_snapshot_save(vm, name, o, ss, eb);
 	if (r) {
 		char msg[sizeof(eb->msg)];
@@ -245,13 +237,7 @@ static int snapshot_beneath(struct vm *vm, const char *dir, const struct snapsho
 		snprintf(msg, sizeof(msg), "%s", eb->msg);
 		errbuf_set(eb, r, "snapshot '%s': %s", dir, msg);
 	}
-	if (fchdir(cwd) < 0)
-		pr_err("cannot return to the working directory after a snapshot: %s",
-		       strerror(errno));
-out:
-	if (cwd >= 0)
-		close(cwd);
-	close(pfd);
+	close(o->dir_fd);
 	return r;
 }
 

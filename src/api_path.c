@@ -5,7 +5,8 @@
  * client could point one at any directory root can write), and with --snapshot-root
  * (always, inside the jailer) it must lie beneath that directory. The kernel checks all
  * of it in one openat2() of the parent: RESOLVE_NO_SYMLINKS, and RESOLVE_BENEATH from
- * the root; the writer then works relative to the descriptor it returned.
+ * the root; the writer then works relative to the descriptor it returned
+ * (snap_writer_begin_at).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,7 +22,7 @@
 static int open_beneath(int dirfd, const char *path, uint64_t resolve)
 {
 	struct open_how how = {
-		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC, /* not O_PATH: the writer fsyncs it */
 		.resolve = resolve | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
 	};
 	long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));

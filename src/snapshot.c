@@ -191,7 +191,8 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	}
 	t1 = timing_now_us();
 
-	r = snap_writer_begin(dir, &w, &se);
+	r = o->in_dir ? snap_writer_begin_at(o->dir_fd, dir, &w, &se)
+		      : snap_writer_begin(dir, &w, &se);
 	if (r) {
 		snap_fail(eb, r, &se);
 		goto out;

@@ -435,6 +435,8 @@ int vm_build(struct vm *vm, const struct vm_shape *s, struct errbuf *eb);
 struct snapshot_opts {
 	bool diff;          /* only pages written since the previous snapshot */
 	bool compress;      /* lz4-compressed memory (FORMAT.md section 10) */
+	bool in_dir;        /* dir is a name inside the open directory dir_fd */
+	int dir_fd;
 };
 struct snapshot_stats {
 	uint64_t us_total, us_state, us_memory, us_commit;
@@ -483,7 +485,7 @@ int api_start(struct vm *vm, const char *path, struct errbuf *eb);
 /* api_metrics.c: the whole `metrics` response (ok, id, the metrics) into pk */
 struct msgpack_packer;
 void api_metrics_pack(struct vm *vm, struct msgpack_packer *pk, bool has_id, uint64_t id);
-/* api_path.c: opens (O_PATH) the parent of the snapshot directory dir: absolute, no
+/* api_path.c: opens the parent of the snapshot directory dir: absolute, no
  * symlink on the way, beneath root when root is set; name gets the last component. */
 int api_snapshot_parent(const char *root, const char *dir, char name[256], struct errbuf *eb);
 
