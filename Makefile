@@ -12,6 +12,13 @@ B       ?= build-san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 # sanitizer runtimes make syscalls the vCPU allowlist does not expect (src/seccomp.c)
 SANDEFS  := -DEMBER_NO_SECCOMP
+else ifeq ($(FUZZ),1)
+# libFuzzer targets (fuzz/): clang, with ASan/UBSan, the library objects instrumented
+B       ?= build-fuzz
+CC      := clang
+SANFLAGS := -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
+SANDEFS  := -DEMBER_NO_SECCOMP
 else
 B       ?= build
 SANFLAGS :=
@@ -25,6 +32,11 @@ endif
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
            -Wmissing-prototypes -Wstrict-prototypes -Wvla
+ifeq ($(FUZZ),1)
+# kvm.h's flexible-array headers in wrapper structs and libseccomp's SCMP_A* macros:
+# fine with gcc, warnings with clang
+WARN    += -Wno-gnu-variable-sized-type-not-at-end -Wno-missing-field-initializers
+endif
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) $(SANDEFS) -D_GNU_SOURCE \
               -DEMBER_VERSION='"$(VERSION)"' -Iinclude -Isrc -Isnapshot-format -MMD -MP
@@ -61,7 +73,7 @@ INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(B)/tests/integration/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
-.PHONY: all test unit integration demo bench clean deps guests tests
+.PHONY: all test unit integration demo bench clean deps guests tests fuzz fuzz-bins
 
 # `make` alone builds everything; guest.mk's rules would otherwise be the default
 .DEFAULT_GOAL := all
@@ -168,7 +180,28 @@ bench: deps
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)
 	$(Q)EMBER_BUILD=$(B) bench/run.sh
 
+# ---- fuzzing (fuzz/README.md) -------------------------------------------------------
+# `make fuzz [FUZZ_TIME=S]` builds the libFuzzer targets with clang + ASan/UBSan into
+# build-fuzz/ and runs each for FUZZ_TIME seconds from the checked-in seeds.
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(filter-out fuzz/fuzz_common.c fuzz/fuzz_fixture.c,\
+                  $(wildcard fuzz/fuzz_*.c)))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(B)/fuzz/fuzz_%)
+FUZZ_TIME    ?= 60
+
+$(B)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.c fuzz/fuzz_fixture.c fuzz/fuzz.h $(LIBEMBER) $(LIBSNAP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) -Ifuzz -DFUZZ_DATA_DIR='"$(CURDIR)/fuzz/data"' \
+		-fsanitize=fuzzer $(ALL_LDFLAGS) -o $@ $(filter %.c,$^) $(LIBEMBER) $(LIBSNAP) $(LDLIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+fuzz:
+	$(Q)scripts/install-deps.sh fuzz
+	$(Q)$(MAKE) --no-print-directory FUZZ=1 fuzz-bins
+	$(Q)FUZZ_BUILD=build-fuzz FUZZ_TIME=$(FUZZ_TIME) scripts/fuzz.sh $(FUZZ_TARGETS)
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

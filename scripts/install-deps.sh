@@ -2,7 +2,12 @@
 # Installs ember's build dependencies on Debian 12, only the ones that are missing.
 # Idempotent and quiet when everything is present.
 set -eu
-PKGS="build-essential pkg-config liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev"
+# acpica-tools: iasl, which tests/unit/test_acpi runs on the ACPI tables
+PKGS="build-essential pkg-config liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev acpica-tools"
+# `install-deps.sh fuzz`: also what `make fuzz` needs (clang with libFuzzer)
+case "${1:-}" in
+fuzz) PKGS="$PKGS clang libclang-rt-14-dev" ;;
+esac
 
 missing=""
 for p in $PKGS; do

@@ -1,10 +1,12 @@
 /*
  * ember-snap: inspect, verify, dump, merge, compress and decompress ember snapshots
  * without KVM.
- * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error.
+ * Exit status: 0 success, 1 the snapshot (or an I/O operation) failed, 2 usage error,
+ * 128+N: SIGINT/SIGTERM/SIGHUP N while writing (the temporary directory removed).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,9 +29,12 @@ static const char usage_text[] =
 	"\n"
 	"  info [--json] DIR      summary: format, ids, CPU, vCPUs, RAM layout, memory file,\n"
 	"                         lz4 chunks, working set, devices\n"
-	"  verify [--json] DIR    checksum + validation + memory file checks (lz4: every chunk\n"
-	"                         decoded and CRC-checked) + working-set file; prints \"ok\" (exit 0)\n"
-	"                         or the error (exit 1)\n"
+	"  verify [--json] [--deep] DIR\n"
+	"                         checksum + validation + memory file checks (lz4: every chunk\n"
+	"                         decoded and CRC-checked; the anchor pages that tie the memory\n"
+	"                         file to the state) + working-set file; --deep: also every\n"
+	"                         memory block against its recorded digest; prints \"ok\"\n"
+	"                         (exit 0) or the error (exit 1)\n"
 	"  dump DIR               the whole state as \"path = value\" lines (stable, diffable)\n"
 	"  merge BASE DIFF OUT    write a full raw snapshot OUT: BASE memory with DIFF's pages\n"
 	"                         applied, DIFF's state (DIFF's parent must be BASE)\n"
@@ -42,7 +47,8 @@ static const char usage_text[] =
 	"--json: one JSON object on stdout instead (README \"Output for machines\"); verify's\n"
 	"has \"ok\" and, when false, \"error\"\n"
 	"\n"
-	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error.\n";
+	"Exit status: 0 ok, 1 invalid snapshot or I/O error, 2 usage error, 128+N stopped by\n"
+	"signal N (merge, compress and decompress remove their temporary directory first).\n";
 
 #define WS_GAP 8 /* pages: info's second range count merges across gaps this small */
 
@@ -302,7 +308,7 @@ static int cmd_info(const char *dir)
 	return ret ? 1 : 0;
 }
 
-static int cmd_verify(const char *dir, bool json)
+static int cmd_verify(const char *dir, bool json, bool deep)
 {
 	struct snap_err err = { "" };
 	struct snap_dir d;
@@ -317,6 +323,20 @@ static int cmd_verify(const char *dir, bool json)
 	ret = snap_dir_verify_memory(&d, &bad, &err);
 	if (ret)
 		snprintf(msg, sizeof(msg), "snapshot %s: %s: %s", dir, d.state.memory.file, err.msg);
+	if (!ret) {
+		ret = snap_dir_check_anchors(&d, dir, &err);
+		if (ret)
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+	}
+	if (!ret && deep && !d.state.memory.digest_block && d.state.memory.kind == SNAP_MEM_FULL) {
+		ret = -ENODATA;
+		snprintf(msg, sizeof(msg), "snapshot %s: --deep: the state records no memory digests "
+			 "(written by an ember older than format 1.3)", dir);
+	} else if (!ret && deep) {
+		ret = snap_dir_verify_digests(&d, &bad, &err);
+		if (ret)
+			snprintf(msg, sizeof(msg), "snapshot %s: %s: %s", dir, d.state.memory.file, err.msg);
+	}
 	if (!ret) {
 		struct errbuf eb = { "" };
 
@@ -411,6 +431,38 @@ static int parse_chunk_size(const char *arg, uint32_t *out)
 	return 0;
 }
 
+/* SIGINT/SIGTERM while writing: the temp directory goes, then exit 128 + signal. */
+static void on_signal(int sig)
+{
+	snap_writer_remove_in_flight();
+	_exit(128 + sig);
+}
+
+static void report_stale(const char *path, int pid, int ret, void *arg)
+{
+	(void)arg;
+	if (ret)
+		fprintf(stderr, "ember-snap: stale temporary directory %s (left by process %d, "
+			"which is gone) kept: %s\n", path, pid,
+			ret == -ENOTEMPTY ? "it holds more than a snapshot's files" : strerror(-ret));
+	else
+		fprintf(stderr, "ember-snap: removed stale temporary directory %s (left by process "
+			"%d, which is gone)\n", path, pid);
+}
+
+/* The commands that write DST: an interrupted run leaves no temp directory, and one a
+ * killed run left is removed (snap_stale.c). */
+static void prepare_writer(const char *dst)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	snap_writer_clean_stale(dst, report_stale, NULL);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct { const char *name; int nargs; const char *args; } cmds[] = {
@@ -418,7 +470,7 @@ int main(int argc, char **argv)
 		{ "merge", 3, "BASE DIFF OUT" }, { "compress", 2, "SRC DST" }, { "decompress", 2, "SRC DST" },
 	};
 	uint32_t chunk_size = 0;
-	bool json = false;
+	bool json = false, deep = false;
 	const char *cmd;
 	unsigned i;
 
@@ -448,8 +500,9 @@ int main(int argc, char **argv)
 		argc--;
 	}
 	for (int a = 2; a < argc; a++) {
-		if (!strcmp(argv[a], "--json") && i <= 1) {
-			json = true;
+		if ((!strcmp(argv[a], "--json") && i <= 1) || (!strcmp(argv[a], "--deep") && i == 1)) {
+			json |= argv[a][2] == 'j';
+			deep |= argv[a][2] == 'd';
 			memmove(&argv[a], &argv[a + 1], (size_t)(argc - a) * sizeof(*argv));
 			argc--;
 			a--;
@@ -464,9 +517,13 @@ int main(int argc, char **argv)
 				   argc - 2 == 1 ? "" : "s");
 	switch (i) {
 	case 0: return json ? cmd_info_json(argv[2]) : cmd_info(argv[2]);
-	case 1: return cmd_verify(argv[2], json);
+	case 1: return cmd_verify(argv[2], json, deep);
 	case 2: return cmd_dump(argv[2]);
-	case 3: return cmd_merge(argv[2], argv[3], argv[4]);
-	default: return cmd_convert(i == 4, chunk_size, argv[2], argv[3]);
+	case 3:
+		prepare_writer(argv[4]);
+		return cmd_merge(argv[2], argv[3], argv[4]);
+	default:
+		prepare_writer(argv[3]);
+		return cmd_convert(i == 4, chunk_size, argv[2], argv[3]);
 	}
 }

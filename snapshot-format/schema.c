@@ -251,6 +251,12 @@ static const struct sfield range_f[] = {
 };
 SCHEMA(range_s, range_f);
 
+static const struct sfield anchor_f[] = {
+	F_U(struct snap_anchor, page, X),
+	F_U(struct snap_anchor, crc32c, X),
+};
+SCHEMA(anchor_s, anchor_f);
+
 static const struct sfield memory_f[] = {
 	F_STR(struct snap_memory, file, 0),
 	F_U(struct snap_memory, size, X),
@@ -263,6 +269,13 @@ static const struct sfield memory_f[] = {
 	F_U(struct snap_memory, chunk_size, SFF_OPT | SFF_OMITZ),
 	F_STR(struct snap_memory, index_file, SFF_OPT | SFF_OMITZ),
 	F_U(struct snap_memory, compressed_size, SFF_OPT | SFF_OMITZ),
+	/* 1.3, memory digests */
+	F_U(struct snap_memory, digest_block, SFF_OPT | SFF_OMITZ),
+	{ .key = "digests", .klen = 7, .kind = SF_HBLOB, .flags = SFF_OPT | SFF_OMITZ,
+	  .off = offsetof(struct snap_memory, digests), .off_n = offsetof(struct snap_memory, digests_len),
+	  .min = 0, .max = SNAP_DIGESTS_MAX },
+	F_HSTRUCTS(struct snap_memory, anchors, nr_anchors, struct snap_anchor, SNAP_MAX_ANCHORS,
+		   SFF_OPT | SFF_OMITZ, anchor_s),
 };
 SCHEMA(memory_s, memory_f);
 

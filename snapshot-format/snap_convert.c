@@ -26,10 +26,15 @@ static int carry_ws(const char *src, const struct snap_state *st, struct snap_wr
 	return ret;
 }
 
+static const struct snap_extent all_hole; /* with nr_data 0: no data anywhere */
+
 static int convert(const char *src, const char *dst, bool to_lz4, uint32_t chunk_size,
 		   struct snap_err *err)
 {
 	const uint8_t *img = NULL;
+	struct snap_extent *data = NULL;
+	uint64_t nr_data = 0;
+	bool sparse = false;
 	struct snap_writer *w = NULL;
 	struct snap_state st;
 	struct snap_memory *m;
@@ -46,8 +51,13 @@ static int convert(const char *src, const char *dst, bool to_lz4, uint32_t chunk
 	ret = snap_writer_begin(dst, &w, err);
 	if (ret)
 		goto out;
+	/* a raw image's holes are zero: compress reads only its data (sparse_extents.c) */
+	if (to_lz4 && !d.lz4)
+		sparse = !snap_data_extents(d.mem_fd, m->size, &data, &nr_data);
 	if (to_lz4)
-		ret = snap_writer_write_lz4_chunked(w, img, m->size, chunk_size, err);
+		ret = snap_writer_write_lz4_sparse(w, img, m->size, chunk_size,
+						   sparse ? (data ? data : &all_hole) : NULL, nr_data,
+						   err);
 	else if (m->kind == SNAP_MEM_DIFF)
 		ret = snap_writer_write_ranges(w, img, m->size, m->ranges, m->nr_ranges, err);
 	else
@@ -69,6 +79,7 @@ static int convert(const char *src, const char *dst, bool to_lz4, uint32_t chunk
 	}
 	ret = snap_writer_commit(w, &st, err); /* frees w */
 out:
+	free(data);
 	snap_dir_unmap_image(&d, img);
 	snap_dir_close(&d);
 	return ret;

@@ -259,7 +259,7 @@ static int walk_field(struct dctx *c, const msgpack_object *v, const struct sfie
 			return bad(c, "expected bin, got %s", type_name(v));
 		if (n < f->min || n > f->max)
 			return bad(c, "%u bytes (%u..%u allowed)", n, f->min, f->max);
-		copy = malloc(n);
+		copy = malloc(n ? n : 1);
 		if (!copy)
 			return fail(c, -ENOMEM, "out of memory");
 		memcpy(copy, v->via.bin.ptr, n);

@@ -87,7 +87,8 @@ int snap_open_regular(int dirfd, const char *name, int flags, struct stat *stb,
 	}
 	if (!S_ISREG(stb->st_mode)) {
 		close(fd);
-		return snap_err_set(err, -EINVAL, "%s %s: not a regular file", what, name);
+		return snap_err_set(err, -EINVAL, "%s %s: not a regular file (%s)", what, name,
+				    snap_file_kind(stb->st_mode));
 	}
 	if (fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
 		int e = -errno;

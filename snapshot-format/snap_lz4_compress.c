@@ -32,6 +32,9 @@ struct window {
 	uint64_t first, count;          /* the chunks of this window */
 	uint8_t *out;                   /* count slots of chunk_size bytes */
 	struct snap_lz4_chunk *chunks;  /* all chunks, indexed globally */
+	const struct snap_extent *data; /* where image may be non-zero; NULL: anywhere */
+	uint64_t nr_data;
+	uint8_t *in_hole;               /* per slot: 1 when the chunk lies in a hole */
 	atomic_uint_fast64_t next;      /* next slot to claim */
 };
 
@@ -44,7 +47,8 @@ static void compress_chunk(struct window *w, uint64_t slot)
 	int n;
 
 	c->len = len;
-	if (snap_is_zero(src, len)) {
+	/* a hole is zero without a look: reading it would only fill the page cache */
+	if (w->in_hole[slot] || snap_is_zero(src, len)) {
 		c->kind = SNAP_CHUNK_ZERO;
 		return;
 	}
@@ -135,7 +139,24 @@ static int write_window(int fd, struct window *w, uint64_t *pos)
 	return n ? write_iov(fd, iov, n, start) : 0;
 }
 
+/* Marks the window's chunks that lie in holes; false when the whole window does. */
+static bool mark_holes(struct window *w, uint64_t *cursor)
+{
+	bool any = false;
+
+	for (uint64_t slot = 0; slot < w->count; slot++) {
+		uint64_t off = (w->first + slot) * w->chunk_size;
+		uint64_t len = w->len - off < w->chunk_size ? w->len - off : w->chunk_size;
+
+		w->in_hole[slot] = w->data && !snap_extents_overlap(w->data, w->nr_data, cursor,
+								    off, len);
+		any |= !w->in_hole[slot];
+	}
+	return any;
+}
+
 int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t chunk_size,
+			    const struct snap_extent *data, uint64_t nr_data,
 			    struct snap_lz4_chunk **chunks_out, uint64_t *nr, uint64_t *file_size,
 			    struct snap_err *err)
 {
@@ -143,7 +164,9 @@ int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t ch
 	unsigned threads = nr_threads();
 	pthread_t tid[MAX_THREADS];
 	struct snap_lz4_chunk *chunks;
-	struct window w = { .image = image, .len = len, .chunk_size = chunk_size };
+	struct window w = { .image = image, .len = len, .chunk_size = chunk_size, .data = data,
+			    .nr_data = nr_data };
+	uint64_t cursor = 0;
 	int ret = 0;
 
 	per_window = WINDOW_BYTES / chunk_size ? WINDOW_BYTES / chunk_size : 1;
@@ -151,7 +174,8 @@ int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t ch
 		per_window = n;
 	chunks = calloc(n ? n : 1, sizeof(*chunks));
 	w.out = malloc(per_window * chunk_size);
-	if (!chunks || !w.out) {
+	w.in_hole = malloc(per_window);
+	if (!chunks || !w.out || !w.in_hole) {
 		ret = snap_err_set(err, -ENOMEM, "lz4: out of memory");
 		goto fail;
 	}
@@ -160,6 +184,16 @@ int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t ch
 		unsigned started = 0;
 
 		w.count = n - w.first < per_window ? n - w.first : per_window;
+		if (!mark_holes(&w, &cursor)) {
+			/* all hole: zero chunks, nothing to compress or write */
+			for (uint64_t slot = 0; slot < w.count; slot++) {
+				uint64_t off = (w.first + slot) * chunk_size;
+
+				chunks[w.first + slot].len = (uint32_t)(len - off < chunk_size
+									? len - off : chunk_size);
+			}
+			continue;
+		}
 		atomic_store(&w.next, 0);
 		/* a thread that cannot start just leaves its share to the others */
 		while (started + 1 < threads && !pthread_create(&tid[started], NULL, worker, &w))
@@ -175,12 +209,14 @@ int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t ch
 		}
 	}
 	free(w.out);
+	free(w.in_hole);
 	*chunks_out = chunks;
 	*nr = n;
 	*file_size = pos;
 	return 0;
 fail:
 	free(w.out);
+	free(w.in_hole);
 	free(chunks);
 	return ret;
 }

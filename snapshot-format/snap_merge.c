@@ -114,6 +114,8 @@ int snap_merge(const char *base, const char *diff, const char *out,
 	m->index_file[0] = '\0';
 	m->compressed_size = 0;
 	ret = snap_new_id(d.state.header.id, err);
+	if (!ret) /* the merged image is new: its digests are read back from what was written */
+		ret = snap_memory_digest_fd(&d.state, snap_writer_mem_fd(w), err);
 	if (ret)
 		goto out_abort;
 	if (stats)

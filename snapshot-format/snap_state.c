@@ -84,6 +84,7 @@ void snap_state_free(struct snap_state *st)
 		snap_device_free(&st->devices[i]);
 	free(st->devices);
 	free(st->memory.ranges);
+	snap_memory_clear_digests(&st->memory);
 	memset(st, 0, sizeof(*st));
 }
 

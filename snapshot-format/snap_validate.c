@@ -89,6 +89,37 @@ static int validate_encoding(const struct snap_memory *m, struct snap_err *err)
 	return 0;
 }
 
+/* 1.3 digests: absent, or one CRC32C per block of the image and anchors inside it. */
+static int validate_digests(const struct snap_memory *m, struct snap_err *err)
+{
+	uint64_t pages = m->size / SNAP_PAGE_SIZE;
+
+	if (!m->digest_block) {
+		if (m->digests_len)
+			return snap_err_set(err, -EINVAL, "memory.digests: given without memory.digest_block");
+	} else {
+		uint64_t blocks;
+
+		if (m->digest_block < SNAP_PAGE_SIZE || m->digest_block > (1u << 30) ||
+		    (m->digest_block & (m->digest_block - 1)))
+			return snap_err_set(err, -EINVAL, "memory.digest_block: %u (must be a power of two, "
+					    "%u..%u)", m->digest_block, SNAP_PAGE_SIZE, 1u << 30);
+		blocks = (m->size + m->digest_block - 1) / m->digest_block;
+		if (m->digests_len != blocks * 4 || !m->digests)
+			return snap_err_set(err, -EINVAL, "memory.digests: %u bytes, expected %" PRIu64
+					    " (4 per %u-byte block of memory.size)", m->digests_len,
+					    blocks * 4, m->digest_block);
+	}
+	if (m->nr_anchors > SNAP_MAX_ANCHORS || (m->nr_anchors && !m->anchors))
+		return snap_err_set(err, -EINVAL, "memory.anchors: %u entries (at most %u)", m->nr_anchors,
+				    SNAP_MAX_ANCHORS);
+	for (uint32_t i = 0; i < m->nr_anchors; i++)
+		if (m->anchors[i].page >= pages)
+			return snap_err_set(err, -EINVAL, "memory.anchors[%u].page: 0x%" PRIx64 " is past the "
+					    "memory size (0x%" PRIx64 " pages)", i, m->anchors[i].page, pages);
+	return 0;
+}
+
 static int validate_memory(const struct snap_state *st, struct snap_err *err)
 {
 	const struct snap_memory *m = &st->memory;
@@ -106,6 +137,8 @@ static int validate_memory(const struct snap_state *st, struct snap_err *err)
 	if (m->encoding >= SNAP_NR_ENCODINGS)
 		return snap_err_set(err, -EINVAL, "memory.encoding: unknown encoding %u", m->encoding);
 	ret = validate_encoding(m, err);
+	if (!ret)
+		ret = validate_digests(m, err);
 	if (ret)
 		return ret;
 	if (m->kind >= SNAP_NR_KINDS)

@@ -5,17 +5,100 @@
  * A crash or error at any point leaves no DIR, so there is never a half-written
  * snapshot that would load.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "snapfmt_int.h"
+
+/*
+ * The temp directory of the writer in flight, for snap_writer_remove_in_flight in a
+ * signal handler: one slot, for tools that write one snapshot at a time (ember-snap).
+ * Set once the directory exists, cleared when the writer is freed (committed or not).
+ */
+static char in_flight[PATH_MAX];
+static volatile sig_atomic_t in_flight_set;
+
+static void track_in_flight(const char *tmp)
+{
+	size_t len = strlen(tmp);
+
+	if (len >= sizeof(in_flight))
+		return;
+	in_flight_set = 0;
+	memcpy(in_flight, tmp, len + 1);
+	in_flight_set = 1;
+}
+
+static void untrack_in_flight(const char *tmp)
+{
+	if (tmp && in_flight_set && !strcmp(in_flight, tmp))
+		in_flight_set = 0;
+}
+
+/* getdents64's record: glibc's readdir is not async-signal-safe, the system call is */
+struct dirent64_rec {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+/* Unlinks every entry of the directory fd (all files the writer made); one pass may
+ * miss entries that moved while it unlinked, so it goes again until one removes none. */
+static void unlink_all_at(int fd)
+{
+	static char buf[4096] __attribute__((aligned(8)));
+
+	for (int pass = 0; pass < 8; pass++) {
+		bool removed = false;
+		long n;
+
+		if (lseek(fd, 0, SEEK_SET) < 0)
+			return;
+		while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0) {
+			for (long off = 0; off < n;) {
+				struct dirent64_rec *d = (struct dirent64_rec *)(buf + off);
+
+				off += d->d_reclen;
+				if (d->d_name[0] == '.' && (!d->d_name[1] ||
+							    (d->d_name[1] == '.' && !d->d_name[2])))
+					continue;
+				removed |= unlinkat(fd, d->d_name, 0) == 0;
+			}
+		}
+		if (!removed)
+			return;
+	}
+}
+
+void snap_writer_remove_in_flight(void)
+{
+	int fd, saved = errno;
+
+	if (!in_flight_set)
+		return;
+	/* after the final rename the temp path is gone: nothing is removed then */
+	fd = open(in_flight, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0) {
+		unlink_all_at(fd);
+		close(fd);
+		rmdir(in_flight);
+	}
+	in_flight_set = 0;
+	errno = saved;
+}
 
 struct snap_writer {
 	int dfd;            /* dir and tmp are relative to it (AT_FDCWD: plain paths) */
@@ -38,6 +121,7 @@ struct snap_writer {
 
 static void writer_free(struct snap_writer *w)
 {
+	untrack_in_flight(w->tmp);
 	if (w->mem_fd >= 0)
 		close(w->mem_fd);
 	if (w->tmp_fd >= 0)
@@ -118,8 +202,12 @@ int snap_writer_begin_at(int dfd, const char *dir, struct snap_writer **out,
 			ret = snap_err_set(err, -ENOMEM, "snapshot writer: out of memory");
 			goto fail;
 		}
-		if (mkdirat(dfd, w->tmp, 0755) == 0)
+		if (mkdirat(dfd, w->tmp, 0755) == 0) {
+			/* the signal-time cleanup knows paths only: a name inside dfd is not one */
+			if (dfd == AT_FDCWD)
+				track_in_flight(w->tmp);
 			break;
+		}
 		if (errno != EEXIST || tries == 8) {
 			ret = snap_err_set(err, -errno, "cannot create snapshot temp directory %s: %s", w->tmp,
 					   strerror(errno));
@@ -231,6 +319,13 @@ int snap_writer_write_lz4(struct snap_writer *w, const void *image, uint64_t len
 int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint64_t len,
 				  uint32_t chunk_size, struct snap_err *err)
 {
+	return snap_writer_write_lz4_sparse(w, image, len, chunk_size, NULL, 0, err);
+}
+
+int snap_writer_write_lz4_sparse(struct snap_writer *w, const void *image, uint64_t len,
+				 uint32_t chunk_size, const struct snap_extent *data,
+				 uint64_t nr_data, struct snap_err *err)
+{
 	int ret;
 
 	if (w->lz4 || w->mem_end)
@@ -241,6 +336,13 @@ int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint
 	if (len == 0 || len % SNAP_PAGE_SIZE || len > SNAP_MAX_GPA)
 		return snap_err_set(err, -EINVAL, "lz4 memory write: 0x%" PRIx64 " bytes (must be a non-zero "
 				    "multiple of %u, at most 2^52)", len, SNAP_PAGE_SIZE);
+	if (snap_lz4_nr_chunks(len, chunk_size) > SNAP_LZ4_MAX_CHUNKS)
+		return snap_err_set(err, -E2BIG, "lz4 memory write: 0x%" PRIx64 " bytes in %u-byte "
+				    "chunks make %" PRIu64 " chunks (at most %u: a chunk size of "
+				    "at least %" PRIu64 " bytes is needed)", len, chunk_size,
+				    snap_lz4_nr_chunks(len, chunk_size), SNAP_LZ4_MAX_CHUNKS,
+				    len / SNAP_LZ4_MAX_CHUNKS > SNAP_LZ4_CHUNK_MIN
+					    ? len / SNAP_LZ4_MAX_CHUNKS : SNAP_LZ4_CHUNK_MIN);
 	/* the raw file made by begin is replaced by the lz4 one */
 	close(w->mem_fd);
 	unlinkat(w->tmp_fd, SNAP_MEMORY_FILE, 0);
@@ -248,8 +350,8 @@ int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint
 	if (w->mem_fd < 0)
 		return snap_err_set(err, -errno, "%s/%s: %s", w->tmp, SNAP_LZ4_MEMORY_FILE, strerror(errno));
 	w->lz4 = true;
-	ret = snap_lz4_compress_image(w->mem_fd, image, len, chunk_size, &w->chunks, &w->nr_chunks,
-				      &w->lz4_file_size, err);
+	ret = snap_lz4_compress_image(w->mem_fd, image, len, chunk_size, data, nr_data, &w->chunks,
+				      &w->nr_chunks, &w->lz4_file_size, err);
 	if (ret)
 		return ret;
 	w->chunk_size = chunk_size;
@@ -413,7 +515,7 @@ int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struc
 	}
 	if (w->has_ws) {
 		ret = snap_ws_write_at(w->tmp_fd, w->tmp, st->header.id, st->memory.size / SNAP_PAGE_SIZE,
-				       w->ws, w->nr_ws, err);
+				       w->ws, w->nr_ws, true, err);
 		if (ret)
 			goto fail;
 	}

@@ -42,7 +42,7 @@ static int check_pages(const uint64_t *pages, uint64_t n, uint64_t mem_pages, st
 }
 
 int snap_ws_write_at(int dirfd, const char *dir, const char *id, uint64_t mem_pages,
-		     const uint64_t *pages, uint64_t n, struct snap_err *err)
+		     const uint64_t *pages, uint64_t n, bool replace, struct snap_err *err)
 {
 	struct snap_err inner = { "" };
 	char tmp[64];
@@ -82,10 +82,14 @@ int snap_ws_write_at(int dirfd, const char *dir, const char *id, uint64_t mem_pa
 		ret = -errno;
 	close(fd);
 	free(buf);
-	if (!ret && renameat(dirfd, tmp, dirfd, SNAP_WS_FILE) < 0)
+	/* without replace, a ws.bin that appeared meanwhile still wins: RENAME_NOREPLACE */
+	if (!ret && renameat2(dirfd, tmp, dirfd, SNAP_WS_FILE, replace ? 0 : RENAME_NOREPLACE) < 0)
 		ret = -errno;
 	if (ret) {
 		unlinkat(dirfd, tmp, 0);
+		if (ret == -EEXIST)
+			return snap_err_set(err, ret, "%s/%s exists (a working set is not replaced "
+					    "unless asked to)", dir, SNAP_WS_FILE);
 		return snap_err_set(err, ret, "%s/%s: %s", dir, SNAP_WS_FILE, strerror(-ret));
 	}
 	if (fsync(dirfd) < 0)
@@ -93,7 +97,8 @@ int snap_ws_write_at(int dirfd, const char *dir, const char *id, uint64_t mem_pa
 	return 0;
 }
 
-int snap_ws_write(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err)
+static int ws_write(const char *dir, const uint64_t *pages, uint64_t n, bool replace,
+		    struct snap_err *err)
 {
 	struct snap_state st;
 	int dfd, ret;
@@ -103,13 +108,23 @@ int snap_ws_write(const char *dir, const uint64_t *pages, uint64_t n, struct sna
 		return ret;
 	dfd = snap_open_dir(dir, err);
 	if (dfd >= 0) {
-		ret = snap_ws_write_at(dfd, dir, st.header.id, st.memory.size / SNAP_PAGE_SIZE, pages, n, err);
+		ret = snap_ws_write_at(dfd, dir, st.header.id, st.memory.size / SNAP_PAGE_SIZE, pages, n, replace, err);
 		close(dfd);
 	} else {
 		ret = dfd;
 	}
 	snap_state_free(&st);
 	return ret;
+}
+
+int snap_ws_write(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err)
+{
+	return ws_write(dir, pages, n, true, err);
+}
+
+int snap_ws_write_new(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err)
+{
+	return ws_write(dir, pages, n, false, err);
 }
 
 /* Checks the header against st; *n gets the entry count. */

@@ -25,7 +25,7 @@
 #include <stdio.h>
 
 #define SNAP_FORMAT_MAJOR 1
-#define SNAP_FORMAT_MINOR 2
+#define SNAP_FORMAT_MINOR 3
 
 #define SNAP_MAGIC         "EMBRSNAP"
 #define SNAP_PREAMBLE_SIZE 16
@@ -240,6 +240,16 @@ struct snap_range {              /* pages [first, first + count) */
 	uint64_t first, count;
 };
 
+/* 1.3: memory digests (snap_digest.c, FORMAT.md section 5.1) */
+#define SNAP_DIGEST_BLOCK   (2u << 20)   /* bytes per block digest ember writes */
+#define SNAP_DIGEST_EIGHTHS 8            /* one anchor page per eighth of the image */
+#define SNAP_MAX_ANCHORS    16
+#define SNAP_DIGESTS_MAX    (1u << 20)   /* bytes of memory.digests: the reader's bin limit */
+struct snap_anchor {             /* a page the restore checks: the image page, its CRC32C */
+	uint64_t page;
+	uint32_t crc32c;
+};
+
 struct snap_memory {
 	char file[256];              /* plain file name inside the snapshot directory */
 	uint64_t size;               /* logical bytes of the memory file */
@@ -252,6 +262,12 @@ struct snap_memory {
 	uint32_t chunk_size;         /* uncompressed bytes per chunk, power of two 4 KiB..2 MiB */
 	char index_file[256];        /* plain file name of the chunk index ("memory.idx") */
 	uint64_t compressed_size;    /* exact byte length of the memory file */
+	/* 1.3, optional (0 / NULL: none, an older writer): */
+	uint32_t digest_block;       /* bytes per digest, a power of two 4 KiB..1 GiB */
+	uint8_t *digests;            /* heap: le32 CRC32C of each block of the image */
+	uint32_t digests_len;        /* 4 * ceil(size / digest_block) */
+	struct snap_anchor *anchors; /* heap: pages checked on every restore */
+	uint32_t nr_anchors;
 };
 
 /* ---- the whole state --------------------------------------------------------- */
@@ -407,6 +423,20 @@ const struct snap_write_stats *snap_writer_stats(const struct snap_writer *w);
 int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struct snap_err *err);
 /* Removes the temp directory and frees w. NULL is a no-op. */
 void snap_writer_abort(struct snap_writer *w);
+/*
+ * For a SIGINT/SIGTERM handler (async-signal-safe): removes the temp directory of the
+ * writer in flight, if any, with every file in it. One slot: meant for a tool that
+ * writes one snapshot at a time (ember-snap); the handler then exits.
+ */
+void snap_writer_remove_in_flight(void);
+/*
+ * snap_stale.c: removes the temp directories "DIR.tmp.<pid>.<8 hex>" next to DIR whose
+ * process is gone (kill(pid, 0) says ESRCH), calling fn for each (ret 0: removed, else
+ * -errno: kept, e.g. -ENOTEMPTY when it held something other than regular files).
+ * Returns how many were found, or -errno when DIR's parent cannot be read.
+ */
+typedef void (*snap_stale_fn)(const char *path, int pid, int ret, void *arg);
+int snap_writer_clean_stale(const char *dir, snap_stale_fn fn, void *arg);
 
 /* Writes a full snapshot at out: base's memory with diff's ranges applied, diff's state. */
 int snap_merge(const char *base, const char *diff, const char *out,
@@ -425,6 +455,10 @@ int snap_dump(FILE *out, const struct snap_state *st);
 #define SNAP_LZ4_INDEX_ENTRY   16u       /* bytes per entry */
 #define SNAP_LZ4_CHUNK_MIN     4096u
 #define SNAP_LZ4_CHUNK_MAX     (2u << 20)
+/* Chunks one lz4 image may have: the writer keeps an entry per chunk in memory and the
+ * index holds 16 bytes per chunk, so 2^22 chunks is a 64 MiB index (1 TiB at 256 KiB
+ * chunks). A larger image needs larger chunks. */
+#define SNAP_LZ4_MAX_CHUNKS    (1u << 22)
 /*
  * Default chunk size, measured on a 512 MiB sandbox snapshot (heap=256M seed=1: zero,
  * record and random pages mixed; 171 MiB of non-zero pages), LZ4_compress_default on
@@ -442,6 +476,11 @@ int snap_dump(FILE *out, const struct snap_state *st);
 #define SNAP_LZ4_CHUNK_DEFAULT (64u << 10)
 
 enum snap_chunk_kind { SNAP_CHUNK_ZERO = 0, SNAP_CHUNK_RAW = 1, SNAP_CHUNK_LZ4 = 2 };
+
+/* A byte range of a file that holds data (not a hole). */
+struct snap_extent {
+	uint64_t off, len;
+};
 
 struct snap_lz4_chunk {
 	uint64_t offset;             /* of the stored bytes in the memory file (0: zero chunk) */
@@ -509,6 +548,11 @@ int snap_lz4_chunk_read(const struct snap_lz4_index *ix, uint64_t i, void *dst, 
  */
 int snap_writer_write_lz4(struct snap_writer *w, const void *image, uint64_t len,
 			  struct snap_err *err);
+/* The same, when only the extents `data` of image may be non-zero (the rest is not
+ * read: a sparse file's holes); data NULL: all of it may be. */
+int snap_writer_write_lz4_sparse(struct snap_writer *w, const void *image, uint64_t len,
+				 uint32_t chunk_size, const struct snap_extent *data,
+				 uint64_t nr_data, struct snap_err *err);
 int snap_writer_write_lz4_chunked(struct snap_writer *w, const void *image, uint64_t len,
 				  uint32_t chunk_size, struct snap_err *err);
 /* Stores a copy of a working set that snap_writer_commit writes as ws.bin. */
@@ -528,6 +572,22 @@ int snap_decompress(const char *src, const char *dst, struct snap_err *err);
  */
 int snap_dir_verify_memory(const struct snap_dir *d, uint64_t *bad_chunk, struct snap_err *err);
 
+/*
+ * Memory digests (1.3): fills st->memory's digest_block, digests and anchors from the
+ * whole memory image (memory.size bytes; st's regions and vCPUs are used to place the
+ * CR3 anchor). present: a page bitmap, NULL for all; an absent page is read as zero
+ * without touching image. _fd reads the image from a raw memory file instead.
+ */
+int snap_memory_digest(struct snap_state *st, const void *image, const uint64_t *present,
+		       struct snap_err *err);
+int snap_memory_digest_fd(struct snap_state *st, int fd, struct snap_err *err);
+void snap_memory_clear_digests(struct snap_memory *m);
+/* Reads the anchor pages (a few KiB) and compares their CRC32C: a memory file from
+ * another snapshot, or all zeros, is refused naming the page. 0 when none recorded. */
+int snap_dir_check_anchors(const struct snap_dir *d, const char *dir, struct snap_err *err);
+/* verify --deep: every block's CRC32C; *bad_block the first failing one, or UINT64_MAX. */
+int snap_dir_verify_digests(const struct snap_dir *d, uint64_t *bad_block, struct snap_err *err);
+
 /* ---- working-set file (format 1.1, FORMAT.md section 10) ----------------------- */
 #define SNAP_WS_FILE        "ws.bin"
 #define SNAP_WS_MAGIC       "EMBRWSET"
@@ -542,6 +602,9 @@ int snap_dir_verify_memory(const struct snap_dir *d, uint64_t *bad_chunk, struct
  * temp file in DIR, fsync, rename over any older ws.bin, fsync of DIR.
  */
 int snap_ws_write(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err);
+/* The same, but -EEXIST (message set) when DIR already has a ws.bin, checked atomically
+ * at the rename (RENAME_NOREPLACE): a good recording is never lost by accident. */
+int snap_ws_write_new(const char *dir, const uint64_t *pages, uint64_t n, struct snap_err *err);
 /*
  * Reads and validates DIR/ws.bin against st (magic, version, CRC32C, id, page count,
  * every page < memory.size / 4096). -ENOENT (message set) when DIR has no ws.bin.
@@ -557,6 +620,17 @@ int snap_ws_load(const char *dir, const struct snap_state *st, uint64_t **pages,
  */
 int snap_ws_ranges(const uint64_t *pages, uint64_t n, uint64_t max_gap,
 		   struct snap_range **ranges, uint64_t *nr, struct snap_err *err);
+
+/* sparse_extents.c: the data extents of fd's first size bytes, sorted, disjoint
+ * (*out malloc'd, NULL when all hole). -ENOTSUP when unknown (no SEEK_DATA, or more
+ * than SNAP_MAX_EXTENTS pieces): treat the whole file as data then. */
+#define SNAP_MAX_EXTENTS (1u << 20)
+int snap_data_extents(int fd, uint64_t size, struct snap_extent **out, uint64_t *nr);
+
+/* ---- file_kind.c ----------------------------------------------------------------- */
+/* "fifo", "directory", "socket", ... for st_mode: names what a path is when ember wanted
+ * a regular file. */
+const char *snap_file_kind(unsigned mode);
 
 /* ---- size_parse.c ---------------------------------------------------------------- */
 /* Digits with an optional K, M or G suffix (binary, either case); a plain number counts

@@ -113,6 +113,8 @@ static inline bool sf_omitted(const struct sfield *f, const void *base)
 		return false;
 	if (f->kind == SF_STR)
 		return p[0] == '\0';
+	if (f->kind == SF_HBLOB || f->kind == SF_HSTRUCTS) /* empty */
+		return sf_get_u32(base, f->off_n) == 0;
 	return f->kind == SF_UINT && sf_get_u(p, f->width) == 0;
 }
 
@@ -169,11 +171,17 @@ int snap_lz4_index_encode(const struct snap_lz4_chunk *chunks, uint64_t n, uint3
 			  uint64_t mem_size, uint64_t file_size, const char *id, uint8_t **buf,
 			  size_t *len, struct snap_err *err);
 int snap_lz4_compress_image(int fd, const void *image, uint64_t len, uint32_t chunk_size,
+			    const struct snap_extent *data, uint64_t nr_data,
 			    struct snap_lz4_chunk **chunks, uint64_t *nr, uint64_t *file_size,
 			    struct snap_err *err);
 
+/* sparse_extents.c: does [off, off + len) meet any extent? Calls must come in increasing off; *cursor
+ * starts at 0 and carries the position from one call to the next. */
+bool snap_extents_overlap(const struct snap_extent *ext, uint64_t nr, uint64_t *cursor,
+			  uint64_t off, uint64_t len);
+
 /* Working-set file bytes, for the writer (snap_ws.c). */
 int snap_ws_write_at(int dirfd, const char *dir, const char *id, uint64_t mem_pages,
-		     const uint64_t *pages, uint64_t n, struct snap_err *err);
+		     const uint64_t *pages, uint64_t n, bool replace, struct snap_err *err);
 
 #endif

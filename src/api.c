@@ -21,6 +21,7 @@
 
 #include "metrics.h"
 #include "vmm.h"
+#include "dev/dev.h"
 #include "snapfmt.h"
 
 #define API_MAX_CLIENTS 8
@@ -246,6 +247,7 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 	struct errbuf eb = { "" };
 	struct snapshot_stats ss;
 	struct reset_stats rs;
+	struct console_stats cs;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	unsigned extra = 0;
@@ -292,7 +294,7 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 				extra = 5;
 		}
 	} else if (!strcmp(rq->verb, "status")) {
-		extra = 8;
+		extra = 11;
 	} else if (!strcmp(rq->verb, "metrics")) {
 		api_metrics_pack(vm, &pk, rq->has_id, rq->id);
 		client_send(vm, c, &sb);
@@ -338,6 +340,13 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		pack_kv_u64(&pk, "generation", vm->generation);
 		pack_kv_u64(&pk, "uptime_us", timing_now_us());
 		pack_kv_str(&pk, "last_snapshot", vm->last_snapshot_id);
+		/* the guest's serial output so far, as the ember-console line has it */
+		memset(&cs, 0, sizeof(cs));
+		if (vm->serial)
+			serial_console_stats(vm->serial, &cs);
+		pack_kv_u64(&pk, "console_bytes", cs.bytes);
+		pack_kv_u64(&pk, "console_dropped", cs.bytes_dropped);
+		pack_kv_u64(&pk, "console_limited", cs.bytes_limited);
 	}
 	client_send(vm, c, &sb);
 	msgpack_sbuffer_destroy(&sb);

@@ -35,6 +35,8 @@ void cli_usage(FILE *f)
 		"       ember invoke --pool PATH [--payload FILE|-] [options]\n"
 		"       ember pool --snapshot DIR --socket PATH [options]\n"
 		"       ember pool status --socket PATH [--json]\n"
+		"       ember jail --id ID --uid U --gid G [jail options] -- restore|boot|pool ...\n"
+		"       ember jail --cleanup --id ID [--chroot-base DIR] [--cgroup-parent P]\n"
 		"       ember --help | --version\n"
 		"\n"
 		"boot options:\n"
@@ -56,6 +58,8 @@ void cli_usage(FILE *f)
 		"                           eager: read all of it before resuming (a reference)\n"
 		"  --record-ws              uffd: record the pages the guest touches until its first\n"
 		"                           report, saved as the snapshot's working set (ws.bin)\n"
+		"  --force                  with --record-ws: replace an existing ws.bin (without it,\n"
+		"                           ember refuses before the guest runs)\n"
 		"  --prefetch ws|none       uffd: load the recorded working set in bulk (default none)\n"
 		"                           (without --mem-backend, these two choose uffd for a raw\n"
 		"                           snapshot too, said by an info line; with mmap or eager\n"
@@ -70,6 +74,8 @@ void cli_usage(FILE *f)
 		"  --snapshot-root DIR      'snapshot' requests may only write beneath DIR\n"
 		"  --console KIND           stdio (default), none, or file:PATH\n"
 		"  --console-input          feed stdin to the guest's serial port\n"
+		"  --console-limit BYTES    write at most BYTES of guest output (K, M, G suffixes;\n"
+		"                           default 64M, 0: no limit); the rest is counted\n"
 		"  --timings                print 'ember-timing <phase> <us>', 'ember-mem', and (when\n"
 		"                           they apply) 'ember-snapshot' and 'ember-pager' lines on\n"
 		"                           stderr (README \"Lines for machines\")\n"
@@ -110,6 +116,21 @@ void cli_usage(FILE *f)
 		"pool status options:\n"
 		"  --socket PATH            the pool's socket\n"
 		"  --json                   print the status as one JSON object\n"
+		"jail options (README \"The jailer\"; ember's paths after -- are inside the jail):\n"
+		"  --id ID                  the jail's name: [A-Za-z0-9_-], at most 64 characters\n"
+		"  --uid U, --gid G         the unprivileged ids ember runs as (not 0)\n"
+		"  --chroot-base DIR        the jail is DIR/ID/root (default /srv/ember)\n"
+		"  --ro-bind HOST[:PATH]    mount HOST read-only at PATH in the jail (default\n"
+		"                           /<basename>), e.g. the snapshot directory (repeatable)\n"
+		"  --cgroup KEY=VALUE       memory.max=SIZE|max, cpu.max='QUOTA [PERIOD]'|max,\n"
+		"                           pids.max=N|max (cgroup v2, or v1 equivalents)\n"
+		"  --cgroup-parent P        the group is P/ID, below the jailer's own group, or\n"
+		"                           below the hierarchy's root when P starts with / \n"
+		"                           (default ember)\n"
+		"  --rlimit nofile=N        RLIMIT_NOFILE (default 2048); fsize=BYTES: RLIMIT_FSIZE\n"
+		"  --netns PATH             join this network namespace (e.g. /var/run/netns/NAME)\n"
+		"  --json                   the 'ember-jail' line as one JSON object\n"
+		"  --cleanup                remove what a jail with this id left, run nothing\n"
 		"ctl options:\n"
 		"  --json                   print the response as one JSON object (FORMAT.md 9)\n"
 		"  --timeout SEC            give up when ember has not answered within SEC seconds\n"
@@ -216,6 +237,7 @@ static const struct cli_flag {
 	{ "--snapshot", true, ON_RESTORE | ON_POOL },
 	{ "--mem-backend", true, ON_RESTORE },
 	{ "--record-ws", false, ON_RESTORE },
+	{ "--force", false, ON_RESTORE },
 	{ "--prefetch", true, ON_RESTORE },
 	{ "--no-io-uring", false, ON_RESTORE },
 	{ "--standby", false, ON_RESTORE | ON_CTL },
@@ -225,6 +247,7 @@ static const struct cli_flag {
 	{ "--snapshot-root", true, ON_RUN },
 	{ "--console", true, ON_RUN },
 	{ "--console-input", false, ON_RUN },
+	{ "--console-limit", true, ON_RUN },
 	{ "--timings", false, ON_RUN | ON_INVOKE },
 	{ "--guest-cmd", true, ON_RUN },
 	{ "--timeout", true, ON_RUN | ON_INVOKE | ON_CTL },
@@ -390,12 +413,19 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 			return errbuf_set(eb, -EINVAL, "--prefetch: '%s' is not ws or none", val);
 	} else if (!strcmp(flag, "--record-ws")) {
 		vc->record_ws = true;
+	} else if (!strcmp(flag, "--force")) {
+		c->force = true;
 	} else if (!strcmp(flag, "--no-io-uring")) {
 		vc->no_io_uring = true;
 	} else if (!strcmp(flag, "--compress")) {
 		c->compress = true;
 	} else if (!strcmp(flag, "--console")) {
 		return parse_console(val, vc, eb);
+	} else if (!strcmp(flag, "--console-limit")) {
+		if (snap_parse_size(val, 1, &vc->console_limit))
+			return errbuf_set(eb, -EINVAL, "--console-limit: '%s' is not a size in bytes "
+					  "(a number with an optional K, M or G suffix; 0: no limit)",
+					  val);
 	} else if (!strcmp(flag, "--console-input")) {
 		vc->console_input = true;
 	} else if (!strcmp(flag, "--timings")) {
@@ -514,6 +544,8 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 	if ((c->vm.mem_backend == MEM_BACKEND_MMAP || c->vm.mem_backend == MEM_BACKEND_EAGER) &&
 	    (c->vm.record_ws || c->vm.prefetch_ws))
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch need --mem-backend uffd");
+	if (c->force && !c->vm.record_ws)
+		return errbuf_set(eb, -EINVAL, "--force only applies to --record-ws");
 	if (c->vm.record_ws && c->vm.prefetch_ws)
 		return errbuf_set(eb, -EINVAL, "--record-ws and --prefetch ws exclude each other: "
 				  "prefetched pages never fault, so they would not be recorded");
@@ -560,6 +592,7 @@ int cli_parse(int argc, char **argv, struct cli *c, struct errbuf *eb)
 	c->vm.mem_bytes = DEFAULT_MEM_MIB * MiB;
 	c->vm.nr_vcpus = 1;
 	c->vm.console = CONSOLE_STDIO;
+	c->vm.console_limit = CONSOLE_LIMIT_DEFAULT;
 	c->ready_fd = -1;
 	c->log_level = LOG_WARN;
 

@@ -28,6 +28,7 @@ struct cli {
 	bool ctl_diff;                   /* ctl snapshot --diff */
 	bool compress;                   /* boot --compress, ctl snapshot --compress */
 	bool standby;                    /* restore --standby, ctl reset --standby */
+	bool force;                      /* restore --force: --record-ws may replace ws.bin */
 	int ready_fd;                    /* --ready-fd N, -1 for none */
 	/* invoke: the socket is vm.vsock_uds, the deadline vm.timeout_ms, --timings
 	 * vm.timings */

@@ -7,15 +7,18 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "jail.h"
 #include "pool.h"
 #include "arch/x86_64/x86.h"
 #include "paging/paging.h"
+#include "dev/dev.h"
 
 static void report_stop(struct vm *vm)
 {
 	switch (vm->stop_reason) {
 	case VM_STOP_ERROR:
 	case VM_STOP_ASSERT:
+	case VM_STOP_CRASH:
 		pr_err("%s", vm->stop_msg);
 		break;
 	case VM_STOP_SIGNAL:
@@ -25,6 +28,31 @@ static void report_stop(struct vm *vm)
 	default:
 		pr_info("%s", vm->stop_msg);
 	}
+}
+
+/*
+ * What became of the guest's console output: one line when any of it was not written
+ * (or always with --timings). Returns true when output was lost to an error: the run
+ * then exits 1 (a limit the user set is reported but is not an error).
+ */
+static bool report_console(struct vm *vm, bool timings)
+{
+	struct console_stats cs;
+
+	if (!vm->serial)
+		return false;
+	serial_console_stats(vm->serial, &cs);
+	if (timings || cs.bytes_dropped || cs.bytes_limited)
+		fprintf(stderr, "ember-console bytes=%llu bytes_written=%llu bytes_dropped=%llu "
+			"bytes_limited=%llu limit=%llu\n", (unsigned long long)cs.bytes,
+			(unsigned long long)cs.bytes_written, (unsigned long long)cs.bytes_dropped,
+			(unsigned long long)cs.bytes_limited,
+			(unsigned long long)vm->cfg.console_limit);
+	if (!cs.bytes_dropped)
+		return false;
+	pr_err("%llu bytes of guest console output were lost (the console could not take "
+	       "them)", (unsigned long long)cs.bytes_dropped);
+	return true;
 }
 
 /* The golden snapshot: taken when the guest signals ready. A failure leaves no
@@ -48,10 +76,11 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 	if (c->vm.timings)
 		fprintf(stderr,
 			"ember-snapshot dir=%s id=%s us_total=%llu us_state=%llu us_memory=%llu "
-			"us_commit=%llu bytes_written=%llu zero_pages=%llu\n",
+			"us_commit=%llu us_digest=%llu bytes_written=%llu zero_pages=%llu\n",
 			c->snapshot_on_ready, ss.id, (unsigned long long)ss.us_total,
 			(unsigned long long)ss.us_state, (unsigned long long)ss.us_memory,
-			(unsigned long long)ss.us_commit, (unsigned long long)ss.bytes_written,
+			(unsigned long long)ss.us_commit, (unsigned long long)ss.us_digest,
+			(unsigned long long)ss.bytes_written,
 			(unsigned long long)ss.zero_pages);
 	return 0;
 }
@@ -60,6 +89,7 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 static int run_vm(struct vm *vm, const struct cli *c)
 {
 	struct errbuf eb = { "" };
+	bool snapshot_failed = false, console_lost;
 	int status;
 
 	if (c->api_sock && api_start(vm, c->api_sock, &eb)) {
@@ -73,8 +103,14 @@ static int run_vm(struct vm *vm, const struct cli *c)
 
 		if (why != VM_STOP_READY)
 			break;
-		if (snapshot_on_ready(vm, c) && c->exit_after_snapshot)
-			return 1;
+		if (snapshot_on_ready(vm, c)) {
+			if (c->exit_after_snapshot)
+				return 1;
+			/* the guest carries on, but the run did not do what it was asked */
+			snapshot_failed = true;
+			pr_err("--snapshot-on-ready failed: the guest runs on without a snapshot, "
+			       "and ember will exit 1");
+		}
 		if (c->exit_after_snapshot) {
 			vm->stop_reason = VM_STOP_REQUEST;
 			snprintf(vm->stop_msg, sizeof(vm->stop_msg), "exit after snapshot");
@@ -88,15 +124,18 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	if (c->vm.timings && vm->pager)
 		pager_report(vm->pager, stderr);
 	report_stop(vm);
+	console_lost = report_console(vm, c->vm.timings);
 	/* --record-ws: the pages touched until the first report, as the snapshot's ws.bin */
 	if (c->vm.record_ws && vm->pager && !atomic_load(&vm->wedged) &&
-	    pager_save_ws(vm->pager, vm->snapshot_dir, &eb)) {
+	    pager_save_ws(vm->pager, vm->snapshot_dir, c->force, &eb)) {
 		pr_err("%s", eb.msg);
 		return 1;
 	}
 	if (c->dump_regs)
 		x86_dump_vcpus(vm, stderr);
 	status = vm_exit_status(vm);
+	if (status == 0 && (snapshot_failed || console_lost))
+		status = 1;
 	return status;
 }
 
@@ -159,6 +198,21 @@ static int cmd_boot(struct cli *c)
 	return status;
 }
 
+/* --record-ws without --force: said before the guest runs, not after its recording (the
+ * writer refuses again, atomically, when it renames the new file into place). */
+static int check_no_ws(const char *dir, struct errbuf *eb)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, SNAP_WS_FILE) >= sizeof(path))
+		return errbuf_set(eb, -ENAMETOOLONG, "--snapshot: path too long");
+	if (lstat(path, &st) == 0)
+		return errbuf_set(eb, -EEXIST, "--record-ws: %s already exists: ember does not "
+				  "replace a working set unless --force is given", path);
+	return 0;
+}
+
 static int cmd_restore(struct cli *c)
 {
 	struct errbuf eb = { "" };
@@ -166,6 +220,10 @@ static int cmd_restore(struct cli *c)
 	int status;
 
 	c->vm.dirty_tracking = c->api_sock != NULL;
+	if (c->vm.record_ws && !c->force && check_no_ws(c->snapshot, &eb)) {
+		pr_err("%s", eb.msg);
+		return 1;
+	}
 	if (vm_restore(&vm, &c->vm, c->snapshot, &eb)) {
 		pr_err("%s", eb.msg);
 		return 1;
@@ -181,6 +239,9 @@ int main(int argc, char **argv)
 	struct errbuf eb = { "" };
 	struct cli c;
 
+	/* ember jail has its own flags (src/jail.c) and runs ember again inside the jail */
+	if (argc > 1 && !strcmp(argv[1], "jail"))
+		return jail_main(argc - 1, argv + 1);
 	if (cli_parse(argc, argv, &c, &eb)) {
 		/* ember ctl's messages all read "ember ctl: <message>" (src/ctl.c) */
 		if (c.cmd == CLI_CTL)

@@ -65,8 +65,12 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
 		if (r == -ENOENT)
 			return errbuf_set(eb, r, "--prefetch ws: snapshot %s has no working set (record "
 					  "one with 'ember restore --record-ws')", dir);
+		if (r == -ENOMEM)
+			return errbuf_set(eb, r, "%s", se.msg);
+		/* prefetch only saves faults, and every page it would bring in is checked on
+		 * its way anyway: a damaged ws.bin costs speed, not the restore (FORMAT.md 10.6) */
 		if (r)
-			return errbuf_set(eb, r, "%s", se.msg); /* names the snapshot */
+			pr_warn("--prefetch ws: %s: restoring without prefetch", se.msg);
 		pc.ws_pages = ws;
 		pc.nr_ws_pages = nr_ws;
 	}
@@ -139,6 +143,14 @@ static int keep_image(struct vm *vm, struct snap_dir *d, struct errbuf *eb)
 /* Attaches guest memory from the chosen backend into the range vm_build reserved. */
 static int map_memory(struct vm *vm, struct snap_dir *d, const char *dir, struct errbuf *eb)
 {
+	/* every backend reads a raw file for the VM's life (faults, resets): memguard.c */
+	int r = d->lz4 ? 0 : memguard_protect(vm, d->mem_fd, dir, d->state.memory.file, eb);
+
+	if (r)
+		return r;
+	r = memguard_sigbus_init(vm);
+	if (r)
+		return errbuf_set(eb, r, "SIGBUS handler: %s", strerror(-r));
 	if (vm->cfg.mem_backend == MEM_BACKEND_UFFD)
 		return start_pager(vm, d, dir, eb);
 	if (vm->cfg.mem_backend == MEM_BACKEND_EAGER)
@@ -229,8 +241,9 @@ static int cpu_check_join(struct cpu_check *c, struct errbuf *eb)
  * The one sequence that sets a snapshot's state, for a restore and an in-place reset
  * alike (x86.h has the reasons): the TSC frequency, every vCPU and one TSC offset for
  * them all, then the VM-wide state (PIT, kvmclock, PICs, IOAPIC), then the devices,
- * whose interrupt lines are re-driven from their restored state; last, every guest is
- * told it was stopped.
+ * whose interrupt lines are re-driven from their restored state; then a new VMGenID
+ * and its interrupt (after the irqchip, or the edge would be lost); last, every guest
+ * is told it was stopped.
  */
 int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 {
@@ -244,6 +257,8 @@ int vm_set_state(struct vm *vm, const struct snap_state *st, struct errbuf *eb)
 		r = x86_vm_restore(vm, &st->vm, eb);
 	if (!r)
 		r = devices_restore(vm, st, eb);
+	if (!r)
+		r = vmgenid_update(vm, eb);
 	if (!r)
 		x86_kvmclock_stopped(vm);
 	return r;
@@ -262,6 +277,10 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 	int r;
 
 	*out = NULL;
+	/* before any thread exists, so that none takes the memory file's lease signal */
+	r = memguard_block_lease_signal();
+	if (r)
+		return errbuf_set(eb, r, "pthread_sigmask: %s", strerror(-r));
 	r = snap_dir_open(dir, &d, &se);
 	if (r) /* its messages already name the snapshot */
 		return errbuf_set(eb, r, "%s", se.msg);
@@ -270,9 +289,30 @@ int vm_restore(struct vm **out, const struct vm_config *cfg_in, const char *dir,
 			       "onto its base with 'ember-snap merge' first", dir, d.state.header.parent);
 		goto out;
 	}
+	/* raw: a few KiB read and CRC'd, so a memory file from another snapshot, or zeros, is
+	 * refused (~8 us). lz4 needs none: its index carries the snapshot id, and each chunk
+	 * is checked against the index's CRC32C as it is read (decoding the anchors' chunks
+	 * would cost ~0.1 ms) */
+	r = d.lz4 ? 0 : snap_dir_check_anchors(&d, dir, &se);
+	if (r) {
+		errbuf_set(eb, r, "%s", se.msg);
+		goto out;
+	}
+	if (!d.state.memory.nr_anchors)
+		pr_warn("snapshot %s records no memory digests (format %u.%u, before 1.3): its memory "
+			"file cannot be checked against its state", dir, d.state.header.major,
+			d.state.header.minor);
 	r = choose_backend(&cfg, &d.state, dir, eb);
 	if (r)
 		goto out;
+	/* a declared size is bounded by what ember can run, before anything is sized by it */
+	if (d.state.memory.size > VM_MAX_MEM_BYTES) {
+		r = errbuf_set(eb, -E2BIG, "snapshot %s declares %llu MiB of memory, more than the "
+			       "%llu MiB ember runs", dir,
+			       (unsigned long long)(d.state.memory.size / MiB),
+			       (unsigned long long)(VM_MAX_MEM_BYTES / MiB));
+		goto out;
+	}
 	r = devices_check_state(&d.state, eb);
 	if (!r)
 		r = x86_check_snapshot_nested(&d.state, eb);

@@ -75,28 +75,38 @@ static int write_run(void *opaque, uint64_t first, uint64_t count)
 					count * PAGE_SIZE, o->se);
 }
 
+/* Pages of anonymous guest RAM that exist (the others are zero and were never touched). */
+static int populated_pages(struct vm *vm, uint64_t **pop, struct snap_err *se)
+{
+	struct errbuf eb;
+	int r;
+
+	*pop = NULL;
+	if (!vm->mem.anonymous)
+		return 0;
+	*pop = bm_alloc(vm->mem.size / PAGE_SIZE);
+	if (!*pop)
+		return snap_err_set(se, -ENOMEM, "out of memory for the page bitmap");
+	r = mem_populated_bitmap(&vm->mem, *pop, &eb);
+	if (r) {
+		free(*pop);
+		*pop = NULL;
+		return snap_err_set(se, r, "%s", eb.msg);
+	}
+	return 0;
+}
+
 /*
  * A full snapshot of anonymous guest RAM: only pages that exist are read and written;
  * pages the guest never touched are zero and become holes without being read (reading
  * them would fault in ~all of RAM just to find zeros).
  */
-static int write_populated(struct vm *vm, struct snap_writer *w, struct snap_err *se)
+static int write_populated(struct vm *vm, const uint64_t *pop, struct snap_writer *w,
+			   struct snap_err *se)
 {
-	uint64_t pages = vm->mem.size / PAGE_SIZE;
-	uint64_t *pop = bm_alloc(pages);
 	struct sparse_out o = { vm, w, se };
-	struct errbuf eb;
-	int r;
 
-	if (!pop)
-		return snap_err_set(se, -ENOMEM, "out of memory for the page bitmap");
-	r = mem_populated_bitmap(&vm->mem, pop, &eb);
-	if (r)
-		snap_err_set(se, r, "%s", eb.msg);
-	else
-		r = bm_for_each_run(pop, pages, write_run, &o);
-	free(pop);
-	return r;
+	return bm_for_each_run(pop, vm->mem.size / PAGE_SIZE, write_run, &o);
 }
 
 static int save_state(struct vm *vm, struct snap_state *st, struct errbuf *eb)
@@ -136,7 +146,7 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 		     struct snapshot_stats *stats, struct errbuf *eb)
 {
 	uint64_t pages = vm->mem.size / PAGE_SIZE, t0 = timing_now_us(), t1, t2;
-	uint64_t *dirty = NULL;
+	uint64_t *dirty = NULL, *pop = NULL;
 	struct snap_range *ranges = NULL;
 	struct snap_writer *w = NULL;
 	struct snap_state st;
@@ -191,18 +201,24 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	}
 	t1 = timing_now_us();
 
-	r = o->in_dir ? snap_writer_begin_at(o->dir_fd, dir, &w, &se)
-		      : snap_writer_begin(dir, &w, &se);
+	r = o->diff ? 0 : populated_pages(vm, &pop, &se);
+	/* what ties the memory file to this state: FORMAT.md section 5.1 */
+	if (!r && !o->diff)
+		r = snap_memory_digest(&st, vm->mem.base, pop, &se);
+	if (!r)
+		r = o->in_dir ? snap_writer_begin_at(o->dir_fd, dir, &w, &se)
+			      : snap_writer_begin(dir, &w, &se);
 	if (r) {
 		snap_fail(eb, r, &se);
 		goto out;
 	}
+	stats->us_digest = timing_now_us() - t1;
 	if (o->diff)
 		r = snap_writer_write_ranges(w, vm->mem.base, vm->mem.size, ranges, nr_ranges, &se);
 	else if (o->compress)
 		r = snap_writer_write_lz4(w, vm->mem.base, vm->mem.size, &se);
-	else if (vm->mem.anonymous)
-		r = write_populated(vm, w, &se);
+	else if (pop)
+		r = write_populated(vm, pop, w, &se);
 	else
 		r = snap_writer_write_sparse(w, 0, vm->mem.base, vm->mem.size, &se);
 	if (r) {
@@ -239,6 +255,7 @@ out:
 	}
 	free(ranges);
 	free(dirty);
+	free(pop);
 	snap_state_free(&st);
 	return r;
 }

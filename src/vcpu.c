@@ -154,11 +154,16 @@ static bool handle_exit(struct vcpu *v)
 	case KVM_EXIT_INTR:
 		return false;
 	case KVM_EXIT_SHUTDOWN:
-		vm_request_stop(v->vm, VM_STOP_RESET, 0, "vCPU %u: triple fault (guest reset)", v->id);
+		/* A triple fault: an exception the guest could not handle, not a reset it asked
+		 * for (those come through the i8042 reset line or a system event). Linux can
+		 * reboot this way (reboot=t), but a guest that wants a clean exit has better. */
+		vm_request_stop(v->vm, VM_STOP_CRASH, 0,
+				"vCPU %u: triple fault (the guest crashed: an exception it could not "
+				"handle)", v->id);
 		return true;
 	case KVM_EXIT_SYSTEM_EVENT:
 		if (run->system_event.type == KVM_SYSTEM_EVENT_CRASH) {
-			vm_request_stop(v->vm, VM_STOP_ERROR, 0, "vCPU %u: guest crash event", v->id);
+			vm_request_stop(v->vm, VM_STOP_CRASH, 0, "vCPU %u: guest crash event", v->id);
 		} else {
 			vm_request_stop(v->vm, VM_STOP_RESET, 0, "vCPU %u: guest system event %u",
 					v->id, run->system_event.type);

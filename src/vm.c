@@ -29,6 +29,7 @@ const char *vm_stop_reason_name(enum vm_stop_reason r)
 		[VM_STOP_ERROR] = "error",	 [VM_STOP_SIGNAL] = "signal",
 		[VM_STOP_READY] = "ready",	 [VM_STOP_SYNC] = "sync",
 		[VM_STOP_REQUEST] = "request", [VM_STOP_TIMEOUT] = "timeout",
+		[VM_STOP_CRASH] = "crash",
 	};
 
 	if ((unsigned)r < ARRAY_SIZE(names) && names[r])
@@ -70,6 +71,7 @@ struct vm *vm_alloc(const struct vm_config *cfg)
 	vm->sig_fd = -1;
 	vm->ep = -1;
 	vm->golden_fd = -1;
+	vm->lease_fd = -1;
 	vm->ready_fd = -1;
 	vm->entry_phase = "first-entry";
 	pthread_mutex_init(&vm->cmd_lock, NULL);
@@ -182,6 +184,31 @@ fail:
 	return r;
 }
 
+/* The ACPI tables describe the devices of the device table this VM has. */
+static int write_acpi(struct vm *vm, struct errbuf *eb)
+{
+	struct acpi_layout l = { .nr_vcpus = vm->nr_vcpus, .vmgenid_addr = ACPI_VMGENID_ADDR,
+				 .ged_gsi = ACPI_GED_GSI };
+
+	for (unsigned i = 0; i < vm->nr_devices; i++) {
+		const struct dev_slot *s = vm->devices[i]->slot;
+
+		if (vm->devices[i] == vm->serial) {
+			l.serial_port = (uint16_t)s->base;
+			l.serial_gsi = s->gsi;
+		} else if (s->bus == DEV_MMIO) {
+			/* every MMIO device is a virtio-mmio transport */
+			if (l.nr_virtio == ACPI_MAX_VIRTIO)
+				return errbuf_set(eb, -E2BIG, "ACPI: more than %u virtio devices",
+						  ACPI_MAX_VIRTIO);
+			l.virtio[l.nr_virtio].base = s->base;
+			l.virtio[l.nr_virtio].size = s->len;
+			l.virtio[l.nr_virtio++].gsi = s->gsi;
+		}
+	}
+	return acpi_write(&vm->mem, &l, eb);
+}
+
 int vm_boot_load(struct vm *vm, struct errbuf *eb)
 {
 	const char *base = vm->cfg.cmdline ? vm->cfg.cmdline : "console=ttyS0 reboot=k panic=1";
@@ -211,7 +238,13 @@ int vm_boot_load(struct vm *vm, struct errbuf *eb)
 	free(cmdline);
 	if (r)
 		return r;
+	/* Both tables: Linux prefers ACPI when it finds it, and the MP table stays for
+	 * kernels built without ACPI (minimal microVM configs, as Firecracker's CI builds
+	 * them). The test guests read neither: tests/guest/lib/smp.c starts the APs by
+	 * APIC id 1..n-1, and the acpi guest reads ACPI only. */
 	r = mptable_write(&vm->mem, vm->nr_vcpus, eb);
+	if (!r)
+		r = write_acpi(vm, eb);
 	if (r)
 		return r;
 	r = x86_vcpu_set_entry(&vm->vcpus[0], bi.entry, eb);
@@ -254,6 +287,8 @@ int vm_exit_status(const struct vm *vm)
 		return 128 + vm->stop_code;
 	case VM_STOP_TIMEOUT:
 		return 124;
+	case VM_STOP_CRASH:
+		return 4;
 	default:
 		return 0;
 	}
@@ -303,13 +338,18 @@ static void on_event(struct vm *vm, struct vm_watch *w, uint32_t events)
 	if (read(w->fd, &counter, sizeof(counter)) < 0) {
 		/* EAGAIN */
 	}
+	memguard_poll(vm); /* a SIGBUS on guest RAM wakes us through this eventfd */
 }
 
 static void on_signal(struct vm *vm, struct vm_watch *w, uint32_t events)
 {
 	struct signalfd_siginfo si;
 
-	if (read(w->fd, &si, sizeof(si)) == sizeof(si))
+	if (read(w->fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	if ((int)si.ssi_signo == MEMGUARD_LEASE_SIGNAL)
+		memguard_lease_broken(vm);
+	else
 		vm_request_stop(vm, VM_STOP_SIGNAL, (int)si.ssi_signo, "stopped by signal %u",
 				si.ssi_signo);
 }
@@ -353,6 +393,7 @@ static int vm_start_threads(struct vm *vm)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, MEMGUARD_LEASE_SIGNAL); /* memguard.c: the memory file's lease */
 	/* blocked before any vCPU thread exists, so every thread inherits it */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	vm->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -522,6 +563,8 @@ void vm_destroy(struct vm *vm)
 	free(vm->golden);
 	if (vm->golden_fd >= 0)
 		close(vm->golden_fd);
+	memguard_sigbus_fini(vm);
+	memguard_release(vm);
 	if (vm->ready_fd >= 0)
 		close(vm->ready_fd);
 	free(vm->snapshot_dir);

@@ -24,6 +24,8 @@
 #define PAGE_SIZE 4096ull
 #define MiB (1024ull * 1024)
 #define GiB (1024ull * MiB)
+/* the largest guest RAM ember runs (--mem, and a restored snapshot's memory.size) */
+#define VM_MAX_MEM_BYTES (64ull * GiB)
 
 /* ---- log.c ------------------------------------------------------------------ */
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
@@ -215,6 +217,19 @@ const struct bus_range *bus_find(const struct bus *b, uint64_t addr, uint64_t le
 
 /* ---- the VM ----------------------------------------------------------------- */
 enum console_kind { CONSOLE_STDIO, CONSOLE_NONE, CONSOLE_FILE };
+/* Default --console-limit: far more than any boot log or test guest prints (Linux's boot
+ * log is well under 1 MiB), yet a guest writing flat out (~3 MB/s through the UART
+ * here) needs ~20 s to reach it, and N VMs can take at most N times 64 MiB of disk. */
+#define CONSOLE_LIMIT_DEFAULT (64ull << 20)
+
+/* The guest's serial output: every byte it wrote is in exactly one of the last three
+ * (or none, with --console none). */
+struct console_stats {
+	uint64_t bytes;          /* written to the UART by the guest */
+	uint64_t bytes_written;  /* reached the console */
+	uint64_t bytes_dropped;  /* lost: the console failed (ENOSPC, EIO, ...) or stayed full */
+	uint64_t bytes_limited;  /* not written: past --console-limit */
+};
 
 #define VM_MAX_VCPUS 64
 #define VM_MAX_GUEST_CMDS 64
@@ -227,6 +242,7 @@ struct vm_config {
 	const char *cmdline;
 	enum console_kind console;
 	const char *console_path;
+	uint64_t console_limit;       /* --console-limit: bytes of guest output, 0: none */
 	bool console_input;           /* feed stdin to the UART */
 	const char *guest_cmds[VM_MAX_GUEST_CMDS];
 	unsigned nr_guest_cmds;
@@ -253,7 +269,7 @@ struct vm_config {
 /* Why vm_run returned. */
 enum vm_stop_reason {
 	VM_STOP_NONE = 0,
-	VM_STOP_RESET,     /* i8042 reset, triple fault, KVM system event: exit 0 */
+	VM_STOP_RESET,     /* a reset the guest asked for (i8042, KVM system event): exit 0 */
 	VM_STOP_DONE,      /* GUEST_DONE: exit 0 */
 	VM_STOP_ASSERT,    /* GUEST_ASSERT: exit 3 */
 	VM_STOP_ERROR,     /* VMM or KVM error: exit 1 */
@@ -262,6 +278,7 @@ enum vm_stop_reason {
 	VM_STOP_SYNC,      /* GUEST_SYNC and cfg.stop_on_sync */
 	VM_STOP_REQUEST,   /* vm_request_stop() from another thread (control socket) */
 	VM_STOP_TIMEOUT,   /* cfg.timeout_ms elapsed: exit 124 */
+	VM_STOP_CRASH,     /* triple fault or KVM crash event: the guest died, exit 4 */
 };
 const char *vm_stop_reason_name(enum vm_stop_reason r);
 
@@ -350,6 +367,8 @@ struct vm {
 	/* the guest's first port write after a restore, resume or reset (timing_now_us) */
 	_Atomic uint64_t first_report_us;
 	atomic_bool wedged;          /* guest memory could not be served: never run again */
+	int lease_fd;                /* memguard.c: read lease on the raw memory file, -1 */
+	char memfile_name[4352];     /* the restored memory file (dir/name), for messages */
 
 	/* guest command queue for EMBER_UCALL_WAIT */
 	pthread_mutex_t cmd_lock;
@@ -381,6 +400,18 @@ int vm_create(struct vm **out, const struct vm_config *cfg, struct errbuf *eb);
 int vm_boot_load(struct vm *vm, struct errbuf *eb);  /* kernel/initrd/cmdline + entry state */
 /* Resumes every vCPU and runs until a stop reason; vCPUs are parked on return. */
 enum vm_stop_reason vm_run(struct vm *vm);
+/* memguard.c: the raw memory file cannot change under the VM (read lease, or
+ * immutable; refused otherwise), and a SIGBUS on guest RAM stops the VM cleanly. */
+#define MEMGUARD_LEASE_SIGNAL (SIGRTMIN + 1)
+int memguard_block_lease_signal(void);
+int memguard_protect(struct vm *vm, int mem_fd, const char *dir, const char *name,
+		     struct errbuf *eb);
+void memguard_release(struct vm *vm);
+void memguard_lease_broken(struct vm *vm);
+int memguard_sigbus_init(struct vm *vm);
+void memguard_sigbus_fini(struct vm *vm);
+void memguard_poll(struct vm *vm);
+
 void vm_request_stop(struct vm *vm, enum vm_stop_reason r, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* Process exit status for a stop reason (0, 1, 3, 128+sig). */
@@ -440,6 +471,7 @@ struct snapshot_opts {
 };
 struct snapshot_stats {
 	uint64_t us_total, us_state, us_memory, us_commit;
+	uint64_t us_digest;          /* memory digests, part of us_memory (FORMAT.md 5.1) */
 	uint64_t bytes_written, pages_written, zero_pages;
 	char id[33];
 };

@@ -164,6 +164,11 @@ extern const struct dev_ops serial_ops;  /* output to vm->console_fd, IRQ 4 */
 unsigned serial_input(struct device *d, const uint8_t *buf, unsigned len);
 /* Writes buffered guest output to out_fd. */
 void serial_flush(struct device *d);
+/* Other guest output for the console (the PRINT ucall): in order with the UART's, and
+ * under the same --console-limit and accounting. */
+void serial_console_write(struct device *d, const void *buf, size_t len);
+/* What became of the guest's console output so far (struct console_stats, vmm.h). */
+void serial_console_stats(struct device *d, struct console_stats *cs);
 void serial_get_state(struct device *d, struct serial_state *s);
 int serial_set_state(struct device *d, const struct serial_state *s, struct errbuf *eb);
 /* Pure invariant check, shared with ember-snap verify. */

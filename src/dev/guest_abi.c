@@ -33,10 +33,13 @@ static void sanitize(char *dst, const char *src, size_t n)
 
 static void console_write(struct vm *vm, const char *s, size_t len)
 {
+	if (vm->serial) {
+		/* one writer: ordering with UART output, one limit, one count */
+		serial_console_write(vm->serial, s, len);
+		return;
+	}
 	if (vm->console_fd < 0)
 		return;
-	if (vm->serial)
-		serial_flush(vm->serial); /* keep ordering with UART output */
 	while (len) {
 		ssize_t n = write(vm->console_fd, s, len);
 

@@ -94,6 +94,10 @@ struct serial {
 	bool irq_warned;
 	bool out_broken;    /* out_fd failed hard: output is discarded from then on */
 	bool drop_warned;
+	bool limit_warned;
+	uint64_t limit;     /* --console-limit: bytes to pass to out_fd at most, 0: no limit */
+	uint64_t accepted;  /* bytes taken for out_fd (written or in tx_buf) */
+	struct console_stats st;
 	unsigned tx_len;
 	uint8_t tx_buf[TX_BUF_SIZE];
 };
@@ -197,18 +201,36 @@ static void tx_flush(struct serial *u)
 			break;
 		pr_warn("serial: writing guest output: %s; discarding further output",
 			strerror(errno));
+		u->st.bytes_written += done;
+		u->st.bytes_dropped += u->tx_len - done;
 		u->out_broken = true;
 		u->tx_len = 0;
 		return;
 	}
+	u->st.bytes_written += done;
 	memmove(u->tx_buf, u->tx_buf + done, u->tx_len - done);
 	u->tx_len -= done;
 }
 
 static void tx_put(struct serial *u, uint8_t byte)
 {
-	if (u->out_fd < 0 || u->out_broken)
+	u->st.bytes++;
+	if (u->out_fd < 0)
 		return;
+	if (u->out_broken) {
+		u->st.bytes_dropped++;
+		return;
+	}
+	/* a guest must not fill the host's disk: past the limit output is only counted */
+	if (u->limit && u->accepted >= u->limit) {
+		if (!u->limit_warned)
+			pr_warn("serial: guest console output reached --console-limit (%llu bytes); "
+				"further output is counted, not written",
+				(unsigned long long)u->limit);
+		u->limit_warned = true;
+		u->st.bytes_limited++;
+		return;
+	}
 	if (u->tx_len == TX_BUF_SIZE) {
 		tx_flush(u);
 		if (u->tx_len == TX_BUF_SIZE) {
@@ -216,9 +238,11 @@ static void tx_put(struct serial *u, uint8_t byte)
 			if (!u->drop_warned)
 				pr_warn("serial: console output blocked; dropping guest output");
 			u->drop_warned = true;
+			u->st.bytes_dropped++;
 			return;
 		}
 	}
+	u->accepted++;
 	u->tx_buf[u->tx_len++] = byte;
 	if (byte == '\n' || u->tx_len == TX_BUF_SIZE)
 		tx_flush(u);
@@ -412,6 +436,7 @@ static int serial_init(struct device *d, struct errbuf *eb)
 	struct serial *u = to_serial(d);
 
 	u->out_fd = d->vm ? d->vm->console_fd : -1;
+	u->limit = d->vm ? d->vm->cfg.console_limit : 0;
 	u->irq = &d->irq;
 	/* power-on values; the divisor is 9600 baud, OUT2 as QEMU and Firecracker leave it */
 	u->s.dll = 0x0c;
@@ -523,6 +548,25 @@ void serial_flush(struct device *d)
 {
 	pthread_mutex_lock(&d->lock);
 	tx_flush(to_serial(d));
+	pthread_mutex_unlock(&d->lock);
+}
+
+void serial_console_write(struct device *d, const void *buf, size_t len)
+{
+	struct serial *u = to_serial(d);
+	const uint8_t *p = buf;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < len; i++)
+		tx_put(u, p[i]);
+	tx_flush(u);
+	pthread_mutex_unlock(&d->lock);
+}
+
+void serial_console_stats(struct device *d, struct console_stats *cs)
+{
+	pthread_mutex_lock(&d->lock);
+	*cs = to_serial(d)->st;
 	pthread_mutex_unlock(&d->lock);
 }
 

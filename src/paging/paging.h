@@ -86,7 +86,7 @@ int pager_ws_pages(struct pager *p, uint64_t **pages, uint64_t *n);
 int pager_discard(struct pager *p, const uint64_t *pages);
 
 /* --record-ws: stops recording and writes what was recorded as dir's ws.bin. */
-int pager_save_ws(struct pager *p, const char *dir, struct errbuf *eb);
+int pager_save_ws(struct pager *p, const char *dir, bool replace, struct errbuf *eb);
 
 struct pager_stats {
 	bool io_uring;                 /* reads go through io_uring (else pread) */

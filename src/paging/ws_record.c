@@ -66,7 +66,7 @@ int pager_ws_pages(struct pager *p, uint64_t **pages, uint64_t *n)
 	return r;
 }
 
-int pager_save_ws(struct pager *p, const char *dir, struct errbuf *eb)
+int pager_save_ws(struct pager *p, const char *dir, bool replace, struct errbuf *eb)
 {
 	uint64_t *pages = NULL, n = 0;
 	struct snap_err se;
@@ -76,7 +76,7 @@ int pager_save_ws(struct pager *p, const char *dir, struct errbuf *eb)
 	r = pager_ws_pages(p, &pages, &n);
 	if (r)
 		return errbuf_set(eb, r, "working set: %s", strerror(-r));
-	r = snap_ws_write(dir, pages, n, &se);
+	r = replace ? snap_ws_write(dir, pages, n, &se) : snap_ws_write_new(dir, pages, n, &se);
 	free(pages);
 	if (r)
 		return errbuf_set(eb, r, "working set of %s: %s", dir, se.msg);

@@ -5,7 +5,7 @@
 GUEST_DIR    := tests/guest
 GUEST_OUT    := $(B)/guests
 GUEST_OBJDIR := $(GUEST_OUT)/obj
-GUEST_NAMES  := hello sandbox smp fpu state fn vqbad clock
+GUEST_NAMES  := hello sandbox smp fpu state fn vqbad clock acpi
 GUEST_CC     := gcc
 
 GUEST_CFLAGS := -std=gnu11 -O2 -g -ffreestanding -nostdlib -static -fno-pie -fno-pic \

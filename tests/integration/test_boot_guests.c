@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -104,12 +105,21 @@ static const char *halting_guest(void)
 	return code_guest("halt.elf", code, sizeof(code));
 }
 
-/* ud2 with the boot IDT (limit 0): #UD -> #GP -> #DF -> triple fault, i.e. a reset. */
+/* ud2 with the boot IDT (limit 0): #UD -> #GP -> #DF -> triple fault: a guest crash. */
 static const char *triple_fault_guest(void)
 {
 	static const uint8_t code[] = { 0x0f, 0x0b };
 
 	return code_guest("ud2.elf", code, sizeof(code));
+}
+
+/* The deliberate reset: command 0xfe to the i8042 pulses the CPU reset line. */
+static const char *i8042_reset_guest(void)
+{
+	static const uint8_t code[] = { 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd };
+	/* mov al,0xfe; out 0x64,al; hlt; jmp .-1 */
+
+	return code_guest("i8042.elf", code, sizeof(code));
 }
 
 /* ---- hello ------------------------------------------------------------------------- */
@@ -383,12 +393,35 @@ Test(boot, sigint_stops_a_spinning_sandbox_with_status_130)
 	cr_assert_not_null(strstr(r.err, "signal 2"), "stderr names no signal:\n%s", r.err);
 }
 
-Test(boot, triple_fault_is_a_guest_reset_with_status_0)
+Test(boot, triple_fault_is_a_guest_crash_with_status_4)
 {
 	ember_test_require_kvm();
 	ember_test_run(&r, RUN_MS, "boot", "--kernel", triple_fault_guest(), NULL);
+	assert_exit(4);
+	cr_assert_not_null(strstr(r.err, "error: vCPU 0: triple fault"),
+			   "stderr does not say the guest triple-faulted:\n%s", r.err);
+}
+
+Test(boot, i8042_reset_is_a_deliberate_reset_with_status_0)
+{
+	ember_test_require_kvm();
+	ember_test_run(&r, RUN_MS, "boot", "--kernel", i8042_reset_guest(), NULL);
 	assert_exit(0);
 	cr_assert_null(strstr(r.err, "error"), "a reset is not an error:\n%s", r.err);
+}
+
+Test(boot, kernel_that_is_a_fifo_is_refused_at_once)
+{
+	char fifo[PATH_MAX + 16];
+
+	ember_test_tmpdir(tmpdir, sizeof(tmpdir));
+	snprintf(fifo, sizeof(fifo), "%s/kernel.fifo", tmpdir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	/* before the fix, open(2) waited for a writer until this timeout killed ember */
+	ember_test_run(&r, 5000, "boot", "--kernel", fifo, NULL);
+	assert_exit(1);
+	cr_assert_not_null(strstr(r.err, "not a regular file (fifo)"), "stderr:\n%s", r.err);
+	cr_assert_not_null(strstr(r.err, fifo), "the path is not named:\n%s", r.err);
 }
 
 Test(boot, timeout_stops_a_halted_guest_with_status_124)

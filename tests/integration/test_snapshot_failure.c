@@ -160,7 +160,58 @@ Test(snapshot_failure, snapshot_on_ready_failure_exits_1_with_exit_after_snapsho
 	proc_result_free(&r);
 }
 
-Test(snapshot_failure, snapshot_on_ready_failure_lets_the_guest_carry_on)
+/* A tmpfs of 1 MiB under tmp: a snapshot written there runs out of space. */
+static void mount_small(void)
+{
+	ember_test_tmpdir(tmp, sizeof(tmp));
+	snapt_join(small, tmp, "small");
+	cr_assert_eq(mkdir(small, 0755), 0);
+	if (mount("ember-test", small, "tmpfs", 0, "size=1m") != 0) {
+		cr_log_warn("SKIP: cannot mount a tmpfs (%s): ENOSPC not tested", strerror(errno));
+		cr_skip_test("mounting a tmpfs needs root");
+	}
+	mounted = true;
+}
+
+Test(snapshot_failure, snapshot_on_ready_out_of_space_exits_1_after_the_guest_carried_on)
+{
+	char dir[PATH_MAX];
+	struct proc_result r;
+
+	ember_test_require_kvm();
+	mount_small();
+	snapt_join(dir, small, "golden");
+	ember_test_run(&r, WAIT_MS, "boot", "--kernel", ember_test_guest("sandbox"), "--cmdline",
+		       "heap=4M", "--mem", "32", "--snapshot-on-ready", dir, "--guest-cmd",
+		       "verify", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1, "a failed golden snapshot, exit %d:\n%s", r.status, r.err);
+	cr_assert(strstr(r.err, "No space left on device"), "the error does not say why:\n%s",
+		  r.err);
+	cr_assert_eq(snapt_checksum(r.out, 1), snapt_checksum(r.out, 0), "%s", r.out);
+	proc_result_free(&r);
+	assert_nothing_left(small);
+}
+
+Test(snapshot_failure, snapshot_on_ready_out_of_space_exits_1_with_exit_after_snapshot)
+{
+	char dir[PATH_MAX];
+	struct proc_result r;
+
+	ember_test_require_kvm();
+	mount_small();
+	snapt_join(dir, small, "golden");
+	ember_test_run(&r, WAIT_MS, "boot", "--kernel", ember_test_guest("sandbox"), "--cmdline",
+		       "heap=4M", "--mem", "32", "--snapshot-on-ready", dir,
+		       "--exit-after-snapshot", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.err);
+	cr_assert(strstr(r.err, "No space left on device"), "%s", r.err);
+	proc_result_free(&r);
+	assert_nothing_left(small);
+}
+
+Test(snapshot_failure, snapshot_on_ready_failure_lets_the_guest_carry_on_and_exits_1)
 {
 	struct proc_result r;
 
@@ -169,7 +220,7 @@ Test(snapshot_failure, snapshot_on_ready_failure_lets_the_guest_carry_on)
 		       "heap=4M", "--mem", "32", "--snapshot-on-ready", "/proc/ember-golden",
 		       "--guest-cmd", "verify", NULL);
 	ember_test_assert_no_crash(&r);
-	cr_assert_eq(r.status, 0, "exit %d:\n%s", r.status, r.err);
+	cr_assert_eq(r.status, 1, "exit %d:\n%s", r.status, r.err);
 	cr_assert(strstr(r.err, "snapshot /proc/ember-golden"), "no error reported:\n%s", r.err);
 	cr_assert_eq(snapt_checksum(r.out, 1), snapt_checksum(r.out, 0), "%s", r.out);
 	proc_result_free(&r);

@@ -17,6 +17,7 @@
 
 #include "testlib.h"
 #include "snapfmt.h"
+#include "arch/x86_64/x86.h"
 
 #define GUEST_MEM   (32 * MiB)
 #define STOP_MS     20000
@@ -103,8 +104,10 @@ static void save_to(const char *dir, struct snap_state *st)
 
 /* ---- memory ------------------------------------------------------------------------ */
 
-/* Guest RAM as the VM sees it (through gpa_ptr, region by region) against the file. */
-static void compare_memory(const struct vm *vm, const char *dir, const char *who)
+/* Guest RAM as the VM sees it (through gpa_ptr, region by region) against the file. A
+ * restored VM has a new VMGenID (acpi/vmgenid.c): those 16 bytes must differ, and only
+ * they. */
+static void compare_memory(const struct vm *vm, const char *dir, const char *who, bool restored)
 {
 	char path[PATH_MAX];
 	size_t len;
@@ -114,6 +117,15 @@ static void compare_memory(const struct vm *vm, const char *dir, const char *who
 	file = snapt_read_file(path, &len);
 	cr_assert_eq(len, vm->mem.size, "%s: memory file is %zu bytes, guest RAM %llu", path, len,
 		     (unsigned long long)vm->mem.size);
+	if (restored) {
+		const uint8_t *id = gpa_ptr(&vm->mem, ACPI_VMGENID_ADDR, 16);
+
+		cr_assert_not_null(id);
+		cr_assert_gt(len, ACPI_VMGENID_ADDR + 16);
+		cr_assert(memcmp(id, file + ACPI_VMGENID_ADDR, 16), "%s kept the snapshot's VMGenID",
+			  who);
+		memcpy(file + ACPI_VMGENID_ADDR, id, 16);
+	}
 	for (unsigned i = 0; i < vm->mem.nr_regions; i++) {
 		const struct mem_region *r = &vm->mem.regions[i];
 		const uint8_t *ram = gpa_ptr(&vm->mem, r->gpa, r->size);
@@ -221,7 +233,7 @@ static uint64_t save_destroy_restore(unsigned stage, uint64_t prev_tsc)
 	snap_state_free(&fx.again);
 
 	save_to(dir, &fx.saved);
-	compare_memory(fx.vm, dir, "the VM that was saved");
+	compare_memory(fx.vm, dir, "the VM that was saved", false);
 	tsc = fx.saved.vcpus[0].tsc;
 	cr_expect_gt(tsc, prev_tsc, "stage %u: saved TSC 0x%llx is not past the previous stage's "
 		     "0x%llx", stage, (unsigned long long)tsc, (unsigned long long)prev_tsc);
@@ -233,7 +245,7 @@ static uint64_t save_destroy_restore(unsigned stage, uint64_t prev_tsc)
 	cr_assert_neq(fx.vm->generation, 0, "a restored VM has a non-zero generation");
 	/* a diff taken now would be relative to the snapshot it came from */
 	cr_expect_str_eq(fx.vm->last_snapshot_id, fx.saved.header.id);
-	compare_memory(fx.vm, dir, "the restored VM");
+	compare_memory(fx.vm, dir, "the restored VM", true);
 	save_to(again_dir, &fx.again);
 	compare_states(&fx.saved, &fx.again);
 	return tsc;

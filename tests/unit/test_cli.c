@@ -169,6 +169,37 @@ Test(cli, console_kind_invalid)
 	EXPECT_ERROR("--console", "boot", "--kernel", "k", "--console", "file:");
 }
 
+Test(cli, console_limit_defaults_to_64_mib)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k"), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.console_limit, 64 * MiB);
+}
+
+Test(cli, console_limit_takes_bytes_with_a_suffix_and_0_for_none)
+{
+	struct cli c;
+	struct errbuf eb;
+
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--console-limit", "10K"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.vm.console_limit, 10240);
+	cr_assert_eq(PARSE(&c, &eb, "restore", "--snapshot", "s", "--console-limit=4096"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.vm.console_limit, 4096);
+	cr_assert_eq(PARSE(&c, &eb, "boot", "--kernel", "k", "--console-limit", "0"), 0, "%s",
+		     eb.msg);
+	cr_assert_eq(c.vm.console_limit, 0);
+}
+
+Test(cli, console_limit_invalid)
+{
+	EXPECT_ERROR("--console-limit: '10X'", "boot", "--kernel", "k", "--console-limit", "10X");
+	EXPECT_ERROR("--console-limit: '-1'", "boot", "--kernel", "k", "--console-limit", "-1");
+}
+
 Test(cli, console_input_needs_stdio)
 {
 	EXPECT_ERROR("--console-input", "boot", "--kernel", "k", "--console", "none",

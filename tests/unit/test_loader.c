@@ -1276,7 +1276,39 @@ Test(loader, rejects_empty_kernel_file)
 Test(loader, rejects_directory_as_kernel)
 {
 	expect_error(loader_load_files(&mem, "/tmp", NULL, NULL, &bi, &eb), -EINVAL,
-		     "kernel /tmp: not a regular file");
+		     "kernel /tmp: not a regular file (directory)");
+}
+
+/* A FIFO would block open(2) until a writer came: refused at once instead. */
+Test(loader, rejects_fifo_as_kernel_without_blocking, .timeout = 10)
+{
+	char *path = NULL;
+
+	write_tmp("unused", "x", 1); /* makes tmpdir */
+	cr_assert_geq(asprintf(&path, "%s/fifo-kernel", tmpdir), 0);
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	expect_error(loader_load_files(&mem, path, NULL, NULL, &bi, &eb), -EINVAL,
+		     "not a regular file (fifo)");
+	cr_assert_not_null(strstr(eb.msg, path), "%s", eb.msg);
+	unlink(path);
+	free(path);
+}
+
+Test(loader, rejects_fifo_as_initrd_without_blocking, .timeout = 10)
+{
+	size_t len;
+	uint8_t *img = simple_elf(&len);
+	const char *k = write_tmp("k.elf", img, len);
+	char *path = NULL;
+
+	free(img);
+	cr_assert_geq(asprintf(&path, "%s/fifo-initrd", tmpdir), 0); /* write_tmp made it */
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	expect_error(loader_load_files(&mem, k, path, NULL, &bi, &eb), -EINVAL,
+		     "initrd");
+	cr_assert_not_null(strstr(eb.msg, "not a regular file (fifo)"), "%s", eb.msg);
+	unlink(path);
+	free(path);
 }
 
 Test(loader, names_kernel_file_in_image_errors)

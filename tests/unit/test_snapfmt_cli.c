@@ -133,7 +133,7 @@ Test(snapfmt_cli, info_summarises)
 	char *out;
 
 	cr_assert_eq(runf(&out, "info '%s'", snap_dir), 0);
-	cr_assert(strstr(out, "format:    1.2 (written by ember 9.8.7-test)"), "%s", out);
+	cr_assert(strstr(out, "format:    1.3 (written by ember 9.8.7-test)"), "%s", out);
 	cr_assert(strstr(out, "id:        0123456789abcdef0123456789abcdef"), "%s", out);
 	cr_assert(strstr(out, "vcpus:     2"), "%s", out);
 	cr_assert(strstr(out, "serial"), "%s", out);

@@ -250,7 +250,7 @@ Test(snapfmt_dir, memory_file_that_is_a_fifo_is_refused_without_blocking)
 	cr_assert_eq(unlink(memfile), 0);
 	cr_assert_eq(mkfifo(memfile, 0644), 0);
 	cr_assert_eq(snap_dir_open(dir, &d, &err), -EINVAL);
-	cr_assert(strstr(err.msg, "not a regular file"), "%s", err.msg);
+	cr_assert(strstr(err.msg, "not a regular file (fifo)"), "%s", err.msg);
 	free(memfile);
 	free(dir);
 }

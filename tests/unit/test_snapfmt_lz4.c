@@ -837,3 +837,22 @@ Test(snapfmt_lz4, merge_accepts_lz4_base_and_diff)
 	snap_state_free(&base);
 	snap_state_free(&diff);
 }
+
+/* Found by fuzz/fuzz_lz4_chunk: the decoder trusted the index's raw-chunk length and
+ * copied chunk-size bytes from a shorter buffer. It checks the length itself now. */
+Test(snapfmt_lz4, decode_refuses_a_raw_chunk_shorter_than_the_chunk)
+{
+	struct snap_lz4_chunk ch = { .offset = 4096, .stored_len = 100, .len = 4096,
+				     .kind = SNAP_CHUNK_RAW };
+	struct snap_lz4_index ix = { .fd = -1, .chunk_size = 4096, .chunk_shift = 12,
+				     .nr_chunks = 1, .mem_size = 4096, .chunks = &ch };
+	struct snap_err err = { "" };
+	uint8_t stored[100], dst[4096];
+
+	memset(stored, 0xab, sizeof(stored));
+	memset(dst, 0xcd, sizeof(dst));
+	cr_assert_eq(snap_lz4_chunk_decode(&ix, 0, stored, sizeof(stored), dst, &err), -EINVAL);
+	cr_assert(strstr(err.msg, "raw chunk of 100 stored bytes"), "%s", err.msg);
+	for (size_t i = 0; i < sizeof(dst); i++)
+		cr_assert_eq(dst[i], 0, "dst[%zu] not zeroed", i);
+}

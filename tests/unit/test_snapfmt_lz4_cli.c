@@ -92,7 +92,7 @@ Test(snapfmt_lz4_cli, compress_prints_the_new_snapshot_summary)
 	cr_assert(strstr(out, "64 KiB chunks, index memory.idx"), "%s", out);
 	cr_assert(strstr(out, "chunks:    4: 2 zero, 1 lz4, 1 raw (incompressible)"), "%s", out);
 	cr_assert(strstr(out, "id:        0123456789abcdef0123456789abcdef"), "%s", out);
-	cr_assert(strstr(out, "format:    1.2"), "%s", out);
+	cr_assert(strstr(out, "format:    1.3"), "%s", out);
 	free(out);
 }
 

@@ -473,7 +473,7 @@ Test(snapfmt_version, newer_major_is_rejected_with_both_versions)
 	fx_at(&t.root, "header.minor")->via.u64 = 3;
 	fx_map_del(&t.root, "vcpus"); /* a 2.x file may look different: version first */
 	cr_assert_eq(fx_decode_tree(&t, &err), -ENOTSUP);
-	cr_assert_str_eq(err.msg, "snapshot format 2.3 is newer than this ember (1.2)");
+	cr_assert_str_eq(err.msg, "snapshot format 2.3 is newer than this ember (1.3)");
 	fx_tree_free(&t);
 	snap_state_free(&st);
 }

@@ -124,6 +124,34 @@ Test(snapfmt_ws, write_rejects_more_entries_than_pages)
 	cr_assert(strstr(err.msg, "65 pages listed (at most 64)"), "%s", err.msg);
 }
 
+Test(snapfmt_ws, write_new_refuses_to_replace_an_existing_working_set)
+{
+	static const uint64_t first[] = { 7, 3, 63 }, second[] = { 1 };
+	struct snap_err err = { "" };
+	uint64_t *got, n;
+
+	write_ws(first, 3);
+	cr_assert_eq(snap_ws_write_new(dir, second, 1, &err), -EEXIST);
+	cr_assert(strstr(err.msg, "ws.bin exists"), "%s", err.msg);
+	cr_assert_eq(load(&got, &n, &err), 0, "%s", err.msg);
+	cr_assert_eq(n, 3, "the first recording was replaced");
+	cr_assert_eq(memcmp(got, first, sizeof(first)), 0);
+	cr_assert_eq(fx_count_entries(dir), 3, "no temporary file left behind");
+	free(got);
+}
+
+Test(snapfmt_ws, write_new_writes_when_there_is_none)
+{
+	static const uint64_t pages[] = { 5 };
+	struct snap_err err = { "" };
+	uint64_t *got, n;
+
+	cr_assert_eq(snap_ws_write_new(dir, pages, 1, &err), 0, "%s", err.msg);
+	cr_assert_eq(load(&got, &n, &err), 0, "%s", err.msg);
+	cr_assert_eq(n, 1);
+	free(got);
+}
+
 Test(snapfmt_ws, write_into_a_missing_snapshot_fails)
 {
 	static const uint64_t pages[] = { 1 };

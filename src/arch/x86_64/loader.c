@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "loader_internal.h"
+#include "snapfmt.h"
 
 _Static_assert(sizeof(struct boot_params) == 4096, "boot_params is the 4 KiB zero page");
 
@@ -408,7 +409,9 @@ static int map_file(const char *role, const char *path, struct mapped_file *f, s
 	void *p;
 	int fd, err;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO named by --kernel or --initrd must not hang the open (it is
+	 * refused just below); a symlink is followed, since the user named the path */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return errbuf_set(eb, -errno, "%s %s: %s", role, path, strerror(errno));
 	if (fstat(fd, &st) < 0) {
@@ -418,7 +421,8 @@ static int map_file(const char *role, const char *path, struct mapped_file *f, s
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
-		return errbuf_set(eb, -EINVAL, "%s %s: not a regular file", role, path);
+		return errbuf_set(eb, -EINVAL, "%s %s: not a regular file (%s)", role, path,
+				  snap_file_kind(st.st_mode));
 	}
 	if (st.st_size == 0) {
 		close(fd);

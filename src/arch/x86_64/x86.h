@@ -31,6 +31,10 @@
 #define BOOT_RESERVED_LO_START 0x0ull
 #define BOOT_RESERVED_LO_END   0x30000ull
 #define EBDA_START             0x9fc00ull  /* MP table lives here */
+#define ACPI_RSDP_ADDR         0xe0000ull  /* RSDP, then the other ACPI tables (acpi.c) */
+#define ACPI_TABLES_END        0xe4000ull
+#define ACPI_VMGENID_ADDR      0xe4000ull  /* one page; the 16-byte VMGenID at its start */
+#define ACPI_GED_GSI           23u         /* the GED's interrupt: VMGenID changed */
 #define HIGH_MEM_START         0x100000ull
 #define KERNEL_DEFAULT_ADDR    0x1000000ull
 /* KVM's TSS (3 pages) and identity-map page: in the MMIO hole, never RAM. */
@@ -99,6 +103,74 @@ unsigned msrs_initial(struct kvm_msr_entry *out, unsigned max);
 /* ---- mptable.c --------------------------------------------------------------- */
 /* Writes an Intel MP 1.4 floating pointer + config table at EBDA_START. */
 int mptable_write(struct guest_mem *m, unsigned nr_vcpus, struct errbuf *eb);
+
+/* ---- aml.c: a small AML writer (ACPI 6.3 chapter 20) ------------------------- */
+#define AML_MAX_DEPTH 8
+struct aml {
+	uint8_t *buf;
+	size_t len, cap;
+	size_t open[AML_MAX_DEPTH]; /* where each open PkgLength starts */
+	unsigned depth;
+	bool bad;                   /* full, bad name or unbalanced: aml_finish fails */
+};
+void aml_init(struct aml *a, uint8_t *buf, size_t cap);
+void aml_bytes(struct aml *a, const void *p, size_t n);
+/* "\\_SB_.VGEN", "_HID": optional root, 4-character segments joined by '.' */
+void aml_namestring(struct aml *a, const char *path);
+void aml_integer(struct aml *a, uint64_t v); /* the shortest encoding */
+void aml_dword(struct aml *a, uint32_t v);   /* always DWordConst */
+void aml_string(struct aml *a, const char *s);
+void aml_eisaid(struct aml *a, const char *id); /* "PNP0501" */
+void aml_name(struct aml *a, const char *name); /* Name(name, <the object written next>) */
+/* Opened objects: their contents follow, aml_end closes the innermost. */
+void aml_scope(struct aml *a, const char *name);
+void aml_device(struct aml *a, const char *name);
+void aml_method(struct aml *a, const char *name, unsigned nargs, bool serialized);
+void aml_if(struct aml *a);                  /* predicate, then the body */
+void aml_package(struct aml *a, unsigned nelems);
+void aml_end(struct aml *a);
+void aml_buffer(struct aml *a, const uint8_t *data, size_t len);
+void aml_lequal(struct aml *a);              /* two operands follow */
+void aml_arg(struct aml *a, unsigned n);
+void aml_notify(struct aml *a, const char *path, uint64_t value);
+int aml_finish(const struct aml *a);         /* 0, or -E2BIG after any misuse */
+/* Resource descriptors, into a ResourceTemplate written with aml_buffer. */
+void aml_res_io(struct aml *a, uint16_t base, uint8_t len);
+void aml_res_irq(struct aml *a, unsigned irq);               /* ISA IRQ 0-15, edge */
+void aml_res_mem32(struct aml *a, uint32_t base, uint32_t len);
+void aml_res_ext_irq(struct aml *a, uint32_t gsi);           /* edge, active high */
+void aml_res_end(struct aml *a);
+
+/* ---- acpi.c: RSDP, XSDT, FADT (hardware-reduced), MADT, DSDT ------------------ */
+#define ACPI_MAX_VIRTIO 16
+#define ACPI_MAX_VCPUS  254 /* APIC ids 0..n-1 and the IOAPIC's n below 0xff */
+struct acpi_layout {
+	unsigned nr_vcpus;
+	uint16_t serial_port;       /* COM1's base port, 0 for none */
+	unsigned serial_gsi;
+	struct { uint64_t base, size; unsigned gsi; } virtio[ACPI_MAX_VIRTIO];
+	unsigned nr_virtio;
+	uint64_t vmgenid_addr;
+	unsigned ged_gsi;
+};
+/* Offsets of the tables in the image, and its size. */
+struct acpi_offsets {
+	size_t rsdp, xsdt, fadt, madt, dsdt, size;
+};
+uint8_t acpi_checksum(const uint8_t *p, size_t len); /* the byte that makes the sum 0 */
+/* Builds every table into buf as they will lie at guest-physical address base (pure). */
+int acpi_build(const struct acpi_layout *l, uint64_t base, uint8_t *buf, size_t cap,
+	       struct acpi_offsets *o, struct errbuf *eb);
+/* Writes the tables at ACPI_RSDP_ADDR, boot_params.acpi_rsdp_addr and a first VMGenID
+ * (after the loader wrote boot_params). */
+int acpi_write(struct guest_mem *m, const struct acpi_layout *l, struct errbuf *eb);
+
+/* ---- vmgenid.c: the VM generation ID (Microsoft's VMGenID, Linux's vmgenid) ----- */
+/* A fresh random 16-byte ID at ACPI_VMGENID_ADDR, written as ember writes guest RAM. */
+int vmgenid_write(struct guest_mem *m, struct errbuf *eb);
+/* On every restore and in-place reset, before the vCPUs run: a fresh ID, then an edge
+ * on ACPI_GED_GSI so the guest's GED runs _EVT and notifies the VMGenID device. */
+int vmgenid_update(struct vm *vm, struct errbuf *eb);
 
 /* ---- vcpu_setup.c ------------------------------------------------------------ */
 /* CPUID, MSRs, and for the BSP the boot entry state (after the loader ran). */
