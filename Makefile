@@ -10,7 +10,7 @@ SAN     ?= 0
 ifeq ($(SAN),1)
 B       ?= build-san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-# sanitizer runtimes make syscalls the vCPU allowlist does not expect (src/seccomp.c)
+# sanitizer runtimes make syscalls the allowlists do not expect (src/seccomp.c)
 SANDEFS  := -DEMBER_NO_SECCOMP
 else ifeq ($(FUZZ),1)
 # libFuzzer targets (fuzz/): clang, with ASan/UBSan, the library objects instrumented
@@ -80,6 +80,8 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/bench/%)
 
 # ---- test guests (freestanding, never sanitized) -----------------------------------
 include tests/guest/guest.mk
+# ---- the Linux guest kit: `make linux-guest` --------------------------------------
+include guest-agent/agent.mk
 
 all: $(B)/ember $(B)/ember-snap guests
 
@@ -92,14 +94,16 @@ $(B)/obj/%.o: %.c
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 # seccomp filters, compiled with libseccomp at build time (src/tools/seccomp-gen.c)
-$(B)/tools/seccomp-gen: src/tools/seccomp-gen.c
+$(B)/tools/seccomp-gen: src/tools/seccomp-gen.c src/seccomp_slots.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) -std=gnu11 -O2 $(WARN) -o $@ $< -lseccomp
 
+# make SECCOMP_LOG=1 B=build-log: filters that log (dmesg) instead of killing, to find
+# what a new code path needs (src/tools/seccomp-gen.c); never for production
 $(B)/gen/seccomp_bpf.c: $(B)/tools/seccomp-gen
 	@mkdir -p $(dir $@)
-	$(Q)$< $@
+	$(Q)$< $(if $(filter 1,$(SECCOMP_LOG)),--log) $@
 
 $(B)/obj/gen/seccomp_bpf.o: $(B)/gen/seccomp_bpf.c
 	@mkdir -p $(dir $@)

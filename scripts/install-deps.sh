@@ -1,9 +1,11 @@
 #!/bin/sh
 # Installs ember's build dependencies on Debian 12, only the ones that are missing.
+# xz-utils: make linux-guest unpacks the kernel's xz payload (scripts/build-linux-guest.sh).
 # Idempotent and quiet when everything is present.
 set -eu
-# acpica-tools: iasl, which tests/unit/test_acpi runs on the ACPI tables
-PKGS="build-essential pkg-config liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev acpica-tools"
+# acpica-tools: iasl, which tests/unit/test_acpi runs on the ACPI tables; xz-utils: the
+# Linux guest kit (make linux-guest, tests/integration/test_linux_kit) unpacks Debian's kernel
+PKGS="build-essential pkg-config xz-utils liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev acpica-tools"
 # `install-deps.sh fuzz`: also what `make fuzz` needs (clang with libFuzzer)
 case "${1:-}" in
 fuzz) PKGS="$PKGS clang libclang-rt-14-dev" ;;

@@ -224,11 +224,32 @@ int jail_parse(int argc, char **argv, struct jail_opts *o, struct errbuf *eb)
 /* ---- running -------------------------------------------------------------------------- */
 
 static volatile sig_atomic_t child_pid;
+static volatile sig_atomic_t lease_broken_fd = -1;
 
 static void relay_signal(int sig)
 {
 	if (child_pid > 0)
 		kill(child_pid, sig);
+}
+
+/* A bound file is about to change: stop the jailed ember first (jail_lease.c). */
+static void on_lease_break(int sig, siginfo_t *si, void *uctx)
+{
+	(void)sig;
+	(void)uctx;
+	if (lease_broken_fd < 0)
+		lease_broken_fd = si->si_fd;
+	if (child_pid > 0) {
+		kill(child_pid, SIGTERM);
+		alarm(JAIL_LEASE_GRACE_S);
+	}
+}
+
+static void on_grace_over(int sig)
+{
+	(void)sig;
+	if (child_pid > 0)
+		kill(child_pid, SIGKILL);
 }
 
 /* The jailer holds CHROOT_BASE/ID locked (flock) while its ember runs: --cleanup must
@@ -312,6 +333,9 @@ static int wait_status(pid_t pid)
 int jail_main(int argc, char **argv)
 {
 	static struct jail_opts o;
+	static struct jail_leases leases;
+	struct sigaction lsa = { .sa_sigaction = on_lease_break, .sa_flags = SA_SIGINFO };
+	struct sigaction asa = { .sa_handler = on_grace_over };
 	struct jail_cgroup cg = { 0 };
 	struct errbuf eb = { "" };
 	struct sigaction sa = { .sa_handler = relay_signal };
@@ -342,6 +366,15 @@ int jail_main(int argc, char **argv)
 		errbuf_set(&eb, dir_lock, "locking %s: %s", o.dir, strerror(-dir_lock));
 		goto fail;
 	}
+	/* the bound files cannot change under the VM: the jailer holds their leases */
+	sigemptyset(&lsa.sa_mask);
+	sigemptyset(&asa.sa_mask);
+	if (sigaction(JAIL_LEASE_SIGNAL, &lsa, NULL) || sigaction(SIGALRM, &asa, NULL)) {
+		errbuf_set(&eb, -errno, "sigaction: %s", strerror(errno));
+		goto fail;
+	}
+	if (jail_leases_take(&o, &leases, &eb))
+		goto fail;
 	/* step 3: the cgroup, joined by the child before it unshares anything */
 	if (o.nr_cg && (jail_cgroup_locate(&cg, &o, &eb) ||
 			jail_cgroup_setup(&cg, &o, &eb)))
@@ -379,6 +412,8 @@ int jail_main(int argc, char **argv)
 		_exit(1);
 	}
 	child_pid = pid;
+	if (lease_broken_fd >= 0)
+		on_lease_break(JAIL_LEASE_SIGNAL, &(siginfo_t){ .si_fd = lease_broken_fd }, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
@@ -398,6 +433,15 @@ int jail_main(int argc, char **argv)
 	}
 	print_line(&o, pid, cg.version);
 	status = wait_status(pid);
+	alarm(0);
+	if (lease_broken_fd >= 0) {
+		fprintf(stderr, "ember jail: %s is being changed by another process (truncated or "
+			"opened for writing): the jailed VM was stopped before its memory could "
+			"change\n", jail_leases_path(&leases, lease_broken_fd));
+		status = 1;
+	}
+	/* only now may the writer go on: nothing of the jail runs any more */
+	jail_leases_drop(&leases);
 	/* the PID namespace died with its PID 1: the groups are empty now */
 	jail_cgroup_remove(&cg);
 	close(dir_lock);
@@ -410,6 +454,7 @@ fail:
 		close(errpipe[0]);
 	if (errpipe[1] >= 0)
 		close(errpipe[1]);
+	jail_leases_drop(&leases);
 	jail_cgroup_remove(&cg);
 	jail_fs_remove(o.dir);
 	if (dir_lock >= 0)

@@ -9,6 +9,7 @@
 #define EMBER_JAIL_H
 
 #include <limits.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -64,6 +65,22 @@ struct jail_opts {
 int jail_parse(int argc, char **argv, struct jail_opts *o, struct errbuf *eb);
 /* ember jail: returns the process exit status (the jailed ember's, or 1, or 2). */
 int jail_main(int argc, char **argv);
+
+/* ---- jail_lease.c ---- */
+#define JAIL_MAX_LEASES    64
+#define JAIL_LEASE_SIGNAL  (SIGRTMIN + 1)   /* a lease break, with si_fd */
+#define JAIL_LEASE_GRACE_S 5                /* SIGTERM, then SIGKILL after this */
+struct jail_leases {
+	int fd[JAIL_MAX_LEASES];
+	char path[JAIL_MAX_LEASES][PATH_MAX];
+	unsigned nr;
+};
+/* Read leases on the regular files of every --ro-bind (a directory's own files): 0, or
+ * an error naming the file (one open for writing elsewhere is refused). */
+int jail_leases_take(const struct jail_opts *o, struct jail_leases *l, struct errbuf *eb);
+void jail_leases_drop(struct jail_leases *l);
+/* The bound file a lease fd is for (for the message). */
+const char *jail_leases_path(const struct jail_leases *l, int fd);
 
 /* ---- jail_cgroup.c ---- */
 enum jail_cg_version { JAIL_CG_NONE = 0, JAIL_CG_V1 = 1, JAIL_CG_V2 = 2 };

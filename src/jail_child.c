@@ -149,7 +149,7 @@ void jail_child(const struct jail_opts *o, const struct jail_cgroup *cg, int err
 		struct errbuf *eb)
 {
 	static char *argv[256];
-	char *envp[4];
+	char *envp[5];
 	unsigned ne = 0;
 	static char env_log[256], env_t0[64];
 	const char *e;
@@ -209,6 +209,8 @@ void jail_child(const struct jail_opts *o, const struct jail_cgroup *cg, int err
 		envp[ne++] = env_t0;
 	}
 	envp[ne++] = "TMPDIR=/tmp";
+	/* the jailer holds the bound files' read leases (jail_lease.c, src/memguard.c) */
+	envp[ne++] = "EMBER_MEMGUARD=jailer";
 	envp[ne] = NULL;
 	if (o->argc + 2 > (int)(sizeof(argv) / sizeof(argv[0]))) {
 		errbuf_set(eb, -E2BIG, "too many arguments for ember");

@@ -36,6 +36,11 @@ __attribute__((constructor)) static void log_init_from_env(void)
 		log_parse_level(e, &level);
 }
 
+int log_fd_get(void)
+{
+	return log_fd;
+}
+
 int log_open_file(const char *path, struct errbuf *eb)
 {
 	/* O_NONBLOCK: a FIFO without a reader must not block the open */

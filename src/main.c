@@ -183,6 +183,7 @@ static int cmd_boot(struct cli *c)
 	}
 
 	c->vm.stop_on_ready = c->snapshot_on_ready != NULL;
+	c->vm.seccomp = true; /* every thread, README "Seccomp" */
 	c->vm.dirty_tracking = c->api_sock != NULL;
 	if (vm_create(&vm, &c->vm, &eb)) {
 		pr_err("%s", eb.msg);
@@ -219,6 +220,7 @@ static int cmd_restore(struct cli *c)
 	struct vm *vm;
 	int status;
 
+	c->vm.seccomp = true; /* every thread, README "Seccomp" */
 	c->vm.dirty_tracking = c->api_sock != NULL;
 	if (c->vm.record_ws && !c->force && check_no_ws(c->snapshot, &eb)) {
 		pr_err("%s", eb.msg);

@@ -55,6 +55,8 @@ static int start_pager(struct vm *vm, struct snap_dir *d, const char *dir, struc
 		.no_io_uring = vm->cfg.no_io_uring,
 		.on_error = pager_failed,
 		.opaque = vm,
+		.seccomp = vm->cfg.seccomp,
+		.notify_fd = vm->event_fd,
 	};
 	uint64_t *ws = NULL, nr_ws = 0;
 	struct snap_err se;
@@ -222,6 +224,19 @@ static void *cpu_check_run(void *arg)
 {
 	struct cpu_check *c = arg;
 
+	pthread_setname_np(pthread_self(), "ember-cpucheck");
+	if (c->vm->cfg.seccomp) {
+		/* it reads the snapshot's CPUID: untrusted input, under its own filter */
+		struct seccomp_fds fds = { .n = 0 };
+
+		seccomp_fds_add(&fds, STDERR_FILENO);
+		seccomp_fds_add(&fds, log_fd_get());
+		c->r = seccomp_apply(SECCOMP_CPUCHECK, &fds);
+		if (c->r) {
+			errbuf_set(&c->eb, c->r, "CPU check thread: seccomp: %s", strerror(-c->r));
+			return NULL;
+		}
+	}
 	c->r = x86_check_host_cpu(c->vm->kvm.dev_fd, c->st, &c->vm->supported_cpuid, &c->eb);
 	return NULL;
 }

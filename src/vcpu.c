@@ -256,9 +256,23 @@ static void *vcpu_thread(void *arg)
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	/* from here on, every exit the guest causes is handled under the allowlist */
-	r = seccomp_apply_vcpu();
-	if (r)
+	if (v->vm->cfg.seccomp) {
+		struct seccomp_fds fds = { .n = 0 };
+
+		vm_vcpu_write_fds(v->vm, &fds);
+		r = seccomp_apply(SECCOMP_VCPU, &fds);
+	} else {
+		r = 0;
+	}
+	if (r) {
+		/* never runs the guest unconfined: it ends, as a QUIT would end it */
 		vm_request_stop(v->vm, VM_STOP_ERROR, 0, "vCPU %u: seccomp: %s", v->id, strerror(-r));
+		pthread_mutex_lock(&v->lock);
+		v->state = VCPU_EXITED;
+		pthread_cond_broadcast(&v->cond);
+		pthread_mutex_unlock(&v->lock);
+		return NULL;
+	}
 
 	pthread_mutex_lock(&v->lock);
 	for (;;) {

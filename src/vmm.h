@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "ember_abi.h"
+#include "seccomp_slots.h"
 
 #ifndef EMBER_VERSION
 #define EMBER_VERSION "0.0.0-dev"
@@ -37,6 +38,8 @@ int log_parse_level(const char *s, enum log_level *out);
  * README "Logging". 0 or -errno with the message in eb. */
 struct errbuf;
 int log_open_file(const char *path, struct errbuf *eb);
+/* Where log lines go (2 unless --log-file): threads under seccomp may write it. */
+int log_fd_get(void);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define pr_err(...)   log_msg(LOG_ERROR, __VA_ARGS__)
 #define pr_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
@@ -264,6 +267,7 @@ struct vm_config {
 	/* the control socket: who may connect (--api-group), where snapshots may go */
 	struct usock_access { bool has_group; gid_t gid; } api_access;
 	const char *snapshot_root;    /* --snapshot-root DIR; NULL: any absolute path */
+	bool seccomp;                 /* every thread installs its filter (src/seccomp.c) */
 };
 
 /* Why vm_run returned. */
@@ -386,6 +390,7 @@ struct vm {
 	int stop_code;           /* signal number or sync stage */
 	char stop_msg[512];
 	int event_fd;            /* vCPU -> main loop wake-up */
+	bool seccomp_on;        /* the main thread's filter is installed */
 	atomic_bool stopping;
 	atomic_bool first_report_pending; /* restore: mark "first-report" on next guest report */
 
@@ -532,9 +537,25 @@ int usock_listen(const char *path, const char *flag, const struct usock_access *
 bool usock_peer_allowed(int fd, const struct usock_access *acc, struct ucred *cred);
 void api_stop(struct vm *vm);
 
-/* ---- seccomp.c ---------------------------------------------------------------- */
-/* Confines the calling vCPU thread to the syscalls exit handling needs (EPERM else). */
-int seccomp_apply_vcpu(void);
+/* ---- seccomp.c: one build-time filter per kind of thread (README, "Seccomp") ---- */
+enum seccomp_thread { SECCOMP_MAIN, SECCOMP_VCPU, SECCOMP_PAGER, SECCOMP_VSOCK,
+		      SECCOMP_CPUCHECK };
+/* The fds a thread may write to (its filter's `write` rule); up to SECCOMP_FD_SLOTS. */
+struct seccomp_fds {
+	int fd[SECCOMP_FD_SLOTS];
+	unsigned n;
+	bool overflow;
+};
+/* Adds fd (ignores fd < 0 and repeats). */
+void seccomp_fds_add(struct seccomp_fds *s, int fd);
+/* Confines the calling thread to its allowlist; anything else kills the process. fds:
+ * what it may write to (NULL for the main thread, which writes snapshot files). Then
+ * EMBER_SECCOMP_PROBE=<name> makes the named kind of thread break its own rules. */
+int seccomp_apply(enum seccomp_thread t, const struct seccomp_fds *fds);
+const char *seccomp_thread_name(enum seccomp_thread t);
+/* The fds a VM's vCPU threads write: stderr, the log, the console, the main loop's
+ * eventfd, the devices' eventfds (vm.c). */
+void vm_vcpu_write_fds(struct vm *vm, struct seccomp_fds *s);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, struct vcpu *v, unsigned id, struct errbuf *eb);

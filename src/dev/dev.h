@@ -63,6 +63,8 @@ struct dev_ops {
 	void (*unquiesce)(struct device *d);
 	/* After every device's state is restored, before the vCPUs run. */
 	void (*post_restore)(struct device *d);
+	/* The fds its register handlers write (eventfds); vCPU threads' seccomp allows them. */
+	void (*write_fds)(struct device *d, struct seccomp_fds *s);
 };
 
 /* A line of the device table: a device and where it lives. */
@@ -105,6 +107,8 @@ int devices_create(struct vm *vm, const struct snap_state *st, struct errbuf *eb
 void devices_destroy(struct vm *vm);
 struct device *devices_find(struct vm *vm, const char *name);
 int devices_start(struct vm *vm, struct errbuf *eb);
+/* Adds the fds the devices' code writes from vCPU threads (seccomp_fds). */
+void devices_vcpu_write_fds(struct vm *vm, struct seccomp_fds *s);
 void devices_quiesce(struct vm *vm);
 void devices_unquiesce(struct vm *vm);
 int devices_save(struct vm *vm, struct snap_state *st, struct errbuf *eb);

@@ -164,6 +164,13 @@ int devices_start(struct vm *vm, struct errbuf *eb)
 	return 0;
 }
 
+void devices_vcpu_write_fds(struct vm *vm, struct seccomp_fds *s)
+{
+	for (unsigned i = 0; i < vm->nr_devices; i++)
+		if (vm->devices[i]->ops->write_fds)
+			vm->devices[i]->ops->write_fds(vm->devices[i], s);
+}
+
 void devices_quiesce(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->nr_devices; i++)

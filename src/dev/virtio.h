@@ -195,6 +195,8 @@ struct virtio_dev {
 int virtio_init(struct virtio_dev *vd, struct device *d, const struct virtio_ops *ops,
 		struct errbuf *eb);
 void virtio_fini(struct virtio_dev *vd);
+/* Adds the eventfds the transport writes (queue kicks, the irqfd) for seccomp. */
+void virtio_write_fds(const struct virtio_dev *vd, struct seccomp_fds *s);
 /* The device's dev_ops read/write delegate here (the bus holds dev->lock). */
 void virtio_mmio_read(struct virtio_dev *vd, uint64_t off, uint8_t *data, unsigned len);
 void virtio_mmio_write(struct virtio_dev *vd, uint64_t off, const uint8_t *data, unsigned len);

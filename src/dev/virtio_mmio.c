@@ -182,6 +182,13 @@ void virtio_fini(struct virtio_dev *vd)
 	vd->irq_fd = -1;
 }
 
+void virtio_write_fds(const struct virtio_dev *vd, struct seccomp_fds *s)
+{
+	for (unsigned q = 0; q < vd->ops->nr_queues; q++)
+		seccomp_fds_add(s, vd->kick_fd[q]);
+	seccomp_fds_add(s, vd->irq_fd);
+}
+
 void virtio_kick(struct virtio_dev *vd, unsigned q)
 {
 	uint64_t one = 1;

@@ -169,6 +169,11 @@ static void rng_post_restore(struct device *d)
 	virtio_post_restore(&to_rng(d)->vd);
 }
 
+static void rng_write_fds(struct device *d, struct seccomp_fds *s)
+{
+	virtio_write_fds(&to_rng(d)->vd, s);
+}
+
 const struct dev_ops virtio_rng_ops = {
 	.name = "virtio-rng",
 	.version = VIRTIO_RNG_STATE_VERSION,
@@ -182,4 +187,5 @@ const struct dev_ops virtio_rng_ops = {
 	.restore = rng_restore,
 	.check = rng_check,
 	.post_restore = rng_post_restore,
+	.write_fds = rng_write_fds,
 };

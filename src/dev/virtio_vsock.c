@@ -215,6 +215,13 @@ static void note_event(struct vsock *vs, const struct epoll_event *e)
 	}
 }
 
+/* From vCPU threads (register writes) and this device's own thread alike. */
+static void vsock_write_fds(struct device *d, struct seccomp_fds *s)
+{
+	virtio_write_fds(&to_vsock(d)->vd, s);
+	seccomp_fds_add(s, to_vsock(d)->ctl_fd);
+}
+
 static void *vsock_thread(void *arg)
 {
 	struct device *d = arg;
@@ -223,6 +230,23 @@ static void *vsock_thread(void *arg)
 	struct epoll_event evs[32];
 
 	pthread_setname_np(pthread_self(), "ember-vsock");
+	if (d->vm->cfg.seccomp) {
+		/* the connections' fds are sockets: send and sendmsg, never write */
+		struct seccomp_fds fds = { .n = 0 };
+		int r;
+
+		seccomp_fds_add(&fds, STDERR_FILENO);
+		seccomp_fds_add(&fds, log_fd_get());
+		seccomp_fds_add(&fds, d->vm->event_fd);
+		vsock_write_fds(d, &fds);
+		r = seccomp_apply(SECCOMP_VSOCK, &fds);
+		if (r) {
+			vm_request_stop(d->vm, VM_STOP_ERROR, 0, "virtio-vsock: seccomp: %s",
+					strerror(-r));
+			free(ch);
+			return NULL;
+		}
+	}
 	if (!ch) {
 		pr_err("virtio-vsock: out of memory; the device stops");
 		return NULL;
@@ -538,6 +562,7 @@ const struct dev_ops virtio_vsock_ops = {
 	.restore = vsock_restore,
 	.check = vsock_check,
 	.quiesce = vsock_quiesce,
+	.write_fds = vsock_write_fds,
 	.unquiesce = vsock_unquiesce,
 	.post_restore = vsock_post_restore,
 };

@@ -296,6 +296,21 @@ static void *pager_thread(void *arg)
 	/* signals are for the VMM's threads (vCPU kicks, signalfd), never this one */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_setname_np(pthread_self(), "ember-pager");
+	if (p->cfg.seccomp) {
+		/* from here on, every fault and every memory-file byte is handled under it */
+		struct seccomp_fds fds = { .n = 0 };
+		int r;
+
+		seccomp_fds_add(&fds, STDERR_FILENO);
+		seccomp_fds_add(&fds, log_fd_get());
+		seccomp_fds_add(&fds, p->cfg.notify_fd);
+		r = seccomp_apply(SECCOMP_PAGER, &fds);
+		if (r) {
+			pg_fail(p, "pager: seccomp: %s", strerror(-r));
+			return NULL;
+		}
+	}
 	for (;;) {
 		struct pollfd fds[3] = {
 			{ .fd = p->uffd, .events = POLLIN },

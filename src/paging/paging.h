@@ -49,6 +49,10 @@ struct pager_config {
 	 * blocked until pager_stop. Must not call back into the pager except pager_error. */
 	void (*on_error)(void *opaque, const char *msg);
 	void *opaque;
+	/* The fault thread confines itself (src/seccomp.c): it may then write only stderr,
+	 * the log and notify_fd (what on_error writes, -1 for none). */
+	bool seccomp;
+	int notify_fd;
 	/* Tuning; 0 picks the default (see pager.c). */
 	uint32_t prefetch_block;       /* bytes per prefetch read buffer (default 1 MiB) */
 	uint32_t prefetch_depth;       /* buffers in flight (default 4) */

@@ -746,3 +746,45 @@ Test(jail, cleanup_refuses_a_running_jail)
 	snapt_join(dir, base, "%s", J("live"));
 	cr_assert(!exists(dir), "%s is still there", dir);
 }
+
+/* ---- the bound files cannot change under the jailed VM (src/jail_lease.c) ---------- */
+
+/* The jailed ember cannot lease the operator's files (not its own, no CAP_LEASE): the
+ * jailer holds the leases, and a truncate of the golden memory file stops the jailed VM
+ * before the truncate can happen. Before: the jailed ember refused to restore at all. */
+Test(jail, truncating_the_bound_memory_file_stops_the_jailed_vm_first)
+{
+	const char *id = J("lease");
+	struct proc *p = start_confined(id);
+	char sock[PATH_MAX], mem[PATH_MAX];
+	struct proc_result r;
+
+	jailed_pid(p);
+	snapt_join(sock, base, "%s/root/run/api.sock", id);
+	snapt_wait_socket(sock, RUN_MS);
+	snapt_join(mem, golden, "memory.raw");
+	/* blocks until the jailer has stopped its ember and let go of the file */
+	cr_assert_eq(truncate(mem, 4096), 0, "truncate: %s", strerror(errno));
+	cr_assert_eq(proc_finish(p, RUN_MS, &r), 0, "the jailer did not end");
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1, "the jailer exited %d:\n%s", r.status, r.err);
+	cr_assert(strstr(r.err, "memory.raw is being changed by another process"), "%s", r.err);
+	proc_result_free(&r);
+}
+
+Test(jail, a_bound_file_open_for_writing_elsewhere_is_refused)
+{
+	const char *args[] = { "jail", "--id", J("busy"), "--uid", JAIL_UID, "--gid", JAIL_GID,
+			       "--chroot-base", base, "--ro-bind", bind, "--", "restore",
+			       "--snapshot", "/snapshot", NULL };
+	char mem[PATH_MAX], dir[PATH_MAX];
+	int fd;
+
+	snapt_join(mem, golden, "memory.raw");
+	fd = open(mem, O_WRONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "open: %s", strerror(errno));
+	assert_refused(1, "is open for writing by another process", args);
+	close(fd);
+	snapt_join(dir, base, "%s", J("busy"));
+	cr_assert_not(exists(dir), "%s was left behind", dir);
+}

@@ -434,4 +434,17 @@ void vqd_track_dirty(struct guest_mem *m);
 bool vqd_dirty(const struct guest_mem *m, uint64_t gpa);
 void vqd_dirty_clear(struct guest_mem *m);
 
+/* ---- cpio_test.c: newc archives (the Linux kit's initramfs, guest-agent/mkcpio) ------ */
+
+struct cpio_entry {
+	char name[256];
+	uint32_t mode, rmajor, rminor;
+	const uint8_t *data; /* into the archive */
+	size_t size;
+};
+/* Every entry of a newc archive up to its trailer (not included), as the kernel's
+ * init/initramfs.c unpacks it; asserts on anything it would reject. */
+unsigned cpio_parse(const uint8_t *a, size_t len, struct cpio_entry *e, unsigned max);
+const struct cpio_entry *cpio_find(const struct cpio_entry *e, unsigned n, const char *name);
+
 #endif
