@@ -101,6 +101,7 @@ void snap_writer_remove_in_flight(void)
 }
 
 struct snap_writer {
+	int dfd;            /* dir and tmp are relative to it (AT_FDCWD: plain paths) */
 	char *dir;          /* final path, no trailing '/' */
 	char *tmp;          /* temp sibling */
 	int tmp_fd;         /* the temp directory */
@@ -132,8 +133,9 @@ static void writer_free(struct snap_writer *w)
 	free(w);
 }
 
-/* Removes what this writer created; the directory name is the temp or the final one. */
-static void remove_snapshot_dir(int dfd, const char *path)
+/* Removes what this writer created; the directory name (relative to pfd) is the temp
+ * or the final one. */
+static void remove_snapshot_dir(int pfd, int dfd, const char *path)
 {
 	static const char *const files[] = {
 		SNAP_STATE_FILE, SNAP_MEMORY_FILE, SNAP_LZ4_MEMORY_FILE, SNAP_LZ4_INDEX_FILE, SNAP_WS_FILE,
@@ -142,18 +144,24 @@ static void remove_snapshot_dir(int dfd, const char *path)
 	if (dfd >= 0)
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 			unlinkat(dfd, files[i], 0);
-	rmdir(path);
+	unlinkat(pfd, path, AT_REMOVEDIR);
 }
 
 void snap_writer_abort(struct snap_writer *w)
 {
 	if (!w)
 		return;
-	remove_snapshot_dir(w->tmp_fd, w->tmp);
+	remove_snapshot_dir(w->dfd, w->tmp_fd, w->tmp);
 	writer_free(w);
 }
 
 int snap_writer_begin(const char *dir, struct snap_writer **out, struct snap_err *err)
+{
+	return snap_writer_begin_at(AT_FDCWD, dir, out, err);
+}
+
+int snap_writer_begin_at(int dfd, const char *dir, struct snap_writer **out,
+			 struct snap_err *err)
 {
 	struct snap_writer *w;
 	struct stat stb;
@@ -169,12 +177,13 @@ int snap_writer_begin(const char *dir, struct snap_writer **out, struct snap_err
 	if (!w)
 		return snap_err_set(err, -ENOMEM, "snapshot writer: out of memory");
 	w->tmp_fd = w->mem_fd = -1;
+	w->dfd = dfd;
 	w->dir = strndup(dir, len);
 	if (!w->dir) {
 		ret = snap_err_set(err, -ENOMEM, "snapshot writer: out of memory");
 		goto fail;
 	}
-	if (lstat(w->dir, &stb) == 0) {
+	if (fstatat(dfd, w->dir, &stb, AT_SYMLINK_NOFOLLOW) == 0) {
 		ret = snap_err_set(err, -EEXIST, "snapshot directory %s already exists (not replacing it)", w->dir);
 		goto fail;
 	}
@@ -193,8 +202,10 @@ int snap_writer_begin(const char *dir, struct snap_writer **out, struct snap_err
 			ret = snap_err_set(err, -ENOMEM, "snapshot writer: out of memory");
 			goto fail;
 		}
-		if (mkdir(w->tmp, 0755) == 0) {
-			track_in_flight(w->tmp);
+		if (mkdirat(dfd, w->tmp, 0755) == 0) {
+			/* the signal-time cleanup knows paths only: a name inside dfd is not one */
+			if (dfd == AT_FDCWD)
+				track_in_flight(w->tmp);
 			break;
 		}
 		if (errno != EEXIST || tries == 8) {
@@ -205,7 +216,7 @@ int snap_writer_begin(const char *dir, struct snap_writer **out, struct snap_err
 			goto fail;
 		}
 	}
-	w->tmp_fd = open(w->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	w->tmp_fd = openat(dfd, w->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (w->tmp_fd < 0) {
 		ret = snap_err_set(err, -errno, "%s: %s", w->tmp, strerror(errno));
 		goto fail_rm;
@@ -218,7 +229,7 @@ int snap_writer_begin(const char *dir, struct snap_writer **out, struct snap_err
 	*out = w;
 	return 0;
 fail_rm:
-	remove_snapshot_dir(w->tmp_fd, w->tmp);
+	remove_snapshot_dir(dfd, w->tmp_fd, w->tmp);
 fail:
 	writer_free(w);
 	return ret;
@@ -456,16 +467,16 @@ static int install(struct snap_writer *w, struct snap_err *err)
 {
 	struct stat stb;
 
-	if (renameat2(AT_FDCWD, w->tmp, AT_FDCWD, w->dir, RENAME_NOREPLACE) == 0)
+	if (renameat2(w->dfd, w->tmp, w->dfd, w->dir, RENAME_NOREPLACE) == 0)
 		return 0;
 	if (errno != EINVAL && errno != ENOSYS)
 		goto fail;
 	/* file system without RENAME_NOREPLACE: check, then a plain rename */
-	if (lstat(w->dir, &stb) == 0) {
+	if (fstatat(w->dfd, w->dir, &stb, AT_SYMLINK_NOFOLLOW) == 0) {
 		errno = EEXIST;
 		goto fail;
 	}
-	if (rename(w->tmp, w->dir) == 0)
+	if (renameat(w->dfd, w->tmp, w->dfd, w->dir) == 0)
 		return 0;
 fail:
 	if (errno == EEXIST || errno == ENOTEMPTY)
@@ -525,10 +536,14 @@ int snap_writer_commit(struct snap_writer *w, const struct snap_state *st, struc
 	ret = install(w, err);
 	if (ret)
 		goto fail;
-	ret = snap_fsync_parent(w->dir, err);
+	if (w->dfd == AT_FDCWD)
+		ret = snap_fsync_parent(w->dir, err);
+	else if (fsync(w->dfd) < 0)
+		ret = snap_err_set(err, -errno, "fsync of the directory of %s: %s", w->dir,
+				   strerror(errno));
 	if (ret) {
 		/* installed but not durable: take it back rather than leave a maybe-snapshot */
-		remove_snapshot_dir(w->tmp_fd, w->dir);
+		remove_snapshot_dir(w->dfd, w->tmp_fd, w->dir);
 		close(fd);
 		free(buf);
 		writer_free(w);

@@ -390,6 +390,10 @@ struct snap_writer;
  * "DIR.tmp.<pid>" and the memory file in it.
  */
 int snap_writer_begin(const char *dir, struct snap_writer **out, struct snap_err *err);
+/* The same with dir relative to the directory dfd (open, not O_PATH: it is fsync'd),
+ * which must stay open until commit or abort; nothing is resolved outside it. */
+int snap_writer_begin_at(int dfd, const char *dir, struct snap_writer **out,
+			 struct snap_err *err);
 /* The open memory file (O_RDWR), for a VMM that streams memory itself. */
 int snap_writer_mem_fd(const struct snap_writer *w);
 /*

@@ -7,33 +7,56 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <msgpack.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "vmm.h"
 #include "dev/dev.h"
 #include "snapfmt.h"
 
 #define API_MAX_CLIENTS 8
+/* A client silent since it connected, or stuck half-way through a frame, is dropped after
+ * this long, so that eight of them cannot lock everyone else out (EMBER_API_IDLE_MS). */
+#define API_IDLE_MS_DEFAULT 5000
 
+struct api_server;
 struct api_client {
 	struct vm_watch watch;
+	struct api_server *srv;
 	uint8_t buf[4 + API_MAX_FRAME];
 	size_t len;
 	bool used;
+	bool served;       /* answered at least one request: may wait between requests */
+	uint64_t last_ms;  /* connect, or the last byte received or answer sent */
 };
 
 struct api_server {
-	struct vm_watch listen;
+	struct vm_watch listen, tick;
 	char path[108];
+	struct usock_access access;
+	char *root;        /* --snapshot-root, absolute and without symlinks; or NULL */
+	uint64_t idle_ms;
+	bool tick_armed;
 	struct api_client clients[API_MAX_CLIENTS];
 };
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 /* ---- request decoding --------------------------------------------------------------- */
 
@@ -196,6 +219,29 @@ static int api_reset(struct vm *vm, const struct api_request *rq, struct reset_s
 	return 0;
 }
 
+/* The snapshot goes into the directory api_snapshot_parent opened: the writer resolves
+ * nothing outside it, so no symlink swapped in after the check can redirect it. */
+static int snapshot_beneath(struct vm *vm, const char *dir, struct snapshot_opts *o,
+			    struct snapshot_stats *ss, struct errbuf *eb)
+{
+	char name[NAME_MAX + 1];
+	int r;
+
+	o->dir_fd = api_snapshot_parent(vm->api->root, dir, name, eb);
+	if (o->dir_fd < 0)
+		return o->dir_fd;
+	o->in_dir = true;
+	r = vm_snapshot_save(vm, name, o, ss, eb);
+	if (r) {
+		char msg[sizeof(eb->msg)];
+
+		snprintf(msg, sizeof(msg), "%s", eb->msg);
+		errbuf_set(eb, r, "snapshot '%s': %s", dir, msg);
+	}
+	close(o->dir_fd);
+	return r;
+}
+
 static void handle_request(struct vm *vm, struct api_client *c, const struct api_request *rq)
 {
 	struct errbuf eb = { "" };
@@ -221,8 +267,11 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		vm_resume(vm);
 	} else if (!strcmp(rq->verb, "reset")) {
 		r = api_reset(vm, rq, &rs, &eb);
-		if (!r)
+		if (!r) {
+			metrics_add(M_RESETS, 1);
+			metrics_observe(H_RESET_US, rs.us_total);
 			extra = 5;
+		}
 	} else if (!strcmp(rq->verb, "shutdown")) {
 		vm_request_stop(vm, VM_STOP_REQUEST, 0, "shutdown requested on the control socket");
 	} else if (!strcmp(rq->verb, "guest-cmd")) {
@@ -238,7 +287,7 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 
 			was_running = !vm->paused;
 			vm_pause(vm);
-			r = vm_snapshot_save(vm, rq->dir, &o, &ss, &eb);
+			r = snapshot_beneath(vm, rq->dir, &o, &ss, &eb);
 			if (was_running)
 				vm_resume(vm);
 			if (!r)
@@ -246,9 +295,14 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 		}
 	} else if (!strcmp(rq->verb, "status")) {
 		extra = 11;
+	} else if (!strcmp(rq->verb, "metrics")) {
+		api_metrics_pack(vm, &pk, rq->has_id, rq->id);
+		client_send(vm, c, &sb);
+		msgpack_sbuffer_destroy(&sb);
+		return;
 	} else {
-		r = errbuf_set(&eb, -EINVAL, "unknown verb '%s' (status, pause, resume, reset, "
-			       "snapshot, guest-cmd, shutdown)", rq->verb);
+		r = errbuf_set(&eb, -EINVAL, "unknown verb '%s' (status, metrics, pause, resume, "
+			       "reset, snapshot, guest-cmd, shutdown)", rq->verb);
 	}
 	if (r) {
 		respond_error(vm, c, rq, eb.msg);
@@ -298,6 +352,8 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 	msgpack_sbuffer_destroy(&sb);
 }
 
+static void tick_arm(struct api_server *s, bool on);
+
 static void client_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 {
 	struct api_client *c = w->opaque;
@@ -311,6 +367,9 @@ static void client_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 		return;
 	}
 	c->len += (size_t)n;
+	c->last_ms = now_ms();
+	if (c->len < 4)
+		tick_arm(c->srv, true);
 	while (c->len >= 4) {
 		uint32_t flen = (uint32_t)c->buf[0] << 24 | (uint32_t)c->buf[1] << 16 |
 				(uint32_t)c->buf[2] << 8 | c->buf[3];
@@ -323,14 +382,18 @@ static void client_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 				client_close(vm, c);
 			return;
 		}
-		if (c->len < 4 + flen)
+		if (c->len < 4 + flen) {
+			tick_arm(c->srv, true);
 			return;
+		}
 		if (api_decode_request(c->buf + 4, flen, &rq, &eb))
 			respond_error(vm, c, NULL, eb.msg);
 		else
 			handle_request(vm, c, &rq);
 		if (!c->used)
 			return;
+		c->served = true;
+		c->last_ms = now_ms();
 		memmove(c->buf, c->buf + 4 + flen, c->len - 4 - flen);
 		c->len -= 4 + flen;
 	}
@@ -348,6 +411,109 @@ static void reap_hung_up(struct vm *vm, struct api_server *s)
 	}
 }
 
+/* A client the idle limit applies to now: silent since it connected, or inside a frame. */
+static bool at_risk(const struct api_client *c)
+{
+	return c->used && (!c->served || c->len);
+}
+
+/*
+ * Drops clients past the idle limit: one silent since it connected or stuck inside a
+ * frame always; one that was served and waits between requests (ember pool keeps such a
+ * connection to each VM) only when every slot is taken and someone new knocks. Returns
+ * how many clients the limit may still catch.
+ */
+static unsigned drop_idle(struct vm *vm, struct api_server *s, bool need_slot)
+{
+	uint64_t now = now_ms();
+	unsigned left = 0, risky = 0;
+	struct api_client *oldest = NULL;
+
+	for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
+		struct api_client *c = &s->clients[i];
+
+		if (!c->used)
+			continue;
+		if (now - c->last_ms < s->idle_ms) {
+			left++;
+			risky += at_risk(c);
+			continue;
+		}
+		if (at_risk(c)) {
+			pr_info("--api-sock: dropped a client idle for %llu ms (%s)",
+				(unsigned long long)(now - c->last_ms),
+				c->len ? "half a request" : "no request");
+			client_close(vm, c);
+			continue;
+		}
+		left++;
+		if (!oldest || c->last_ms < oldest->last_ms)
+			oldest = c;
+	}
+	if (need_slot && oldest && left == API_MAX_CLIENTS)
+		client_close(vm, oldest);
+	return risky;
+}
+
+/* The sweep runs every idle_ms / 4 while some client is at risk, not otherwise: an
+ * idle VM (a pool's standby VM holds a served connection) is not woken for nothing. */
+static void tick_arm(struct api_server *s, bool on)
+{
+	uint64_t ms = on ? (s->idle_ms / 4 ? s->idle_ms / 4 : 1) : 0;
+	struct itimerspec its = {
+		.it_interval = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 },
+		.it_value = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 },
+	};
+
+	if (s->tick_armed != on && !timerfd_settime(s->tick.fd, 0, &its, NULL))
+		s->tick_armed = on;
+}
+
+static void tick_fired(struct vm *vm, struct vm_watch *w, uint32_t events)
+{
+	struct api_server *s = w->opaque;
+	uint64_t n;
+
+	if (read(w->fd, &n, sizeof(n)) < 0) {
+		/* EAGAIN: nothing to consume */
+	}
+	if (!drop_idle(vm, s, false))
+		tick_arm(s, false);
+}
+
+/* Not ember's user, not root, not in --api-group: an error frame, a log line, closed. */
+static bool peer_refused(struct api_server *s, int fd)
+{
+	static const char msg[] = "permission denied: only ember's user, root and --api-group "
+				  "may use this socket";
+	uint8_t frame[4 + 64 + sizeof(msg)];
+	struct ucred cred;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	if (usock_peer_allowed(fd, &s->access, &cred))
+		return false;
+	pr_warn("--api-sock %s: refused a client: uid=%d gid=%d pid=%d (not ember's user, root "
+		"or --api-group)", s->path, (int)cred.uid, (int)cred.gid, (int)cred.pid);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	pack_str(&pk, "ok");
+	msgpack_pack_false(&pk);
+	pack_kv_str(&pk, "error", msg);
+	if (sb.size <= sizeof(frame) - 4) {
+		frame[0] = frame[1] = 0;
+		frame[2] = (uint8_t)(sb.size >> 8);
+		frame[3] = (uint8_t)sb.size;
+		memcpy(frame + 4, sb.data, sb.size);
+		if (send(fd, frame, 4 + sb.size, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			/* it may have gone already: it is refused either way */
+		}
+	}
+	msgpack_sbuffer_destroy(&sb);
+	return true;
+}
+
 static void listen_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 {
 	struct api_server *s = w->opaque;
@@ -356,10 +522,16 @@ static void listen_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 
 	if (fd < 0)
 		return;
+	if (peer_refused(s, fd)) {
+		close(fd);
+		return;
+	}
 	for (unsigned i = 0; i < API_MAX_CLIENTS; i++)
 		full = full && s->clients[i].used;
 	if (full)
 		reap_hung_up(vm, s);
+	if (full)
+		drop_idle(vm, s, true);
 	for (unsigned i = 0; i < API_MAX_CLIENTS; i++) {
 		struct api_client *c = &s->clients[i];
 
@@ -367,54 +539,83 @@ static void listen_readable(struct vm *vm, struct vm_watch *w, uint32_t events)
 			continue;
 		memset(c, 0, sizeof(*c));
 		c->used = true;
+		c->srv = s;
+		c->last_ms = now_ms();
 		c->watch = (struct vm_watch){ .fd = fd, .cb = client_readable, .opaque = c };
 		if (vm_watch_add(vm, &c->watch)) {
 			c->used = false;
 			break;
 		}
+		tick_arm(s, true);
 		return;
 	}
+	pr_warn("--api-sock %s: %d clients connected already; refused one", s->path,
+		API_MAX_CLIENTS);
 	close(fd); /* too many clients */
+}
+
+/* EMBER_API_IDLE_MS: the idle limit (tests make it short); a bad value is an error. */
+static int idle_ms_from_env(uint64_t *ms, struct errbuf *eb)
+{
+	const char *e = getenv("EMBER_API_IDLE_MS");
+	char *end;
+
+	*ms = API_IDLE_MS_DEFAULT;
+	if (!e)
+		return 0;
+	errno = 0;
+	*ms = strtoull(e, &end, 10);
+	if (!*e || *end || errno || *ms < 1 || *ms > 3600000)
+		return errbuf_set(eb, -EINVAL, "EMBER_API_IDLE_MS: '%s' is not a number of "
+				  "milliseconds in 1..3600000", e);
+	return 0;
 }
 
 int api_start(struct vm *vm, const char *path, struct errbuf *eb)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct api_server *s;
-	struct stat st;
+	uint64_t idle_ms;
 	int fd, r;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return errbuf_set(eb, -ENAMETOOLONG, "--api-sock %s: path longer than %zu bytes", path,
-				  sizeof(sa.sun_path) - 1);
-	/* a stale socket from a dead ember may be replaced; any other file may not */
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return errbuf_set(eb, -EEXIST, "--api-sock %s: exists and is not a socket", path);
-		unlink(path);
-	}
+	r = idle_ms_from_env(&idle_ms, eb);
+	if (r)
+		return r;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return errbuf_set(eb, -ENOMEM, "out of memory");
-	strcpy(sa.sun_path, path);
 	snprintf(s->path, sizeof(s->path), "%s", path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		r = errbuf_set(eb, -errno, "--api-sock: socket: %s", strerror(errno));
+	s->access = vm->cfg.api_access;
+	s->idle_ms = idle_ms;
+	if (vm->cfg.snapshot_root && !(s->root = realpath(vm->cfg.snapshot_root, NULL))) {
+		r = errbuf_set(eb, -errno, "--snapshot-root %s: %s", vm->cfg.snapshot_root,
+			       strerror(errno));
 		free(s);
 		return r;
 	}
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
-		r = errbuf_set(eb, -errno, "--api-sock %s: %s", path, strerror(errno));
-		close(fd);
+	s->tick = (struct vm_watch){ .cb = tick_fired, .opaque = s };
+	s->tick.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (s->tick.fd < 0) {
+		r = errbuf_set(eb, -errno, "--api-sock: timerfd: %s", strerror(errno));
+		free(s->root);
 		free(s);
 		return r;
+	}
+	fd = usock_listen(path, "--api-sock", &s->access, 8, eb);
+	if (fd < 0) {
+		close(s->tick.fd);
+		free(s->root);
+		free(s);
+		return fd;
 	}
 	s->listen = (struct vm_watch){ .fd = fd, .cb = listen_readable, .opaque = s };
 	r = vm_watch_add(vm, &s->listen);
+	if (!r)
+		r = vm_watch_add(vm, &s->tick);
 	if (r) {
 		close(fd);
+		close(s->tick.fd);
 		unlink(path);
+		free(s->root);
 		free(s);
 		return errbuf_set(eb, r, "--api-sock: epoll: %s", strerror(-r));
 	}
@@ -437,7 +638,10 @@ void api_stop(struct vm *vm)
 			client_close(vm, &s->clients[i]);
 	vm_watch_del(vm, &s->listen);
 	close(s->listen.fd);
+	vm_watch_del(vm, &s->tick);
+	close(s->tick.fd);
 	unlink(s->path);
+	free(s->root);
 	free(s);
 	vm->api = NULL;
 }

@@ -68,7 +68,10 @@ void cli_usage(FILE *f)
 		"  --standby                build the VM and set its state, but run it only when\n"
 		"                           'ember ctl resume' says so (needs --api-sock)\n"
 		"common options:\n"
-		"  --api-sock PATH          serve the control socket at PATH (see FORMAT.md)\n"
+		"  --api-sock PATH          serve the control socket at PATH, mode 0600: only ember's\n"
+		"                           user and root may use it (see FORMAT.md 9)\n"
+		"  --api-group GROUP        also let GROUP (name or gid) use it (mode 0660)\n"
+		"  --snapshot-root DIR      'snapshot' requests may only write beneath DIR\n"
 		"  --console KIND           stdio (default), none, or file:PATH\n"
 		"  --console-input          feed stdin to the guest's serial port\n"
 		"  --console-limit BYTES    write at most BYTES of guest output (K, M, G suffixes;\n"
@@ -101,6 +104,7 @@ void cli_usage(FILE *f)
 		"pool options (INVOCATION.md 7): standby VMs of one snapshot, one process each\n"
 		"  --snapshot DIR           the golden snapshot every VM is restored from\n"
 		"  --socket PATH            serve invocations and status requests here (mode 0600)\n"
+		"  --api-group GROUP        also let GROUP (name or gid) use the socket (mode 0660)\n"
 		"  --size N                 VMs kept ready, 1..%d (default %d)\n"
 		"  --max-uses M             retire a VM after M invocations, 0: never (default %d)\n"
 		"  --queue Q                invocations that may wait for a VM, 0..%d (default %d);\n"
@@ -134,7 +138,8 @@ void cli_usage(FILE *f)
 		"ctl verbs:\n"
 		"  status | pause | resume | shutdown | snapshot DIR [--diff|--compress] |\n"
 		"  guest-cmd NAME | reset [--standby]  (back to the snapshot the VM was restored\n"
-		"  from, in place; running again unless --standby)\n"
+		"  from, in place; running again unless --standby) | metrics  (counters and\n"
+		"  latency histograms: one ember-metrics key=value line, README)\n"
 		"\n"
 		"exit status: 0 guest reset/done, 1 VMM error, 2 usage error,\n"
 		"             3 guest assertion failed, 124 timeout, 128+N signal N\n"
@@ -238,6 +243,8 @@ static const struct cli_flag {
 	{ "--standby", false, ON_RESTORE | ON_CTL },
 	{ "--ready-fd", true, ON_RUN },
 	{ "--api-sock", true, ON_RUN | ON_CTL },
+	{ "--api-group", true, ON_RUN | ON_POOL },
+	{ "--snapshot-root", true, ON_RUN },
 	{ "--console", true, ON_RUN },
 	{ "--console-input", false, ON_RUN },
 	{ "--console-limit", true, ON_RUN },
@@ -365,6 +372,12 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 		return parse_path(flag, val, &c->snapshot_on_ready, eb);
 	if (!strcmp(flag, "--api-sock"))
 		return parse_path(flag, val, &c->api_sock, eb);
+	if (!strcmp(flag, "--snapshot-root"))
+		return parse_path(flag, val, &vc->snapshot_root, eb);
+	if (!strcmp(flag, "--api-group")) {
+		vc->api_access.has_group = true;
+		return usock_parse_group(val, &vc->api_access.gid, eb);
+	}
 	if (!strcmp(flag, "--cmdline")) {
 		vc->cmdline = val;
 	} else if (!strcmp(flag, "--mem")) {
@@ -541,6 +554,9 @@ static int check_combination(struct cli *c, struct errbuf *eb)
 		return errbuf_set(eb, -EINVAL, "--no-io-uring needs --mem-backend uffd");
 	if (c->exit_after_snapshot && !c->snapshot_on_ready)
 		return errbuf_set(eb, -EINVAL, "--exit-after-snapshot needs --snapshot-on-ready DIR");
+	if ((c->vm.api_access.has_group || c->vm.snapshot_root) && !c->api_sock &&
+	    c->cmd != CLI_POOL)
+		return errbuf_set(eb, -EINVAL, "--api-group and --snapshot-root need --api-sock PATH");
 	if (c->cmd == CLI_RESTORE && c->standby && !c->api_sock)
 		return errbuf_set(eb, -EINVAL, "--standby needs --api-sock PATH: a standby VM runs "
 				  "when 'ember ctl resume' (or reset) says so");

@@ -25,7 +25,7 @@ static const struct {
 } verbs[] = {
 	{ "status", 0, NULL },	 { "pause", 0, NULL },	{ "resume", 0, NULL },
 	{ "shutdown", 0, NULL }, { "snapshot", 1, "dir" }, { "guest-cmd", 1, "cmd" },
-	{ "reset", 0, NULL },
+	{ "reset", 0, NULL },	 { "metrics", 0, NULL },
 };
 
 static void pack_str(msgpack_packer *pk, const char *s)
@@ -153,7 +153,35 @@ static void print_value(const char *key, size_t klen, const msgpack_object *v)
 	}
 }
 
-int ctl_print_response(const uint8_t *body, size_t len, bool json, const char *who)
+/* `ember ctl metrics`: one "ember-metrics key=value ..." line, arrays comma-separated */
+static void print_metrics_line(const msgpack_object *map)
+{
+	printf("ember-metrics");
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object *k = &map->via.map.ptr[i].key, *v = &map->via.map.ptr[i].val;
+
+		if (k->type != MSGPACK_OBJECT_STR ||
+		    (k->via.str.size == 2 && !memcmp(k->via.str.ptr, "ok", 2)))
+			continue;
+		printf(" ");
+		print_escaped(stdout, k->via.str.ptr, k->via.str.size);
+		printf("=");
+		if (v->type != MSGPACK_OBJECT_ARRAY) {
+			print_scalar(v);
+			continue;
+		}
+		for (uint32_t j = 0; j < v->via.array.size; j++) {
+			if (j)
+				printf(",");
+			print_scalar(&v->via.array.ptr[j]);
+		}
+	}
+	printf("\n");
+}
+
+/* as ctl_print_response; metrics_line: a success as one ember-metrics line */
+static int print_response(const uint8_t *body, size_t len, bool json, const char *who,
+			  bool metrics_line)
 {
 	msgpack_unpacked u;
 	struct snap_err se;
@@ -190,6 +218,11 @@ int ctl_print_response(const uint8_t *body, size_t len, bool json, const char *w
 		msgpack_unpacked_destroy(&u);
 		return 1;
 	}
+	if (!json && metrics_line) {
+		print_metrics_line(&u.data);
+		msgpack_unpacked_destroy(&u);
+		return 0;
+	}
 	if (!json)
 		printf("ok\n");
 	for (uint32_t i = 0; !json && i < u.data.via.map.size; i++) {
@@ -202,6 +235,11 @@ int ctl_print_response(const uint8_t *body, size_t len, bool json, const char *w
 	}
 	msgpack_unpacked_destroy(&u);
 	return 0;
+}
+
+int ctl_print_response(const uint8_t *body, size_t len, bool json, const char *who)
+{
+	return print_response(body, len, json, who, false);
 }
 
 /* Every ember ctl message is "ember ctl: <message>"; usage errors add the hint, exit 2. */
@@ -235,8 +273,8 @@ int ctl_run(const struct cli *c)
 		char esc[256];
 
 		invoke_escape(verb, strlen(verb), esc, sizeof(esc));
-		return ctl_usage_error("unknown verb '%s' (status, pause, resume, shutdown, "
-				       "snapshot, guest-cmd, reset)", esc);
+		return ctl_usage_error("unknown verb '%s' (status, metrics, pause, resume, "
+				       "shutdown, snapshot, guest-cmd, reset)", esc);
 	}
 	if (c->nr_ctl_args - 1 != verbs[i].nargs)
 		return ctl_usage_error("%s takes %u argument%s", verb, verbs[i].nargs,
@@ -298,5 +336,5 @@ int ctl_run(const struct cli *c)
 		fprintf(stderr, "ember ctl: %s: %s\n", c->api_sock, strerror(-r));
 		return 1;
 	}
-	return ctl_print_response(resp + 4, len, c->json, who);
+	return print_response(resp + 4, len, c->json, who, !strcmp(verb, "metrics"));
 }

@@ -283,50 +283,6 @@ static void loop(struct pool *p)
 
 /* ---- set-up and teardown ------------------------------------------------------------------ */
 
-/* Binds path mode 0600; refuses to replace a live socket, replaces a stale one. */
-static int listen_at(const char *path, struct errbuf *eb)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	mode_t old;
-	int fd, r;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return errbuf_set(eb, -ENAMETOOLONG, "--socket %s: longer than a Unix socket path "
-				  "can be (%zu bytes)", path, sizeof(sa.sun_path) - 1);
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return errbuf_set(eb, -errno, "socket: %s", strerror(errno));
-	if (lstat(path, &st) == 0) {
-		int probe;
-
-		if (!S_ISSOCK(st.st_mode)) {
-			close(fd);
-			return errbuf_set(eb, -EEXIST, "--socket %s: exists and is not a socket", path);
-		}
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-			close(probe);
-			close(fd);
-			return errbuf_set(eb, -EADDRINUSE, "--socket %s: something is serving there "
-					  "(another pool?); not replacing it", path);
-		}
-		if (probe >= 0)
-			close(probe);
-		unlink(path); /* stale: nobody listens */
-	}
-	old = umask(0177); /* no window in which the socket is more open than 0600 */
-	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old);
-	if (r || chmod(path, 0600) || listen(fd, 128)) {
-		r = errbuf_set(eb, -errno, "--socket %s: %s", path, strerror(errno));
-		close(fd);
-		return r;
-	}
-	return fd;
-}
-
 static void remove_run_dir(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -379,7 +335,7 @@ static int setup(struct pool *p, struct errbuf *eb)
 	p->sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (p->null_fd < 0 || p->epfd < 0 || p->sig_fd < 0)
 		return errbuf_set(eb, -errno, "set-up: %s", strerror(errno));
-	p->listen_fd = listen_at(p->socket_path, eb);
+	p->listen_fd = usock_listen(p->socket_path, "--socket", &p->access, 128, eb);
 	if (p->listen_fd < 0)
 		return p->listen_fd;
 	p->t_listen = (struct tag){ T_LISTEN, NULL };
@@ -435,6 +391,7 @@ int pool_run(const struct cli *c)
 	}
 	*p = (struct pool){
 		.snapshot = c->snapshot, .socket_path = c->pool_socket, .size = c->pool_size,
+		.access = c->vm.api_access,
 		.queue_max = c->pool_queue, .max_uses = c->pool_max_uses,
 		.timeout_ms = c->pool_timeout_ms, .max_payload = c->pool_max_payload,
 		.port = c->invoke_port, .epfd = -1, .listen_fd = -1, .sig_fd = -1, .null_fd = -1,

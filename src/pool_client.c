@@ -573,12 +573,19 @@ void pool_accept_clients(struct pool *p)
 {
 	for (;;) {
 		int fd = accept4(p->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct ucred cred;
 		struct client *c;
 
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			return; /* EAGAIN; or EMFILE and friends: the next event retries */
+		}
+		if (!usock_peer_allowed(fd, &p->access, &cred)) {
+			pr_warn("pool: refused a client: uid=%d gid=%d pid=%d (not the pool's user, "
+				"root or --api-group)", (int)cred.uid, (int)cred.gid, (int)cred.pid);
+			close(fd);
+			continue;
 		}
 		if (p->nr_clients >= POOL_MAX_CLIENTS || !(c = calloc(1, sizeof(*c)))) {
 			close(fd);

@@ -116,6 +116,7 @@ struct client {
 struct pool {
 	/* configuration */
 	const char *snapshot, *socket_path;
+	struct usock_access access;   /* --api-group: who besides us and root may connect */
 	unsigned size, queue_max;
 	uint64_t max_uses, timeout_ms;
 	uint32_t max_payload, port;

@@ -14,6 +14,7 @@
 #include "arch/x86_64/x86.h"
 #include "dev/dev.h"
 #include "snapfmt.h"
+#include "metrics.h"
 
 static int snap_fail(struct errbuf *eb, int r, const struct snap_err *se)
 {
@@ -205,7 +206,8 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	if (!r && !o->diff)
 		r = snap_memory_digest(&st, vm->mem.base, pop, &se);
 	if (!r)
-		r = snap_writer_begin(dir, &w, &se);
+		r = o->in_dir ? snap_writer_begin_at(o->dir_fd, dir, &w, &se)
+			      : snap_writer_begin(dir, &w, &se);
 	if (r) {
 		snap_fail(eb, r, &se);
 		goto out;
@@ -239,7 +241,12 @@ int vm_snapshot_save(struct vm *vm, const char *dir, const struct snapshot_opts 
 	stats->us_memory = t2 - t1;
 	stats->us_commit = timing_now_us() - t2;
 	stats->us_total = timing_now_us() - t0;
+	metrics_add(M_SNAPSHOTS, 1);
+	metrics_add(M_SNAPSHOT_BYTES, stats->bytes_written);
+	metrics_observe(H_SNAPSHOT_US, stats->us_total);
 out:
+	if (r)
+		metrics_add(M_SNAPSHOT_FAILURES, 1);
 	devices_unquiesce(vm);
 	if (r && dirty && vm->mem.dirty_log) {
 		/* the pages we consumed from the log are still unsaved: give them back */

@@ -19,6 +19,7 @@
 #include "vmm.h"
 #include "arch/x86_64/x86.h"
 #include "dev/dev.h"
+#include "metrics.h"
 
 #define VCPU_KICK_SIGNAL SIGRTMIN
 
@@ -142,6 +143,7 @@ static bool handle_exit(struct vcpu *v)
 
 	if (atomic_load_explicit(&v->vm->wedged, memory_order_relaxed))
 		return true; /* its memory may be wrong: nothing it does leaves the VM */
+	metrics_exit(v->id, run->exit_reason);
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
 		handle_io(v);

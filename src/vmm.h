@@ -264,6 +264,9 @@ struct vm_config {
 	bool record_ws;               /* uffd: record the first request's working set */
 	bool prefetch_ws;             /* uffd: prefetch the snapshot's working set */
 	bool no_io_uring;             /* uffd: read with pread (to measure io_uring) */
+	/* the control socket: who may connect (--api-group), where snapshots may go */
+	struct usock_access { bool has_group; gid_t gid; } api_access;
+	const char *snapshot_root;    /* --snapshot-root DIR; NULL: any absolute path */
 	bool seccomp;                 /* every thread installs its filter (src/seccomp.c) */
 };
 
@@ -468,6 +471,8 @@ int vm_build(struct vm *vm, const struct vm_shape *s, struct errbuf *eb);
 struct snapshot_opts {
 	bool diff;          /* only pages written since the previous snapshot */
 	bool compress;      /* lz4-compressed memory (FORMAT.md section 10) */
+	bool in_dir;        /* dir is a name inside the open directory dir_fd */
+	int dir_fd;
 };
 struct snapshot_stats {
 	uint64_t us_total, us_state, us_memory, us_commit;
@@ -514,6 +519,22 @@ struct api_request {
 int api_decode_request(const uint8_t *body, size_t len, struct api_request *rq,
 		       struct errbuf *eb);
 int api_start(struct vm *vm, const char *path, struct errbuf *eb);
+/* api_metrics.c: the whole `metrics` response (ok, id, the metrics) into pk */
+struct msgpack_packer;
+void api_metrics_pack(struct vm *vm, struct msgpack_packer *pk, bool has_id, uint64_t id);
+/* api_path.c: opens the parent of the snapshot directory dir: absolute, no
+ * symlink on the way, beneath root when root is set; name gets the last component. */
+int api_snapshot_parent(const char *root, const char *dir, char name[256], struct errbuf *eb);
+
+/* ---- usock.c: Unix sockets only their owner (and --api-group) can use -------- */
+struct ucred;
+int usock_parse_group(const char *val, gid_t *gid, struct errbuf *eb);
+/* Binds and listens at path, mode 0600 (0660 and acc's group); refuses a live socket
+ * there, replaces a stale one. The fd (non-blocking) or -errno; flag names the option. */
+int usock_listen(const char *path, const char *flag, const struct usock_access *acc,
+		 int backlog, struct errbuf *eb);
+/* The peer of fd is root, ember's euid, or in acc's group; *cred says who it is. */
+bool usock_peer_allowed(int fd, const struct usock_access *acc, struct ucred *cred);
 void api_stop(struct vm *vm);
 
 /* ---- seccomp.c: one build-time filter per kind of thread (README, "Seccomp") ---- */

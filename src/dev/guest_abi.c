@@ -14,6 +14,7 @@
 #include "../vmm.h"
 #include "../paging/paging.h"
 #include "dev.h"
+#include "metrics.h"
 
 /* A PARK longer than this is cut short (the guest parks again): keeps the host's
  * deadline arithmetic far from overflow. */
@@ -108,6 +109,7 @@ static void handle_ucall(struct vm *vm, uint64_t gpa)
 	sanitize(file, uc.file, sizeof(file));
 	sanitize(msg, uc.msg, sizeof(uc.msg) + 1 > sizeof(msg) ? sizeof(msg) : sizeof(uc.msg) + 1);
 
+	metrics_add(M_UCALLS, 1);
 	switch (uc.cmd) {
 	case EMBER_UCALL_SYNC:
 		pr_debug("guest sync %" PRIu64, uc.args[0]);

@@ -14,6 +14,7 @@
 
 #include "dev.h"
 #include "virtio.h"
+#include "metrics.h"
 
 #define RNG_QUEUE_MAX 64
 /* A request asking for more gets this much: the driver asks again. */
@@ -89,6 +90,8 @@ static void rng_process(struct device *d)
 			break;
 		}
 		g->bytes += written;
+		metrics_add(M_RNG_REQUESTS, 1);
+		metrics_add(M_RNG_BYTES, written);
 		virtq_push(q, c.head, written);
 		used = true;
 	}

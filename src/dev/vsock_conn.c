@@ -26,6 +26,7 @@
 
 #include "dev.h"
 #include "virtio.h"
+#include "metrics.h"
 
 #define RXQ 0
 
@@ -196,6 +197,7 @@ static struct vsock_conn *guest_connect(struct vsock *vs, uint32_t local_port,
 		return NULL;
 	}
 	vs->stats.conns_guest++;
+	metrics_add(M_VSOCK_CONNECTIONS, 1);
 	return c;
 }
 
@@ -215,6 +217,7 @@ static void guest_data(struct vsock *vs, struct vsock_conn *c, const struct virt
 	}
 	c->rx_cnt += len;
 	vs->stats.bytes_from_guest += len;
+	metrics_add(M_VSOCK_BYTES_TO_HOST, len);
 	if (c->buf_len == 0 && c->ok_off == c->ok_len && c->writable) {
 		while (done < len) {
 			int n = virtq_chain_iov(&vs->vd.vq[1], ch, false, VSOCK_HDR_SIZE + done,
@@ -315,6 +318,7 @@ void vsock_guest_packet(struct vsock *vs, const struct virtio_vsock_hdr *h,
 			c->ok_len = (uint8_t)snprintf(c->ok, sizeof(c->ok), "OK %u\n", c->local_port);
 			c->ok_off = 0;
 			vs->stats.conns_host++;
+			metrics_add(M_VSOCK_CONNECTIONS, 1);
 		} else if (c) {
 			conn_reset(vs, c);
 		} else {
@@ -663,6 +667,7 @@ static bool data_for_guest(struct vsock *vs, struct vsock_conn *c, const struct 
 	put_hdr(vs, ch, c, c->local_port, c->peer_port, VIRTIO_VSOCK_OP_RW, 0, (uint32_t)n);
 	c->tx_cnt += (uint32_t)n;
 	vs->stats.bytes_to_guest += (uint64_t)n;
+	metrics_add(M_VSOCK_BYTES_TO_GUEST, (uint64_t)n);
 	*written = VSOCK_HDR_SIZE + (uint32_t)n;
 	return true;
 }

@@ -112,6 +112,8 @@ static const int main_syscalls[] = {
 	SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(getrusage),
 	SCMP_SYS(sysinfo), SCMP_SYS(uname), SCMP_SYS(getuid), SCMP_SYS(geteuid),
 	SCMP_SYS(sync_file_range), SCMP_SYS(syncfs), SCMP_SYS(umask),
+	/* the control socket's idle sweep, and snapshot directories resolved safely */
+	SCMP_SYS(timerfd_settime), SCMP_SYS(openat2),
 	/* what a thread started under this filter (lz4 snapshot workers) does first */
 	SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
 };

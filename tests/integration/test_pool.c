@@ -638,7 +638,7 @@ Test(pool, socket_is_private_and_a_live_one_is_not_taken_over)
 	ember_test_run(&r, WAIT_MS, "pool", "--snapshot", golden.dir, "--socket", sock, NULL);
 	ember_test_assert_no_crash(&r);
 	cr_assert_eq(r.status, 1, "a second pool on a live socket exited %d", r.status);
-	cr_assert(strstr(r.err, "something is serving there"), "%s", r.err);
+	cr_assert(strstr(r.err, "another process is serving this socket"), "%s", r.err);
 	proc_result_free(&r);
 	cr_assert_eq(stat_u64("idle"), 1, "the first pool still answers");
 	pool_stop(p);

@@ -819,3 +819,31 @@ Test(cli, ctl_json)
 	cr_assert_eq(PARSE(&c, &eb, "ctl", "--api-sock", "s", "--json", "status"), 0, "%s", eb.msg);
 	cr_assert(c.json);
 }
+
+Test(cli, api_group_and_snapshot_root_need_the_control_socket)
+{
+	EXPECT_ERROR("--api-group and --snapshot-root need --api-sock PATH", "boot", "--kernel",
+		     "k", "--api-group", "0");
+	EXPECT_ERROR("--api-group and --snapshot-root need --api-sock PATH", "restore",
+		     "--snapshot", "s", "--snapshot-root", "/tmp");
+	EXPECT_ERROR("--api-group: 'no-such-group-here' is neither a group name nor a number",
+		     "boot", "--kernel", "k", "--api-sock", "a", "--api-group", "no-such-group-here");
+	EXPECT_ERROR("option '--api-group' does not apply to 'ember ctl'", "ctl", "--api-sock",
+		     "a", "--api-group", "0", "status");
+}
+
+Test(cli, api_group_by_name_or_number)
+{
+	char *by_name[] = { "ember", "boot", "--kernel", "k", "--api-sock", "a", "--api-group",
+			    "root" };
+	char *by_gid[] = { "ember", "pool", "--snapshot", "s", "--socket", "p", "--api-group",
+			   "54321" };
+	struct errbuf eb = { "" };
+	struct cli c;
+
+	cr_assert_eq(cli_parse(8, by_name, &c, &eb), 0, "%s", eb.msg);
+	cr_assert(c.vm.api_access.has_group);
+	cr_assert_eq(c.vm.api_access.gid, 0);
+	cr_assert_eq(cli_parse(8, by_gid, &c, &eb), 0, "%s", eb.msg);
+	cr_assert_eq(c.vm.api_access.gid, 54321);
+}

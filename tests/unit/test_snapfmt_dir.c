@@ -295,3 +295,48 @@ Test(snapfmt_dir, trailing_slash_in_the_target_is_accepted)
 	cr_assert_eq(fx_count_entries(tmp), 1);
 	free(dir);
 }
+
+/* snap_writer_begin_at: everything relative to an open directory (the control socket's
+ * snapshots, resolved with openat2 first) */
+Test(snapfmt_dir, writer_at_a_directory_fd_writes_inside_it)
+{
+	char *sub = fx_path(tmp, "sub"), *dir = fx_path(tmp, "sub/snap");
+	struct snap_writer *w;
+	struct snap_dir d;
+	int fd;
+
+	cr_assert_eq(mkdir(sub, 0755), 0);
+	fd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(snap_writer_begin_at(fd, "snap", &w, &err), 0, "%s", err.msg);
+	cr_assert_eq(snap_writer_write_sparse(w, 0, mem, FX_MEM_SIZE, &err), 0, "%s", err.msg);
+	cr_assert_eq(snap_writer_commit(w, &st, &err), 0, "%s", err.msg);
+	close(fd);
+	cr_assert_eq(snap_dir_open(dir, &d, &err), 0, "%s", err.msg);
+	snap_dir_close(&d);
+	cr_assert_eq(fx_count_entries(sub), 1, "temp directory left behind");
+	cr_assert_neq(access("snap", F_OK), 0, "written relative to the working directory");
+	free(dir);
+	free(sub);
+}
+
+Test(snapfmt_dir, writer_at_does_not_follow_a_symlink_in_the_last_component)
+{
+	char *sub = fx_path(tmp, "sub"), *target = fx_path(tmp, "target"),
+	     *link = fx_path(tmp, "sub/snap");
+	struct snap_writer *w = (void *)1;
+	int fd;
+
+	cr_assert_eq(mkdir(sub, 0755), 0);
+	/* a symlink where the snapshot should go: neither followed nor replaced */
+	cr_assert_eq(symlink(target, link), 0);
+	fd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(snap_writer_begin_at(fd, "snap", &w, &err), -EEXIST);
+	cr_assert_null(w);
+	close(fd);
+	cr_assert_neq(access(target, F_OK), 0);
+	free(link);
+	free(target);
+	free(sub);
+}
