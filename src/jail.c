@@ -221,6 +221,25 @@ int jail_parse(int argc, char **argv, struct jail_opts *o, struct errbuf *eb)
 	return 0;
 }
 
+/* A restore or boot with a control socket and no --snapshot-root of its own gets
+ * `--snapshot-root /run` appended (README, the jailer). */
+bool jail_wants_snapshot_root(const struct jail_opts *o)
+{
+	bool api = false;
+
+	if (o->argc < 1 || (strcmp(o->argv[0], "restore") && strcmp(o->argv[0], "boot")))
+		return false;
+	for (int i = 1; i < o->argc; i++) {
+		if (!strcmp(o->argv[i], "--"))
+			break;
+		if (!strncmp(o->argv[i], "--snapshot-root", 15))
+			return false;
+		if (!strncmp(o->argv[i], "--api-sock", 10))
+			api = true;
+	}
+	return api;
+}
+
 /* ---- running -------------------------------------------------------------------------- */
 
 static volatile sig_atomic_t child_pid;

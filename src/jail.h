@@ -63,6 +63,9 @@ struct jail_opts {
 /* ---- jail.c ---- */
 /* Parses `ember jail ...` (argv[0] is "jail"). 0, or -EINVAL with the message in eb. */
 int jail_parse(int argc, char **argv, struct jail_opts *o, struct errbuf *eb);
+/* restore/boot with --api-sock and without --snapshot-root: the jailer adds
+ * `--snapshot-root /run` to ember's command line. */
+bool jail_wants_snapshot_root(const struct jail_opts *o);
 /* ember jail: returns the process exit status (the jailed ember's, or 1, or 2). */
 int jail_main(int argc, char **argv);
 

@@ -212,7 +212,7 @@ void jail_child(const struct jail_opts *o, const struct jail_cgroup *cg, int err
 	/* the jailer holds the bound files' read leases (jail_lease.c, src/memguard.c) */
 	envp[ne++] = "EMBER_MEMGUARD=jailer";
 	envp[ne] = NULL;
-	if (o->argc + 2 > (int)(sizeof(argv) / sizeof(argv[0]))) {
+	if (o->argc + 4 > (int)(sizeof(argv) / sizeof(argv[0]))) {
 		errbuf_set(eb, -E2BIG, "too many arguments for ember");
 		return;
 	}
@@ -220,6 +220,12 @@ void jail_child(const struct jail_opts *o, const struct jail_cgroup *cg, int err
 	for (int i = 0; i < o->argc; i++)
 		argv[i + 1] = o->argv[i];
 	argv[o->argc + 1] = NULL;
+	if (jail_wants_snapshot_root(o)) {
+		/* snapshots the control socket asks for go beneath the jail's /run only */
+		argv[o->argc + 1] = "--snapshot-root";
+		argv[o->argc + 2] = "/run";
+		argv[o->argc + 3] = NULL;
+	}
 	execve(JAIL_EMBER_PATH, argv, envp);
 	STEP_FAIL(eb, "exec %s in the jail: %s", JAIL_EMBER_PATH, strerror(errno));
 }

@@ -788,3 +788,27 @@ Test(jail, a_bound_file_open_for_writing_elsewhere_is_refused)
 	snapt_join(dir, base, "%s", J("busy"));
 	cr_assert_not(exists(dir), "%s was left behind", dir);
 }
+
+/* The jailer gives its ember --snapshot-root /run: a snapshot asked for through the
+ * control socket lands beneath /run, anywhere else in the jail is refused. */
+Test(jail, snapshots_through_the_control_socket_go_beneath_run_only)
+{
+	const char *id = J("snaproot");
+	struct proc *p = start_confined(id);
+	char sock[PATH_MAX], made[PATH_MAX];
+	struct proc_result r;
+
+	jailed_pid(p);
+	snapt_join(sock, base, "%s/root/run/api.sock", id);
+	snapt_wait_socket(sock, RUN_MS);
+	snapt_ctl(&r, sock, "snapshot", "/tmp/s1", NULL);
+	cr_assert_neq(r.status, 0, "a snapshot outside /run was taken");
+	cr_assert(strstr(r.err, "/tmp/s1"), "the error does not name the path: %s", r.err);
+	proc_result_free(&r);
+	snapt_ctl(&r, sock, "snapshot", "/run/s2", NULL);
+	cr_assert_eq(r.status, 0, "snapshot beneath /run: %s", r.err);
+	proc_result_free(&r);
+	snapt_join(made, base, "%s/root/run/s2/state.msgpack", id);
+	cr_assert(exists(made), "%s is missing", made);
+	stop_confined(p, id);
+}

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -172,4 +173,39 @@ Test(jail_cgroup, v2_has_one_group_for_every_controller)
 	cr_assert_eq(cg.needed, 7);
 	cr_assert_str_eq(cg.leaf[0], "/sys/fs/cgroup/svc/ember/vm7");
 	cr_assert_str_eq(jail_cgroup_name(cg.version), "v2");
+}
+
+/* ---- --snapshot-root /run for the jailed ember's control socket ------------------- */
+
+static bool wants_root(const char *const *cmd)
+{
+	const char *a[32] = { "--id", "v", "--uid", "1", "--gid", "1", "--" };
+	unsigned n = 7;
+
+	for (; *cmd; cmd++)
+		a[n++] = *cmd;
+	a[n] = NULL;
+	cr_assert_eq(parse(a), 0, "%s", eb.msg);
+	return jail_wants_snapshot_root(&o);
+}
+
+Test(jail_snapshot_root, a_restore_with_a_control_socket_is_confined_to_run)
+{
+	const char *r[] = { "restore", "--snapshot", "/s", "--api-sock", "/run/a.sock", NULL };
+	const char *b[] = { "boot", "--kernel", "/k", "--api-sock=/run/a.sock", NULL };
+
+	cr_assert(wants_root(r));
+	cr_assert(wants_root(b));
+}
+
+Test(jail_snapshot_root, no_socket_an_own_root_or_a_pool_adds_nothing)
+{
+	const char *none[] = { "restore", "--snapshot", "/s", NULL };
+	const char *own[] = { "restore", "--snapshot", "/s", "--api-sock", "/run/a",
+			      "--snapshot-root", "/tmp", NULL };
+	const char *pool[] = { "pool", "--snapshot", "/s", "--socket", "/run/p", NULL };
+
+	cr_assert_not(wants_root(none));
+	cr_assert_not(wants_root(own));
+	cr_assert_not(wants_root(pool));
 }
