@@ -132,26 +132,6 @@ int api_decode_request(const uint8_t *body, size_t len, struct api_request *rq,
 
 /* ---- responses -------------------------------------------------------------------- */
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-	pack_str(pk, k);
-	pack_str(pk, v);
-}
-
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	pack_str(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
 static void client_close(struct vm *vm, struct api_client *c)
 {
 	vm_watch_del(vm, &c->watch);
@@ -180,11 +160,11 @@ static void respond_error(struct vm *vm, struct api_client *c, const struct api_
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, rq && rq->has_id ? 3 : 2);
-	pack_str(&pk, "ok");
+	mp_put_str(&pk, "ok");
 	msgpack_pack_false(&pk);
-	pack_kv_str(&pk, "error", msg);
+	mp_put_kv_str(&pk, "error", msg);
 	if (rq && rq->has_id)
-		pack_kv_u64(&pk, "id", rq->id);
+		mp_put_kv_u64(&pk, "id", rq->id);
 	client_send(vm, c, &sb);
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -311,42 +291,42 @@ static void handle_request(struct vm *vm, struct api_client *c, const struct api
 	}
 
 	msgpack_pack_map(&pk, 1 + (rq->has_id ? 1 : 0) + extra);
-	pack_str(&pk, "ok");
+	mp_put_str(&pk, "ok");
 	msgpack_pack_true(&pk);
 	if (rq->has_id)
-		pack_kv_u64(&pk, "id", rq->id);
+		mp_put_kv_u64(&pk, "id", rq->id);
 	if (!strcmp(rq->verb, "snapshot")) {
-		pack_kv_str(&pk, "snapshot_id", ss.id);
-		pack_kv_str(&pk, "kind", rq->diff ? "diff" : rq->compress ? "full, lz4" : "full");
-		pack_kv_u64(&pk, "us_total", ss.us_total);
-		pack_kv_u64(&pk, "bytes_written", ss.bytes_written);
-		pack_kv_u64(&pk, "zero_pages", ss.zero_pages);
+		mp_put_kv_str(&pk, "snapshot_id", ss.id);
+		mp_put_kv_str(&pk, "kind", rq->diff ? "diff" : rq->compress ? "full, lz4" : "full");
+		mp_put_kv_u64(&pk, "us_total", ss.us_total);
+		mp_put_kv_u64(&pk, "bytes_written", ss.bytes_written);
+		mp_put_kv_u64(&pk, "zero_pages", ss.zero_pages);
 	} else if (!strcmp(rq->verb, "reset")) {
-		pack_kv_u64(&pk, "generation", vm->generation);
-		pack_kv_u64(&pk, "pages_reverted", rs.pages_reverted);
-		pack_kv_u64(&pk, "us_memory", rs.us_memory);
-		pack_kv_u64(&pk, "us_state", rs.us_state);
-		pack_kv_u64(&pk, "us_total", rs.us_total);
+		mp_put_kv_u64(&pk, "generation", vm->generation);
+		mp_put_kv_u64(&pk, "pages_reverted", rs.pages_reverted);
+		mp_put_kv_u64(&pk, "us_memory", rs.us_memory);
+		mp_put_kv_u64(&pk, "us_state", rs.us_state);
+		mp_put_kv_u64(&pk, "us_total", rs.us_total);
 	} else if (!strcmp(rq->verb, "status")) {
 		uint64_t report = atomic_load(&vm->first_report_us);
 
-		pack_kv_str(&pk, "state", vm->standby ? "standby" : vm->paused ? "paused" : "running");
-		pack_kv_u64(&pk, "resets", vm->resets);
+		mp_put_kv_str(&pk, "state", vm->standby ? "standby" : vm->paused ? "paused" : "running");
+		mp_put_kv_u64(&pk, "resets", vm->resets);
 		/* the guest's first port write after the last reset; 0: none yet */
-		pack_kv_u64(&pk, "reset_to_report_us", vm->resets && report >= vm->reset_start_us
+		mp_put_kv_u64(&pk, "reset_to_report_us", vm->resets && report >= vm->reset_start_us
 							      ? report - vm->reset_start_us : 0);
-		pack_kv_u64(&pk, "vcpus", vm->nr_vcpus);
-		pack_kv_u64(&pk, "mem_bytes", vm->mem.size);
-		pack_kv_u64(&pk, "generation", vm->generation);
-		pack_kv_u64(&pk, "uptime_us", timing_now_us());
-		pack_kv_str(&pk, "last_snapshot", vm->last_snapshot_id);
+		mp_put_kv_u64(&pk, "vcpus", vm->nr_vcpus);
+		mp_put_kv_u64(&pk, "mem_bytes", vm->mem.size);
+		mp_put_kv_u64(&pk, "generation", vm->generation);
+		mp_put_kv_u64(&pk, "uptime_us", timing_now_us());
+		mp_put_kv_str(&pk, "last_snapshot", vm->last_snapshot_id);
 		/* the guest's serial output so far, as the ember-console line has it */
 		memset(&cs, 0, sizeof(cs));
 		if (vm->serial)
 			serial_console_stats(vm->serial, &cs);
-		pack_kv_u64(&pk, "console_bytes", cs.bytes);
-		pack_kv_u64(&pk, "console_dropped", cs.bytes_dropped);
-		pack_kv_u64(&pk, "console_limited", cs.bytes_limited);
+		mp_put_kv_u64(&pk, "console_bytes", cs.bytes);
+		mp_put_kv_u64(&pk, "console_dropped", cs.bytes_dropped);
+		mp_put_kv_u64(&pk, "console_limited", cs.bytes_limited);
 	}
 	client_send(vm, c, &sb);
 	msgpack_sbuffer_destroy(&sb);
@@ -498,9 +478,9 @@ static bool peer_refused(struct api_server *s, int fd)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 2);
-	pack_str(&pk, "ok");
+	mp_put_str(&pk, "ok");
 	msgpack_pack_false(&pk);
-	pack_kv_str(&pk, "error", msg);
+	mp_put_kv_str(&pk, "error", msg);
 	if (sb.size <= sizeof(frame) - 4) {
 		frame[0] = frame[1] = 0;
 		frame[2] = (uint8_t)(sb.size >> 8);

@@ -11,20 +11,6 @@
 #include "paging/paging.h"
 #include "vmm.h"
 
-static void pack_key(msgpack_packer *pk, const char *k)
-{
-	size_t n = strlen(k);
-
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, k, n);
-}
-
-static void pack_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	pack_key(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
 /* the start's phases (ember-timing, boot or restore), µs from the process start (or
  * EMBER_T0_NS); 0: not reached, or not a phase of this kind of start */
 static const char *const phases[][2] = {
@@ -54,46 +40,46 @@ void api_metrics_pack(struct vm *vm, struct msgpack_packer *pk, bool has_id, uin
 		pager_stats(vm->pager, &ps);
 	msgpack_pack_map(pk, 1 + (has_id ? 1 : 0) + 1 + MX__COUNT + 1 + M__COUNT +
 				     H__COUNT * HIST_KEYS + PAGER_KEYS + ARRAY_SIZE(phases));
-	pack_key(pk, "ok");
+	mp_put_str(pk, "ok");
 	msgpack_pack_true(pk);
 	if (has_id)
-		pack_u64(pk, "id", id);
-	pack_u64(pk, "uptime_us", timing_now_us());
-	pack_u64(pk, "exits", m.exits_total);
+		mp_put_kv_u64(pk, "id", id);
+	mp_put_kv_u64(pk, "uptime_us", timing_now_us());
+	mp_put_kv_u64(pk, "exits", m.exits_total);
 	for (unsigned x = 0; x < MX__COUNT; x++)
-		pack_u64(pk, metrics_exit_name(x), m.exits[x]);
+		mp_put_kv_u64(pk, metrics_exit_name(x), m.exits[x]);
 	for (unsigned c = 0; c < M__COUNT; c++)
-		pack_u64(pk, metrics_name(c), m.counters[c]);
+		mp_put_kv_u64(pk, metrics_name(c), m.counters[c]);
 	for (unsigned h = 0; h < H__COUNT; h++) {
 		const struct metrics_hist_read *hr = &m.hist[h];
 		const char *n = metrics_hist_name(h);
 
 		snprintf(key, sizeof(key), "%s_count", n);
-		pack_u64(pk, key, hr->count);
+		mp_put_kv_u64(pk, key, hr->count);
 		snprintf(key, sizeof(key), "%s_sum", n);
-		pack_u64(pk, key, hr->sum);
+		mp_put_kv_u64(pk, key, hr->sum);
 		snprintf(key, sizeof(key), "%s_max", n);
-		pack_u64(pk, key, hr->max);
+		mp_put_kv_u64(pk, key, hr->max);
 		snprintf(key, sizeof(key), "%s_p50", n);
-		pack_u64(pk, key, metrics_quantile(hr, 0.5));
+		mp_put_kv_u64(pk, key, metrics_quantile(hr, 0.5));
 		snprintf(key, sizeof(key), "%s_p99", n);
-		pack_u64(pk, key, metrics_quantile(hr, 0.99));
+		mp_put_kv_u64(pk, key, metrics_quantile(hr, 0.99));
 		snprintf(key, sizeof(key), "%s_buckets", n);
-		pack_key(pk, key);
+		mp_put_str(pk, key);
 		msgpack_pack_array(pk, METRICS_HIST_BUCKETS);
 		for (unsigned b = 0; b < METRICS_HIST_BUCKETS; b++)
 			msgpack_pack_uint64(pk, hr->buckets[b]);
 	}
 	/* the page server (uffd backend); zeros without one */
-	pack_u64(pk, "pager_faults", ps.faults);
-	pack_u64(pk, "pager_bytes_read", ps.bytes_read);
-	pack_u64(pk, "pager_pages_prefetched", ps.pages_prefetched);
-	pack_u64(pk, "pager_pages_raced", ps.pages_raced);
-	pack_u64(pk, "pager_fault_p50_ns", ps.lat_p50_ns);
-	pack_u64(pk, "pager_fault_p99_ns", ps.lat_p99_ns);
+	mp_put_kv_u64(pk, "pager_faults", ps.faults);
+	mp_put_kv_u64(pk, "pager_bytes_read", ps.bytes_read);
+	mp_put_kv_u64(pk, "pager_pages_prefetched", ps.pages_prefetched);
+	mp_put_kv_u64(pk, "pager_pages_raced", ps.pages_raced);
+	mp_put_kv_u64(pk, "pager_fault_p50_ns", ps.lat_p50_ns);
+	mp_put_kv_u64(pk, "pager_fault_p99_ns", ps.lat_p99_ns);
 	for (unsigned i = 0; i < ARRAY_SIZE(phases); i++) {
 		int64_t us = timing_get(phases[i][0]);
 
-		pack_u64(pk, phases[i][1], us < 0 ? 0 : (uint64_t)us);
+		mp_put_kv_u64(pk, phases[i][1], us < 0 ? 0 : (uint64_t)us);
 	}
 }

@@ -75,26 +75,6 @@ uint64_t pool_samples_pct(const struct pool_samples *s, unsigned pct)
 
 /* ---- the status document ------------------------------------------------------------ */
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	pack_str(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
-static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-	pack_str(pk, k);
-	pack_str(pk, v);
-}
-
 uint8_t *pool_status_encode(const struct pool_status *st, size_t *len)
 {
 	const struct { const char *key; uint64_t v; } u[] = {
@@ -144,19 +124,19 @@ uint8_t *pool_status_encode(const struct pool_status *st, size_t *len)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 3 + ARRAY_SIZE(u));
-	pack_str(&pk, "ok");
+	mp_put_str(&pk, "ok");
 	msgpack_pack_true(&pk);
-	pack_kv_str(&pk, "state", st->state);
+	mp_put_kv_str(&pk, "state", st->state);
 	for (size_t i = 0; i < ARRAY_SIZE(u); i++)
-		pack_kv_u64(&pk, u[i].key, u[i].v);
-	pack_str(&pk, "vms");
+		mp_put_kv_u64(&pk, u[i].key, u[i].v);
+	mp_put_str(&pk, "vms");
 	msgpack_pack_array(&pk, st->nr_vms);
 	for (unsigned i = 0; i < st->nr_vms; i++) {
 		msgpack_pack_map(&pk, 4);
-		pack_kv_u64(&pk, "id", st->vms[i].id);
-		pack_kv_u64(&pk, "pid", (uint64_t)st->vms[i].pid);
-		pack_kv_str(&pk, "state", st->vms[i].state);
-		pack_kv_u64(&pk, "uses", st->vms[i].uses);
+		mp_put_kv_u64(&pk, "id", st->vms[i].id);
+		mp_put_kv_u64(&pk, "pid", (uint64_t)st->vms[i].pid);
+		mp_put_kv_str(&pk, "state", st->vms[i].state);
+		mp_put_kv_u64(&pk, "uses", st->vms[i].uses);
 	}
 	*len = sb.size;
 	return (uint8_t *)sb.data; /* NULL only if every write failed to allocate */

@@ -537,6 +537,12 @@ int usock_listen(const char *path, const char *flag, const struct usock_access *
 bool usock_peer_allowed(int fd, const struct usock_access *acc, struct ucred *cred);
 void api_stop(struct vm *vm);
 
+/* ---- msgpack_put.c: strings and key/value pairs of the sockets' msgpack replies -- */
+struct msgpack_packer;
+void mp_put_str(struct msgpack_packer *pk, const char *s);
+void mp_put_kv_str(struct msgpack_packer *pk, const char *k, const char *v);
+void mp_put_kv_u64(struct msgpack_packer *pk, const char *k, uint64_t v);
+
 /* ---- seccomp.c: one build-time filter per kind of thread (README, "Seccomp") ---- */
 enum seccomp_thread { SECCOMP_MAIN, SECCOMP_VCPU, SECCOMP_PAGER, SECCOMP_VSOCK,
 		      SECCOMP_CPUCHECK };
