@@ -33,16 +33,12 @@ static struct fnt_golden golden;
 
 static void setup(void)
 {
-	ember_test_require_kvm();
-	ember_test_tmpdir(tmp, sizeof(tmp));
-	fnt_golden(&golden, tmp, HEAP_MIB, MEM_MIB);
+	fnt_suite_setup(&golden, tmp, sizeof(tmp), HEAP_MIB, MEM_MIB);
 }
 
 static void teardown(void)
 {
-	fnt_golden_free(&golden);
-	ember_test_kill_strays(tmp);
-	ember_test_rmtree(tmp);
+	fnt_suite_teardown(&golden, tmp);
 }
 
 TestSuite(seccomp, .init = setup, .fini = teardown, .timeout = 120);

@@ -155,3 +155,18 @@ void fnt_guest_cmd(const char *sock, const char *cmd)
 	cr_assert_eq(r.status, 0, "guest-cmd %s: %s%s", cmd, r.out, r.err);
 	proc_result_free(&r);
 }
+
+void fnt_suite_setup(struct fnt_golden *g, char *tmp, size_t len, unsigned heap_mib,
+		     unsigned mem_mib)
+{
+	ember_test_require_kvm();
+	ember_test_tmpdir(tmp, len);
+	fnt_golden(g, tmp, heap_mib, mem_mib);
+}
+
+void fnt_suite_teardown(struct fnt_golden *g, char *tmp)
+{
+	fnt_golden_free(g);
+	ember_test_kill_strays(tmp);
+	ember_test_rmtree(tmp);
+}

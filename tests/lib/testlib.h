@@ -328,6 +328,11 @@ struct fnt_golden {
 /* Boots fn with vsock, snapshots it at ready into dir/fn-golden, verifies it. */
 void fnt_golden(struct fnt_golden *g, const char *dir, unsigned heap_mib, unsigned mem_mib);
 void fnt_golden_free(struct fnt_golden *g);
+/* A suite's .init/.fini around one fn golden snapshot in a temporary directory: needs
+ * /dev/kvm; the teardown also kills whatever the tests left running there. */
+void fnt_suite_setup(struct fnt_golden *g, char *tmp, size_t len, unsigned heap_mib,
+		     unsigned mem_mib);
+void fnt_suite_teardown(struct fnt_golden *g, char *tmp);
 /* `ember restore --snapshot DIR --vsock-uds uds ARGS... NULL`, once uds accepts. */
 struct proc *fnt_restore(const char *snapshot, const char *uds, ...);
 /* fn's mix function on the host: out (n + 8 bytes) = le64 digest, payload ^ heap. */
