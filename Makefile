@@ -26,11 +26,30 @@ endif
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-unused-parameter \
            -Wmissing-prototypes -Wstrict-prototypes -Wvla
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) $(SANDEFS) -D_GNU_SOURCE \
-              -DEMBER_VERSION='"$(VERSION)"' -Iinclude -Isrc -Isnapshot-format -MMD -MP
-# Libraries linked statically: a smaller dynamic-loader bill on every `ember restore`.
-LIBS_STATIC := -Wl,-Bstatic -luring -lseccomp -llz4 -lmsgpackc -Wl,-Bdynamic
-LDLIBS  := $(LIBS_STATIC) -lpthread
+ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) $(SANDEFS) -D_GNU_SOURCE \
+              -DEMBER_VERSION='"$(VERSION)"' -Iinclude -Isrc -Isnapshot-format -MMD -MP \
+              $(PKG_CFLAGS)
+# Library flags come from pkg-config (Debian 12's .pc names). Looked up when a rule first
+# needs them, not when make starts, so that `make deps` can install what is missing; a
+# missing package stops the build with its name.
+PKG_CONFIG ?= pkg-config
+# $(call pkgconf,--cflags|--libs,PACKAGES)
+pkgconf = $(call pkgcheck,$(shell $(PKG_CONFIG) $(1) $(2) 2>/dev/null || echo PKGCONF-FAILED),$(2))
+pkgcheck = $(if $(filter PKGCONF-FAILED,$(1)),$(error pkg-config finds no $(shell for p in $(2); do \
+	$(PKG_CONFIG) --exists $$p || printf '%s ' $$p; done)(no .pc file: install its -dev \
+	package, e.g. `make deps`)),$(1))
+# computed once, on first use
+lazy = $(eval $(1) := $(2))$($(1))
+EMBER_PKGS := liburing libseccomp liblz4 msgpack
+PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkgconf,--cflags,$(EMBER_PKGS)))
+PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkgconf,--libs,$(EMBER_PKGS)))
+CRIT_CFLAGS = $(call lazy,CRIT_CFLAGS,$(call pkgconf,--cflags,criterion))
+CRIT_LIBS = $(call lazy,CRIT_LIBS,$(call pkgconf,--libs,criterion))
+SECCOMP_LIBS = $(call lazy,SECCOMP_LIBS,$(call pkgconf,--libs,libseccomp))
+# The four libraries linked statically: a smaller dynamic-loader bill on every
+# `ember restore`. Criterion stays dynamic (its static closure is a dozen libraries).
+LIBS_STATIC = -Wl,-Bstatic $(PKG_LIBS) -Wl,-Bdynamic
+LDLIBS  = $(LIBS_STATIC) -lpthread
 LDFLAGS ?=
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 
@@ -52,7 +71,7 @@ TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
 # the guests' checksum, so host tests can recompute what a guest answers
 TEST_LIB_OBJS := $(TEST_LIB_SRCS:%.c=$(B)/obj/%.o) $(B)/obj/tests/guest/lib/hash.o
 # tests include "testlib.h" from any directory
-$(B)/obj/tests/%.o: ALL_CFLAGS += -Itests/lib
+$(B)/obj/tests/%.o: ALL_CFLAGS += -Itests/lib $(CRIT_CFLAGS)
 # only pattern rules name these objects: keep make from deleting them as intermediates
 .SECONDARY: $(TEST_LIB_OBJS) $(UNIT_SRCS:%.c=$(B)/obj/%.o) $(INTEG_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
@@ -83,7 +102,7 @@ $(B)/obj/%.o: %.c
 $(B)/tools/seccomp-gen: src/tools/seccomp-gen.c
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) -std=gnu11 -O2 $(WARN) -o $@ $< -lseccomp
+	$(Q)$(CC) -std=gnu11 -O2 $(WARN) -o $@ $< $(SECCOMP_LIBS)
 
 $(B)/gen/seccomp_bpf.c: $(B)/tools/seccomp-gen
 	@mkdir -p $(dir $@)
@@ -114,12 +133,12 @@ $(B)/ember-snap: $(B)/obj/$(SNAP_MAIN:.c=.o) $(LIBEMBER) $(LIBSNAP)
 $(B)/tests/unit/%: $(B)/obj/tests/unit/%.o $(TEST_LIB_OBJS) $(LIBEMBER) $(LIBSNAP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) $(CRIT_LIBS)
 
 $(B)/tests/integration/%: $(B)/obj/tests/integration/%.o $(TEST_LIB_OBJS) $(LIBEMBER) $(LIBSNAP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) $(CRIT_LIBS)
 
 # Tests of the KVM calls ember makes (order, arguments): in these binaries only, ioctl is
 # wrapped at link time and tests/wrap/ioctl_rec.c records each call before passing it on
