@@ -183,7 +183,8 @@ $(BENCH_EMBER_BINS): $(B)/bench/%: bench/%.c $(LIBEMBER) $(LIBSNAP)
 # the bench programs' shared headers (their .d files are not under obj/)
 $(BENCH_BINS): bench/bench.h bench/floor_vm.h
 
-bench: deps
+bench:
+	$(Q)scripts/install-deps.sh bench
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)
 	$(Q)EMBER_BUILD=$(B) bench/run.sh
 

@@ -1,8 +1,17 @@
 #!/bin/sh
 # Installs ember's build dependencies on Debian 12, only the ones that are missing.
 # Idempotent and quiet when everything is present.
+#
+#   scripts/install-deps.sh         build and test (make, make test, make demo)
+#   scripts/install-deps.sh bench   those and the bench's own: gnuplot-nox (plots)
 set -eu
-PKGS="build-essential pkg-config liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev"
+# jq: the test runner's and bench's JSON checks and assembly
+PKGS="build-essential pkg-config liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev jq"
+case ${1:-} in
+'') ;;
+bench) PKGS="$PKGS gnuplot-nox" ;;
+*) echo "install-deps: unknown list '$1' (none, or bench)" >&2; exit 2 ;;
+esac
 
 missing=""
 for p in $PKGS; do
