@@ -726,10 +726,11 @@ static void print_markdown(const struct opts *o, const struct command *cmds, uns
 		for (unsigned c = 0; c < nr; c++) {
 			struct stats s = stats_of(find_metric(&cmds[c], o->checks[k].metric));
 
+			/* a target line as run.sh collects them: "- TARGET: ok|**MISSED** (DETAIL)" */
 			if (s.n)
-				printf("\ncheck %s: %s max %.0f <= %.0f: %s\n", cmds[c].name,
-				       o->checks[k].metric, s.max, o->checks[k].limit,
-				       s.max <= o->checks[k].limit ? "ok" : "**OVER TARGET**");
+				printf("\n- %s: %s max <= %.0f: %s (max %.0f)\n", cmds[c].name,
+				       o->checks[k].metric, o->checks[k].limit,
+				       s.max <= o->checks[k].limit ? "ok" : "**MISSED**", s.max);
 		}
 	fflush(stdout);
 }
