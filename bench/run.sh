@@ -250,7 +250,7 @@ section_memory() {
 		# a second serve finds its pages mapped: the guest's own work, per backend
 		c="--guest-cmd serve --guest-cmd serve --guest-cmd exit --console none --timings"
 		# shellcheck disable=SC2086 # $c is split on purpose
-		"$H" -n "$MEM_RUNS" -w 1 --rusage --timeout 60 \
+		"$H" -n "$MEM_RUNS" -w 1 --rusage --long --timeout 60 \
 			--json "$tmp/memory-${w}M.json" --tsv "$tmp/memory-${w}M.tsv" \
 			--only first-response --only "report serve #2 - #1" --only "pager faults" \
 			--only "pager bytes_read" \
