@@ -45,14 +45,20 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 			pr_err("snapshot %s: %s", c->snapshot_on_ready, eb.msg);
 		return r;
 	}
-	if (c->vm.timings)
-		fprintf(stderr,
-			"ember-snapshot dir=%s id=%s us_total=%llu us_state=%llu us_memory=%llu "
-			"us_commit=%llu bytes_written=%llu zero_pages=%llu\n",
-			c->snapshot_on_ready, ss.id, (unsigned long long)ss.us_total,
-			(unsigned long long)ss.us_state, (unsigned long long)ss.us_memory,
-			(unsigned long long)ss.us_commit, (unsigned long long)ss.bytes_written,
-			(unsigned long long)ss.zero_pages);
+	if (c->vm.timings) {
+		struct mline l;
+
+		mline_begin(&l, "ember-snapshot");
+		mline_str(&l, "dir", c->snapshot_on_ready);
+		mline_str(&l, "id", ss.id);
+		mline_u64(&l, "us_total", ss.us_total);
+		mline_u64(&l, "us_state", ss.us_state);
+		mline_u64(&l, "us_memory", ss.us_memory);
+		mline_u64(&l, "us_commit", ss.us_commit);
+		mline_u64(&l, "bytes_written", ss.bytes_written);
+		mline_u64(&l, "zero_pages", ss.zero_pages);
+		mline_end(&l);
+	}
 	return 0;
 }
 
@@ -86,7 +92,7 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	timing_mark("exit");
 	timing_report_memory(&vm->mem);
 	if (c->vm.timings && vm->pager)
-		pager_report(vm->pager, stderr);
+		pager_report(vm->pager);
 	report_stop(vm);
 	/* --record-ws: the pages touched until the first report, as the snapshot's ws.bin */
 	if (c->vm.record_ws && vm->pager && !atomic_load(&vm->wedged) &&
@@ -206,9 +212,11 @@ int main(int argc, char **argv)
 		return 0;
 	case CLI_BOOT:
 		timing_enable(c.vm.timings);
+		mline_set_json(c.vm.timings_json);
 		return cmd_boot(&c);
 	case CLI_RESTORE:
 		timing_enable(c.vm.timings);
+		mline_set_json(c.vm.timings_json);
 		return cmd_restore(&c);
 	case CLI_CTL:
 		return ctl_run(&c);
