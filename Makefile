@@ -150,7 +150,8 @@ $(IOCTL_REC_TESTS): $(IOCTL_REC_OBJ)
 $(IOCTL_REC_TESTS): ALL_LDFLAGS += -Wl,--wrap=ioctl
 $(IOCTL_REC_TESTS:$(B)/tests/%=$(B)/obj/tests/%.o): ALL_CFLAGS += -Itests/wrap
 
-tests: all $(UNIT_BINS) $(INTEG_BINS) $(GUEST_HOST_TEST)
+# the bench programs too: test_bench_run runs a short bench
+tests: all $(UNIT_BINS) $(INTEG_BINS) $(GUEST_HOST_TEST) $(BENCH_BINS)
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory tests
@@ -159,7 +160,7 @@ test: deps
 unit: all $(UNIT_BINS) $(GUEST_HOST_TEST)
 	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS) $(GUEST_HOST_TEST)
 
-integration: all $(INTEG_BINS)
+integration: all $(INTEG_BINS) $(BENCH_BINS)
 	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(INTEG_BINS)
 
 # ---- demo and bench ----------------------------------------------------------------
