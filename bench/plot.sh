@@ -35,14 +35,16 @@ if has memory; then
 				| length as $n | to_entries[] | "\(.value / 1000)\t\((.key + 1) / $n)"' \
 				"$in" >"$d/cdf-$cmd.tsv"
 			[ -s "$d/cdf-$cmd.tsv" ] || continue
+			# one colour per backend, dashed when the page cache was cold
 			case $cmd in *-cold) dt=2 ;; *) dt=1 ;; esac
-			plot="$plot${plot:+, }'$d/cdf-$cmd.tsv' using 1:2 with steps dt $dt lw 2 title '$cmd'"
+			case ${cmd%-*} in mmap) lc=1 ;; uffd) lc=2 ;; uffd-pf) lc=3 ;; lz4-pf) lc=4 ;; *) lc=6 ;; esac
+			plot="$plot${plot:+, }'$d/cdf-$cmd.tsv' using 1:2 with steps lc $lc dt $dt lw 2 title '$cmd'"
 		done
 		if [ -n "$plot" ]; then
 			gnuplot <<-EOF
 			$TERM_SVG
 			set output '$out/restore-cdf.svg'
-			set title "restore -> first response, sandbox ws=$ws, per memory backend (dashed: cold page cache)"
+			set title "restore -> first response per memory backend, ws=$ws (dashed: cold cache)"
 			set xlabel 'ms (log scale)'
 			set ylabel 'fraction of runs'
 			set logscale x
@@ -76,6 +78,7 @@ if has qemu || has summary; then
 		set style fill solid 0.6
 		set boxwidth 0.6
 		set xtics rotate by -25 noenhanced
+		set bmargin 9
 		set grid y
 		unset key
 		plot '$d/brq.tsv' using 0:2:xtic(1) with boxes, '' using 0:2:(sprintf('%.1f', \$2)) with labels offset 0,0.8 notitle
@@ -94,7 +97,8 @@ if has reset; then
 				"$in" | sort -n >"$d/reset-$pat-$who.tsv"
 			[ -s "$d/reset-$pat-$who.tsv" ] || continue
 			case $pat in random) dt=2 ;; *) dt=1 ;; esac
-			plot="$plot${plot:+, }'$d/reset-$pat-$who.tsv' using (\$1 + 1):2 with linespoints dt $dt lw 2 title '$who, $pat'"
+			case $who in floor) lc=1 ;; ember-mmap) lc=2 ;; *) lc=3 ;; esac
+			plot="$plot${plot:+, }'$d/reset-$pat-$who.tsv' using (\$1 + 1):2 with linespoints lc $lc dt $dt lw 2 title '$who, $pat'"
 		done
 	done
 	if [ -n "$plot" ]; then

@@ -496,6 +496,7 @@ summary() {
 	function check(name, ok, detail) {
 		printf "- %s: %s (%s)\n", name, ok == "" ? "not measured" : ok ? "ok" : "**MISSED**", detail
 	}
+	function jl(h, key, val) { printf "%sM\t%s\tn\t%s\n", h, key, val > json }
 	{
 		match(FILENAME, /-[0-9]+M\.tsv$/)
 		h = substr(FILENAME, RSTART + 1, RLENGTH - 6)
@@ -509,7 +510,7 @@ summary() {
 		print ""
 		print "| heap | restore: resumed (p99) | floor resumed | ember/floor | first-report (p99) | floor first-report | ember/floor | cold boot to ready | boot/restore | snapshot (p99) | write() floor | ember/floor | on disk alloc / logical |"
 		print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-		printf "{" > json
+		printf "" > json
 		for (i = 1; i <= nh; i++) {
 			h = H[i]
 			er = v(h, "ember", "resumed", "median"); fr = v(h, "floor", "resumed", "median")
@@ -524,19 +525,17 @@ summary() {
 				ms(br), fx(r_br[h]), ms(es), ms(v(h, "ember", "snap us_total", "p99")), ms(fs),
 				fx(r_sn[h]), mib(v(h, "ember", "disk allocated", "median")),
 				mib(v(h, "ember", "disk logical", "median"))
-			printf "%s\n\"%sM\": {\"restore_resumed_us\": %s, \"restore_resumed_p99_us\": %s, " \
-				"\"floor_resumed_us\": %s, \"restore_first_report_us\": %s, " \
-				"\"floor_first_report_us\": %s, \"cold_boot_ready_us\": %s, " \
-				"\"snapshot_us\": %s, \"snapshot_floor_us\": %s, " \
-				"\"snapshot_allocated_bytes\": %s, \"snapshot_logical_bytes\": %s, " \
-				"\"ratio_resumed_vs_floor\": %s, \"ratio_first_report_vs_floor\": %s, " \
-				"\"ratio_boot_vs_restore\": %s, \"ratio_snapshot_vs_floor\": %s, " \
-				"\"restore_verified_checksum\": \"%s\"}", (i > 1 ? "," : ""), h, jn(er),
-				jn(v(h, "ember", "resumed", "p99")), jn(fr), jn(ef), jn(ff), jn(br), jn(es), jn(fs),
-				jn(v(h, "ember", "disk allocated", "median")), jn(v(h, "ember", "disk logical", "median")),
-				jr(r_rf[h]), jr(r_ff[h]), jr(r_br[h]), jr(r_sn[h]), ok_verify[h] >> json
+			# "heap<TAB>key<TAB>n|s<TAB>value" lines; jq makes the object below
+			jl(h, "restore_resumed_us", jn(er)); jl(h, "restore_resumed_p99_us", jn(v(h, "ember", "resumed", "p99")))
+			jl(h, "floor_resumed_us", jn(fr)); jl(h, "restore_first_report_us", jn(ef))
+			jl(h, "floor_first_report_us", jn(ff)); jl(h, "cold_boot_ready_us", jn(br))
+			jl(h, "snapshot_us", jn(es)); jl(h, "snapshot_floor_us", jn(fs))
+			jl(h, "snapshot_allocated_bytes", jn(v(h, "ember", "disk allocated", "median")))
+			jl(h, "snapshot_logical_bytes", jn(v(h, "ember", "disk logical", "median")))
+			jl(h, "ratio_resumed_vs_floor", jr(r_rf[h])); jl(h, "ratio_first_report_vs_floor", jr(r_ff[h]))
+			jl(h, "ratio_boot_vs_restore", jr(r_br[h])); jl(h, "ratio_snapshot_vs_floor", jr(r_sn[h]))
+			printf "%sM\trestore_verified_checksum\ts\t%s\n", h, ok_verify[h] > json
 		}
-		printf "}\n" >> json
 		print ""
 		print "restore = `ember restore` spawn -> first KVM_RUN (resumed) / the guest'"'"'s first port write (first-report);"
 		print "floor = bench/floor_restore, floor_snapshot --data; cold boot = `ember boot` of the same guest to ready."
@@ -564,6 +563,10 @@ summary() {
 			if (ok_verify[H[i]] != "")
 				printf "- heap %sM: restored heap checksum %s equals the golden guest'"'"'s\n", H[i], ok_verify[H[i]]
 	}' $files
+	jq -R -n 'reduce (inputs | split("\t")) as $r ({};
+		.[$r[0]][$r[1]] = (if $r[2] == "s" then $r[3] else ($r[3] | fromjson) end))' \
+		"$tmp/summary.json" >"$tmp/summary.json.new"
+	mv "$tmp/summary.json.new" "$tmp/summary.json"
 }
 
 # ---- run and collect ----------------------------------------------------------------------
