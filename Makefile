@@ -38,11 +38,30 @@ ifeq ($(FUZZ),1)
 WARN    += -Wno-gnu-variable-sized-type-not-at-end -Wno-missing-field-initializers
 endif
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS := -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) $(SANDEFS) -D_GNU_SOURCE \
-              -DEMBER_VERSION='"$(VERSION)"' -Iinclude -Isrc -Isnapshot-format -MMD -MP
-# Libraries linked statically: a smaller dynamic-loader bill on every `ember restore`.
-LIBS_STATIC := -Wl,-Bstatic -luring -lseccomp -llz4 -lmsgpackc -Wl,-Bdynamic
-LDLIBS  := $(LIBS_STATIC) -lpthread
+ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(SANFLAGS) $(SANDEFS) -D_GNU_SOURCE \
+              -DEMBER_VERSION='"$(VERSION)"' -Iinclude -Isrc -Isnapshot-format -MMD -MP \
+              $(PKG_CFLAGS)
+# Library flags come from pkg-config (Debian 12's .pc names). Looked up when a rule first
+# needs them, not when make starts, so that `make deps` can install what is missing; a
+# missing package stops the build with its name.
+PKG_CONFIG ?= pkg-config
+# $(call pkgconf,--cflags|--libs,PACKAGES)
+pkgconf = $(call pkgcheck,$(shell $(PKG_CONFIG) $(1) $(2) 2>/dev/null || echo PKGCONF-FAILED),$(2))
+pkgcheck = $(if $(filter PKGCONF-FAILED,$(1)),$(error pkg-config finds no $(shell for p in $(2); do \
+	$(PKG_CONFIG) --exists $$p || printf '%s ' $$p; done)(no .pc file: install its -dev \
+	package, e.g. `make deps`)),$(1))
+# computed once, on first use
+lazy = $(eval $(1) := $(2))$($(1))
+EMBER_PKGS := liburing libseccomp liblz4 msgpack
+PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkgconf,--cflags,$(EMBER_PKGS)))
+PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkgconf,--libs,$(EMBER_PKGS)))
+CRIT_CFLAGS = $(call lazy,CRIT_CFLAGS,$(call pkgconf,--cflags,criterion))
+CRIT_LIBS = $(call lazy,CRIT_LIBS,$(call pkgconf,--libs,criterion))
+SECCOMP_LIBS = $(call lazy,SECCOMP_LIBS,$(call pkgconf,--libs,libseccomp))
+# The four libraries linked statically: a smaller dynamic-loader bill on every
+# `ember restore`. Criterion stays dynamic (its static closure is a dozen libraries).
+LIBS_STATIC = -Wl,-Bstatic $(PKG_LIBS) -Wl,-Bdynamic
+LDLIBS  = $(LIBS_STATIC) -lpthread
 LDFLAGS ?=
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 
@@ -64,7 +83,7 @@ TEST_LIB_SRCS := $(wildcard tests/lib/*.c)
 # the guests' checksum, so host tests can recompute what a guest answers
 TEST_LIB_OBJS := $(TEST_LIB_SRCS:%.c=$(B)/obj/%.o) $(B)/obj/tests/guest/lib/hash.o
 # tests include "testlib.h" from any directory
-$(B)/obj/tests/%.o: ALL_CFLAGS += -Itests/lib
+$(B)/obj/tests/%.o: ALL_CFLAGS += -Itests/lib $(CRIT_CFLAGS)
 # only pattern rules name these objects: keep make from deleting them as intermediates
 .SECONDARY: $(TEST_LIB_OBJS) $(UNIT_SRCS:%.c=$(B)/obj/%.o) $(INTEG_SRCS:%.c=$(B)/obj/%.o)
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/unit/%)
@@ -97,7 +116,7 @@ $(B)/obj/%.o: %.c
 $(B)/tools/seccomp-gen: src/tools/seccomp-gen.c src/seccomp_slots.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) -std=gnu11 -O2 $(WARN) -o $@ $< -lseccomp
+	$(Q)$(CC) -std=gnu11 -O2 $(WARN) -o $@ $< $(SECCOMP_LIBS)
 
 # make SECCOMP_LOG=1 B=build-log: filters that log (dmesg) instead of killing, to find
 # what a new code path needs (src/tools/seccomp-gen.c); never for production
@@ -130,12 +149,12 @@ $(B)/ember-snap: $(B)/obj/$(SNAP_MAIN:.c=.o) $(LIBEMBER) $(LIBSNAP)
 $(B)/tests/unit/%: $(B)/obj/tests/unit/%.o $(TEST_LIB_OBJS) $(LIBEMBER) $(LIBSNAP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) $(CRIT_LIBS)
 
 $(B)/tests/integration/%: $(B)/obj/tests/integration/%.o $(TEST_LIB_OBJS) $(LIBEMBER) $(LIBSNAP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) $(CRIT_LIBS)
 
 # Tests of the KVM calls ember makes (order, arguments): in these binaries only, ioctl is
 # wrapped at link time and tests/wrap/ioctl_rec.c records each call before passing it on
@@ -147,7 +166,8 @@ $(IOCTL_REC_TESTS): $(IOCTL_REC_OBJ)
 $(IOCTL_REC_TESTS): ALL_LDFLAGS += -Wl,--wrap=ioctl
 $(IOCTL_REC_TESTS:$(B)/tests/%=$(B)/obj/tests/%.o): ALL_CFLAGS += -Itests/wrap
 
-tests: all $(UNIT_BINS) $(INTEG_BINS) $(GUEST_HOST_TEST)
+# the bench programs too: test_bench_run runs a short bench
+tests: all $(UNIT_BINS) $(INTEG_BINS) $(GUEST_HOST_TEST) $(BENCH_BINS)
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory tests
@@ -156,7 +176,7 @@ test: deps
 unit: all $(UNIT_BINS) $(GUEST_HOST_TEST)
 	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(UNIT_BINS) $(GUEST_HOST_TEST)
 
-integration: all $(INTEG_BINS)
+integration: all $(INTEG_BINS) $(BENCH_BINS)
 	$(Q)EMBER_BUILD=$(B) scripts/run-tests.sh $(INTEG_BINS)
 
 # ---- demo and bench ----------------------------------------------------------------
@@ -180,7 +200,8 @@ $(BENCH_EMBER_BINS): $(B)/bench/%: bench/%.c $(LIBEMBER) $(LIBSNAP)
 # the bench programs' shared headers (their .d files are not under obj/)
 $(BENCH_BINS): bench/bench.h bench/floor_vm.h
 
-bench: deps
+bench:
+	$(Q)scripts/install-deps.sh bench
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)
 	$(Q)EMBER_BUILD=$(B) bench/run.sh
 

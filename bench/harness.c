@@ -5,7 +5,7 @@
  *
  *   harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]
  *           [--timeout SEC] [--only PREFIX]... [--check METRIC<=LIMIT]...
- *           [--tsv FILE] [--scratch PATH] [--rusage]
+ *           [--tsv FILE] [--scratch PATH] [--rusage] [--long]
  *           [--cache NAME=warm:PATH|NAME=cold:PATH]...
  *           -- NAME CMD ARG... [:: NAME CMD ARG...]...
  *
@@ -19,6 +19,7 @@
  * before and after every run, and what a run left there is measured first ("disk
  * allocated", "disk logical"): commands that write a snapshot to PATH start clean.
  * --tsv FILE writes one summary line per command and metric for scripts.
+ * --long prints one table row per command and metric instead of four columns per command.
  * "ember-pager k=v ..." (the uffd backend's counters, at exit) becomes "pager <k>";
  * with both first-report and first-response, "first-response - first-report" is the
  * guest's request as it ran it; "ember-report msg=<name> ... us=<us>" becomes "report <name>
@@ -98,6 +99,7 @@ struct opts {
 	struct cache_rule cache[MAX_CACHE];
 	unsigned nr_cache;
 	bool rusage; /* record the child's faults and block reads (wait4) */
+	bool long_table; /* --long: one markdown row per command and metric */
 };
 
 /* One run's values before they are committed (only successful runs count). */
@@ -661,6 +663,30 @@ static bool shown(const struct opts *o, const char *metric)
 	return o->nr_only == 0;
 }
 
+/* --long: one row per command and metric, median / p99 / max, so that ten commands
+ * still fit 80 columns (the wide table has four columns per command; min is in the
+ * JSON and TSV). */
+static void print_long(const struct opts *o, const struct command *cmds, unsigned nr,
+		       const char **names, unsigned n)
+{
+	printf("| command | metric | median | p99 | max |\n");
+	printf("|---|---|---:|---:|---:|\n");
+	for (unsigned c = 0; c < nr; c++)
+		for (unsigned i = 0; i < n; i++) {
+			const struct metric *m = find_metric(&cmds[c], names[i]);
+			bool ms = row_in_ms(cmds, nr, names[i]);
+			struct stats s = stats_of(m);
+
+			if (!shown(o, names[i]) || !s.n)
+				continue;
+			printf("| %s | %s |", cmds[c].name, names[i]);
+			print_value(s.median, ms, m->unit);
+			print_value(s.p99, ms, m->unit);
+			print_value(s.max, ms, m->unit);
+			printf("\n");
+		}
+}
+
 static void print_markdown(const struct opts *o, const struct command *cmds, unsigned nr)
 {
 	const char *names[MAX_METRICS * MAX_CMDS];
@@ -671,6 +697,10 @@ static void print_markdown(const struct opts *o, const struct command *cmds, uns
 	printf("%u interleaved runs per command (+%u warm-up); times in us (from spawn, except "
 	       "`snap us_*` durations) unless marked ms, memory in kB; median / p99 / min / "
 	       "max.\n\n", o->runs, o->warmup);
+	if (o->long_table) {
+		print_long(o, cmds, nr, names, n);
+		goto checks;
+	}
 	printf("| metric |");
 	for (unsigned c = 0; c < nr; c++)
 		printf(" %s median | p99 | min | max |", cmds[c].name);
@@ -718,6 +748,7 @@ static void print_markdown(const struct opts *o, const struct command *cmds, uns
 		}
 		printf("\n");
 	}
+checks:
 	for (unsigned c = 0; c < nr; c++)
 		if (cmds[c].failures)
 			printf("\n**%s: %u of %u runs failed** (last: %s)\n", cmds[c].name,
@@ -726,10 +757,11 @@ static void print_markdown(const struct opts *o, const struct command *cmds, uns
 		for (unsigned c = 0; c < nr; c++) {
 			struct stats s = stats_of(find_metric(&cmds[c], o->checks[k].metric));
 
+			/* a target line as run.sh collects them: "- TARGET: ok|**MISSED** (DETAIL)" */
 			if (s.n)
-				printf("\ncheck %s: %s max %.0f <= %.0f: %s\n", cmds[c].name,
-				       o->checks[k].metric, s.max, o->checks[k].limit,
-				       s.max <= o->checks[k].limit ? "ok" : "**OVER TARGET**");
+				printf("\n- %s: %s max <= %.0f: %s (max %.0f)\n", cmds[c].name,
+				       o->checks[k].metric, o->checks[k].limit,
+				       s.max <= o->checks[k].limit ? "ok" : "**MISSED**", s.max);
 		}
 	fflush(stdout);
 }
@@ -817,7 +849,7 @@ static int usage(void)
 	fprintf(stderr,
 		"usage: harness [-n RUNS] [-w WARMUP] [--title T] [--json FILE] [--baseline NAME]\n"
 		"               [--timeout SEC] [--only PREFIX]... [--check METRIC<=LIMIT]...\n"
-		"               [--tsv FILE] [--scratch PATH] [--rusage]\n"
+		"               [--tsv FILE] [--scratch PATH] [--rusage] [--long]\n"
 		"               [--cache NAME=warm:PATH|NAME=cold:PATH]...\n"
 		"               -- NAME CMD ARG... [:: NAME CMD ARG...]...\n");
 	return 2;
@@ -873,6 +905,10 @@ int main(int argc, char **argv)
 		const char *a = argv[i];
 		char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
+		if (!strcmp(a, "--long")) {
+			o.long_table = true;
+			continue;
+		}
 		if (!strcmp(a, "--rusage")) {
 			o.rusage = true;
 			continue;

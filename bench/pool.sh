@@ -87,10 +87,14 @@ section_pool() {
 		ratio=$(awk -v a="$fp50" -v b="$pp50" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }')
 		echo "| $c | pool | $pn | $pp50 | $pp90 | $pp99 | $pmax | |"
 		echo "| $c | fresh restore | $fn | $fp50 | $fp90 | $fp99 | $fmax | $ratio |"
-		printf '"c%s": {"pool": {"n": %s, "p50_us": %s, "p90_us": %s, "p99_us": %s, "max_us": %s}, "fresh": {"n": %s, "p50_us": %s, "p90_us": %s, "p99_us": %s, "max_us": %s}, "pool_status": ' \
-			"$c" "$pn" "$pp50" "$pp90" "$pp99" "$pmax" "$fn" "$fp50" "$fp90" "$fp99" "$fmax" >"$tmp/pool-lat-$c.json"
-		cat "$tmp/pool-status-$c.json" >>"$tmp/pool-lat-$c.json"
-		printf '}' >>"$tmp/pool-lat-$c.json"
+		jq -n --arg c "c$c" --slurpfile st "$tmp/pool-status-$c.json" \
+			--argjson pn "$pn" --argjson pp50 "$pp50" --argjson pp90 "$pp90" \
+			--argjson pp99 "$pp99" --argjson pmax "$pmax" --argjson fn "$fn" \
+			--argjson fp50 "$fp50" --argjson fp90 "$fp90" --argjson fp99 "$fp99" \
+			--argjson fmax "$fmax" \
+			'{($c): {pool: {n: $pn, p50_us: $pp50, p90_us: $pp90, p99_us: $pp99, max_us: $pmax},
+			  fresh: {n: $fn, p50_us: $fp50, p90_us: $fp90, p99_us: $fp99, max_us: $fmax},
+			  pool_status: $st[0]}}' >"$tmp/pool-lat-$c.json"
 		if [ "$c" = 1 ]; then
 			p1_50=$pp50
 			p1_99=$pp99
@@ -112,8 +116,8 @@ section_pool() {
 		p50=$(echo "$line" | sed 's/.*p50_us=\([0-9]*\).*/\1/')
 		p99=$(echo "$line" | sed 's/.*p99_us=\([0-9]*\).*/\1/')
 		echo "| $size | $POOL_TPUT_N | $ips | $p50 | $p99 |"
-		printf '"%s": {"inv_per_s": %s, "p50_us": %s, "p99_us": %s}' "$size" "$ips" "$p50" "$p99" \
-			>"$tmp/pool-tput-$size.json"
+		jq -n --arg s "$size" --argjson ips "$ips" --argjson p50 "$p50" --argjson p99 "$p99" \
+			'{($s): {inv_per_s: $ips, p50_us: $p50, p99_us: $p99}}' >"$tmp/pool-tput-$size.json"
 		if [ "$ips" -gt "$best" ]; then
 			best=$ips
 		fi
@@ -128,12 +132,8 @@ section_pool() {
 		"$([ "$p1_99" -le 3000 ] && echo 1 || echo 0)" "p99 ${p1_99} µs"
 	pool_target ">= 1000 invocations/s on this machine ($(nproc) CPUs)" \
 		"$([ "$best" -ge 1000 ] && echo 1 || echo 0)" "best ${best}/s"
-	{
-		printf '{"latency": {'
-		printf '%s,' "$(cat "$tmp/pool-lat-1.json")" "$(cat "$tmp/pool-lat-2.json")"
-		cat "$tmp/pool-lat-8.json"
-		printf '}, "throughput": {%s, %s, %s}, "best_inv_per_s": %s}\n' \
-			"$(cat "$tmp/pool-tput-2.json")" "$(cat "$tmp/pool-tput-4.json")" \
-			"$(cat "$tmp/pool-tput-8.json")" "$best"
-	} >"$tmp/pool.json"
+	jq -s --argjson best "$best" \
+		'{latency: (.[0] + .[1] + .[2]), throughput: (.[3] + .[4] + .[5]), best_inv_per_s: $best}' \
+		"$tmp/pool-lat-1.json" "$tmp/pool-lat-2.json" "$tmp/pool-lat-8.json" \
+		"$tmp/pool-tput-2.json" "$tmp/pool-tput-4.json" "$tmp/pool-tput-8.json" >"$tmp/pool.json"
 }

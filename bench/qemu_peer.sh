@@ -257,7 +257,7 @@ END {
 	print "from a file, the stream holding device state only (x-ignore-shared): QEMU'"'"'s fastest restore."
 	print ""
 	ok = r_line == "" ? "not measured" : r_line >= target ? "ok" : "**MISSED**"
-	printf "Target: first response >= %dx faster than QEMU restore: %s (%s: %.2f ms vs %.2f ms, the \"resumed\" line on both; against qemu-mapped %s)\n",
+	printf "- first response >= %dx faster than QEMU restore: %s (%s: %.2f ms vs %.2f ms, the \"resumed\" line on both; against qemu-mapped %s)\n",
 		target, ok, fx(r_line), el / 1000, ql / 1000, fx(r_mline)
 	printf "{\"qemu\": \"%s\", \"machine\": \"%s\", \"cpu\": \"%s\", \"heap_mib\": %d, \"mem_mib\": %d, ", version, machine, cpu, heap, mem > json
 	printf "\"migration_bytes\": %d, \"migration_ms\": %d, \"mapped_migration_bytes\": %d, \"mapped_migration_ms\": %d, ", migb, migms, mapb, mapms >> json

@@ -1,6 +1,13 @@
 #!/bin/sh
 # make bench: ember's start-latency suite. Prints markdown tables and writes every
-# number (with the raw samples) to bench/results/<date>.json. See bench/README.md.
+# number (with the raw samples) to bench/results/<date>.json (assembled with jq; with
+# the commit, ember version, CPU model, kernel and date), every series to <date>.csv,
+# plots to <date>-plots/*.svg (gnuplot), and after a run of every section
+# bench/RESULTS.md and bench/plots/ (bench/results.sh). See bench/README.md.
+#
+# Exit status: 1 when a target is MISSED (every "- TARGET: ok|met|**MISSED**|not
+# measured (DETAIL)" line a section prints is collected into the results' "targets"),
+# unless BENCH_ALLOW_MISSED=1; 1 on any failure; 0 otherwise.
 #
 #   bench/run.sh                            all sections
 #   BENCH_SECTIONS="restore" bench/run.sh   only some (boot rss restore snapshot memory
@@ -19,6 +26,10 @@
 #                                           bench/qemu_peer.sh lists its other knobs
 #   BENCH_WARM_RUNS=10 bench/run.sh         standby, reset: runs (100, 30; bench/warm.sh)
 #   BENCH_STANDBY_VMS=50 bench/run.sh       standby_mem: VMs at once (200)
+#   BENCH_ALLOW_MISSED=1 bench/run.sh       exit 0 even when a target is missed
+#   BENCH_RESULTS_DIR=DIR bench/run.sh      where the JSON, CSV and plots go (bench/results)
+#   BENCH_RESULTS_MD=FILE bench/run.sh      write RESULTS.md (plots in its plots/) after any
+#                                           run, not only a full one (bench/RESULTS.md)
 #
 # A section is a shell function section_NAME that writes "$tmp/NAME.json"; add one and
 # list it in SECTIONS below.
@@ -37,11 +48,23 @@ MEM_TARGET_WS=32 # the issue's targets are stated at ws = 32 MiB
 VSOCK_N=${BENCH_VSOCK_N:-2000}
 IDLE_CLONES=${BENCH_IDLE_CLONES:-100}
 IDLE_WINDOW=${BENCH_IDLE_WINDOW:-10}
-SECTIONS=${BENCH_SECTIONS:-"boot rss restore snapshot memory vsock idle standby reset standby_mem pool qemu"}
+ALL_SECTIONS="boot rss restore snapshot memory vsock idle standby reset standby_mem pool qemu"
+SECTIONS=${BENCH_SECTIONS:-$ALL_SECTIONS}
 H=$B/bench/harness
 EMBER=$B/ember
 GUESTS=$B/guests
-RESULTS=bench/results
+RESULTS=${BENCH_RESULTS_DIR:-bench/results}
+RESULTS_MD=${BENCH_RESULTS_MD:-}
+if [ -z "$RESULTS_MD" ] && [ "$SECTIONS" = "$ALL_SECTIONS" ]; then
+	RESULTS_MD=bench/RESULTS.md
+fi
+command -v jq >/dev/null || { echo "bench: jq is not installed (scripts/install-deps.sh bench)" >&2; exit 1; }
+for s in $SECTIONS; do
+	case " $ALL_SECTIONS " in
+	*" $s "*) ;;
+	*) echo "bench: BENCH_SECTIONS: no section '$s' (sections: $ALL_SECTIONS)" >&2; exit 2 ;;
+	esac
+done
 
 [ -c /dev/kvm ] || { echo "bench: /dev/kvm is missing: nothing to measure" >&2; exit 1; }
 for f in "$H" "$EMBER" "$B/ember-snap" "$B/bench/floor_boot" "$B/bench/floor_restore" \
@@ -96,16 +119,9 @@ golden() {
 
 # Joins $tmp/$1-<heap>M.json into $tmp/$1.json as {"<heap>M": ..., ...}.
 join_heaps() {
-	{
-		printf '{'
-		sep=""
-		for h in $HEAPS; do
-			printf '%s\n"%sM": ' "$sep" "$h"
-			cat "$tmp/$1-${h}M.json"
-			sep=","
-		done
-		printf '}\n'
-	} >"$tmp/$1.json"
+	for h in $HEAPS; do
+		jq -c --arg k "${h}M" '{($k): .}' "$tmp/$1-${h}M.json" || return 1
+	done | jq -s 'add' >"$tmp/$1.json"
 }
 
 # ---- sections ------------------------------------------------------------------------
@@ -234,7 +250,7 @@ section_memory() {
 		# a second serve finds its pages mapped: the guest's own work, per backend
 		c="--guest-cmd serve --guest-cmd serve --guest-cmd exit --console none --timings"
 		# shellcheck disable=SC2086 # $c is split on purpose
-		"$H" -n "$MEM_RUNS" -w 1 --rusage --timeout 60 \
+		"$H" -n "$MEM_RUNS" -w 1 --rusage --long --timeout 60 \
 			--json "$tmp/memory-${w}M.json" --tsv "$tmp/memory-${w}M.tsv" \
 			--only first-response --only "report serve #2 - #1" --only "pager faults" \
 			--only "pager bytes_read" \
@@ -265,19 +281,13 @@ section_memory() {
 	w=$MEM_TARGET_WS
 	[ -d "$tmp/mem-${w}M" ] || w=${MEM_WS%% *}
 	"$B/bench/pager_micro" --json "$tmp/pager-micro.json" "$tmp/mem-${w}M/raw" "$tmp/mem-${w}M/lz4"
-	{
-		printf '{"heap_mib": %s, "mem_mib": %s, "ws_mib": "%s", "runs": %s' "$MEM_HEAP" \
-			"$(mem_for "$MEM_HEAP")" "$MEM_WS" "$MEM_RUNS"
-		for w in $MEM_WS; do
-			printf ',\n"%sM": ' "$w"
-			cat "$tmp/memory-${w}M.json"
-		done
-		printf ',\n"summary": '
-		cat "$tmp/memory-summary.json"
-		printf ',\n"pager_micro": '
-		cat "$tmp/pager-micro.json"
-		printf '}\n'
-	} >"$tmp/memory.json"
+	for w in $MEM_WS; do
+		jq -c --arg k "${w}M" '{($k): .}' "$tmp/memory-${w}M.json" || return 1
+	done | jq -s --argjson heap "$MEM_HEAP" --argjson mem "$(mem_for "$MEM_HEAP")" \
+		--arg ws "$MEM_WS" --argjson runs "$MEM_RUNS" \
+		--slurpfile summary "$tmp/memory-summary.json" --slurpfile pager "$tmp/pager-micro.json" \
+		'{heap_mib: $heap, mem_mib: $mem, ws_mib: $ws, runs: $runs} + add
+		 + {summary: $summary[0], pager_micro: $pager[0]}' >"$tmp/memory.json"
 }
 
 # ---- vsock: the invocation channel (INVOCATION.md) ---------------------------------------
@@ -338,7 +348,7 @@ section_vsock() {
 	awk -F'\t' -v json="$tmp/vsock.json" -v startjson="$tmp/vsock-start.json" -v start="$tmp/vsock-start.tsv" '
 	function us(x) { return x == "" ? "-" : sprintf("%.1f", x / 1000) }
 	function check(name, ok, detail) {
-		printf "- %s: %s (%s)\n", name, ok == "" ? "not measured" : ok ? "ok" : "**MISSED** (see bench/README.md, vsock)", detail
+		printf "- %s: %s (%s%s)\n", name, ok == "" ? "not measured" : ok ? "ok" : "**MISSED**", detail, ok == "" || ok ? "" : "; see bench/README.md, vsock"
 	}
 	{ p50[$1, $2] = $3; p90[$1, $2] = $4; p99[$1, $2] = $5; mbs[$1, $2] = $6 }
 	END {
@@ -434,11 +444,14 @@ section_idle() {
 		printf "| CPU of all clones together | %.2f%% of one CPU (%d ticks at %d Hz) |\n", cpu, dt, hz
 		printf "| next invocation: connect (p50 / p99) | %d / %d us |\n", pct(c, nc, 0.5), pct(c, nc, 0.99)
 		printf "| next invocation: response (p50 / p99) | %d / %d us |\n", pct(r, nr, 0.5), pct(r, nr, 0.99)
-		printf "{\"clones\": %d, \"window_s\": %d, \"cpu_percent_of_one\": %.3f, \"connect_p50_us\": %d, \"connect_p99_us\": %d, \"response_p50_us\": %d, \"response_p99_us\": %d}\n", n, win, cpu, pct(c, nc, 0.5), pct(c, nc, 0.99), pct(r, nr, 0.5), pct(r, nr, 0.99) > json
+		printf "clones\t%d\nwindow_s\t%d\ncpu_percent_of_one\t%.3f\nconnect_p50_us\t%d\nconnect_p99_us\t%d\nresponse_p50_us\t%d\nresponse_p99_us\t%d\n", n, win, cpu, pct(c, nc, 0.5), pct(c, nc, 0.99), pct(r, nr, 0.5), pct(r, nr, 0.99) > json
 		print ""
 		printf "- %d idle clones use < 5%% of one CPU: %s (%.2f%%)\n", n, cpu < 5 ? "ok" : "**MISSED**", cpu
 		printf "- every parked clone answered its next invocation (%d of %d)\n", nr, n
 	}' "$tmp/idle-invoke"
+	# "key<TAB>number" lines -> one object
+	jq -R -n '[inputs | split("\t") | {(.[0]): (.[1] | tonumber)}] | add' "$tmp/idle.json" >"$tmp/idle.json.new"
+	mv "$tmp/idle.json.new" "$tmp/idle.json"
 }
 
 # ---- qemu: QEMU's microvm as the peer ------------------------------------------------------
@@ -483,6 +496,7 @@ summary() {
 	function check(name, ok, detail) {
 		printf "- %s: %s (%s)\n", name, ok == "" ? "not measured" : ok ? "ok" : "**MISSED**", detail
 	}
+	function jl(h, key, val) { printf "%sM\t%s\tn\t%s\n", h, key, val > json }
 	{
 		match(FILENAME, /-[0-9]+M\.tsv$/)
 		h = substr(FILENAME, RSTART + 1, RLENGTH - 6)
@@ -496,7 +510,7 @@ summary() {
 		print ""
 		print "| heap | restore: resumed (p99) | floor resumed | ember/floor | first-report (p99) | floor first-report | ember/floor | cold boot to ready | boot/restore | snapshot (p99) | write() floor | ember/floor | on disk alloc / logical |"
 		print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-		printf "{" > json
+		printf "" > json
 		for (i = 1; i <= nh; i++) {
 			h = H[i]
 			er = v(h, "ember", "resumed", "median"); fr = v(h, "floor", "resumed", "median")
@@ -511,19 +525,17 @@ summary() {
 				ms(br), fx(r_br[h]), ms(es), ms(v(h, "ember", "snap us_total", "p99")), ms(fs),
 				fx(r_sn[h]), mib(v(h, "ember", "disk allocated", "median")),
 				mib(v(h, "ember", "disk logical", "median"))
-			printf "%s\n\"%sM\": {\"restore_resumed_us\": %s, \"restore_resumed_p99_us\": %s, " \
-				"\"floor_resumed_us\": %s, \"restore_first_report_us\": %s, " \
-				"\"floor_first_report_us\": %s, \"cold_boot_ready_us\": %s, " \
-				"\"snapshot_us\": %s, \"snapshot_floor_us\": %s, " \
-				"\"snapshot_allocated_bytes\": %s, \"snapshot_logical_bytes\": %s, " \
-				"\"ratio_resumed_vs_floor\": %s, \"ratio_first_report_vs_floor\": %s, " \
-				"\"ratio_boot_vs_restore\": %s, \"ratio_snapshot_vs_floor\": %s, " \
-				"\"restore_verified_checksum\": \"%s\"}", (i > 1 ? "," : ""), h, jn(er),
-				jn(v(h, "ember", "resumed", "p99")), jn(fr), jn(ef), jn(ff), jn(br), jn(es), jn(fs),
-				jn(v(h, "ember", "disk allocated", "median")), jn(v(h, "ember", "disk logical", "median")),
-				jr(r_rf[h]), jr(r_ff[h]), jr(r_br[h]), jr(r_sn[h]), ok_verify[h] >> json
+			# "heap<TAB>key<TAB>n|s<TAB>value" lines; jq makes the object below
+			jl(h, "restore_resumed_us", jn(er)); jl(h, "restore_resumed_p99_us", jn(v(h, "ember", "resumed", "p99")))
+			jl(h, "floor_resumed_us", jn(fr)); jl(h, "restore_first_report_us", jn(ef))
+			jl(h, "floor_first_report_us", jn(ff)); jl(h, "cold_boot_ready_us", jn(br))
+			jl(h, "snapshot_us", jn(es)); jl(h, "snapshot_floor_us", jn(fs))
+			jl(h, "snapshot_allocated_bytes", jn(v(h, "ember", "disk allocated", "median")))
+			jl(h, "snapshot_logical_bytes", jn(v(h, "ember", "disk logical", "median")))
+			jl(h, "ratio_resumed_vs_floor", jr(r_rf[h])); jl(h, "ratio_first_report_vs_floor", jr(r_ff[h]))
+			jl(h, "ratio_boot_vs_restore", jr(r_br[h])); jl(h, "ratio_snapshot_vs_floor", jr(r_sn[h]))
+			printf "%sM\trestore_verified_checksum\ts\t%s\n", h, ok_verify[h] > json
 		}
-		printf "}\n" >> json
 		print ""
 		print "restore = `ember restore` spawn -> first KVM_RUN (resumed) / the guest'"'"'s first port write (first-report);"
 		print "floor = bench/floor_restore, floor_snapshot --data; cold boot = `ember boot` of the same guest to ready."
@@ -551,38 +563,103 @@ summary() {
 			if (ok_verify[H[i]] != "")
 				printf "- heap %sM: restored heap checksum %s equals the golden guest'"'"'s\n", H[i], ok_verify[H[i]]
 	}' $files
+	jq -R -n 'reduce (inputs | split("\t")) as $r ({};
+		.[$r[0]][$r[1]] = (if $r[2] == "s" then $r[3] else ($r[3] | fromjson) end))' \
+		"$tmp/summary.json" >"$tmp/summary.json.new"
+	mv "$tmp/summary.json.new" "$tmp/summary.json"
 }
 
 # ---- run and collect ----------------------------------------------------------------------
 
+# Target lines of a section's output ($2) -> "section<TAB>target<TAB>status<TAB>detail" on
+# stdout: "- TARGET: ok|met|**MISSED**|not measured (DETAIL)".
+target_lines() {
+	awk -v sec="$1" '
+	/^- / && match($0, /: (ok|met|not measured|\*\*MISSED\*\*)( \(|$)/) {
+		t = substr($0, 3, RSTART - 3)
+		rest = substr($0, RSTART + 2)
+		st = rest; sub(/ \(.*/, "", st)
+		d = ""
+		if (index(rest, " (")) { d = substr(rest, index(rest, " (") + 2); sub(/\)$/, "", d) }
+		gsub(/\t/, " ", t); gsub(/\t/, " ", d)
+		status = st == "**MISSED**" ? "missed" : st == "not measured" ? "not measured" : "met"
+		printf "%s\t%s\t%s\t%s\n", sec, t, status, d
+	}' "$2"
+}
+
+# Runs section $1, its output both on stdout (as it comes) and in $tmp/out-$1.md.
+run_section() {
+	rm -f "$tmp/fifo"
+	mkfifo "$tmp/fifo"
+	tee "$tmp/out-$1.md" <"$tmp/fifo" &
+	tee_pid=$!
+	# a plain call: set -e stops the bench inside a failing section, as before
+	"section_$1" >"$tmp/fifo"
+	wait "$tee_pid"
+	target_lines "$1" "$tmp/out-$1.md" >>"$tmp/targets.tsv"
+	[ -f "$tmp/$1.json" ] || { echo "bench: section $1 wrote no $tmp/$1.json" >&2; exit 1; }
+	jq -e . "$tmp/$1.json" >/dev/null ||
+		{ echo "bench: section $1 wrote invalid JSON (above)" >&2; exit 1; }
+}
+
 date=$(date -u +%Y-%m-%dT%H%M%SZ)
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] && ! git diff --quiet HEAD -- 2>/dev/null; then
+	commit="$commit-dirty"
+fi
+version=$("$EMBER" --version | sed 's/^ember //')
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+[ -n "$cpu_model" ] || cpu_model=$(uname -m)
 echo "# ember bench, $date"
 echo
-echo "host: $(uname -r), $(nproc) CPUs; build: $B; sections: $SECTIONS; heaps: $HEAPS MiB;"
+echo "host: $cpu_model, $(nproc) CPUs, kernel $(uname -r); ember $version at $commit"
+echo "build: $B; sections: $SECTIONS; heaps: $HEAPS MiB;"
 echo "memory section: heap ${MEM_HEAP} MiB, working sets $MEM_WS MiB"
 echo "restore page cache: warm (the golden snapshot was just written; every restore after the"
 echo "first maps cached pages, the mmap backend's normal case); memory: warm and cold, per run"
+: >"$tmp/targets.tsv"
 for s in $SECTIONS; do
-	"section_$s"
+	run_section "$s"
 done
-summary
+summary >"$tmp/out-summary.md"
+cat "$tmp/out-summary.md"
+target_lines summary "$tmp/out-summary.md" >>"$tmp/targets.tsv"
 
 mkdir -p "$RESULTS"
 out="$RESULTS/$date.json"
-{
-	printf '{"date": "%s", "kernel": "%s", "cpus": %s, "build": "%s", "heaps_mib": "%s", "sections": {' \
-		"$date" "$(uname -r)" "$(nproc)" "$B" "$HEAPS"
-	sep=""
-	for s in $SECTIONS; do
-		printf '%s\n"%s": ' "$sep" "$s"
-		cat "$tmp/$s.json"
-		sep=","
-	done
-	if [ -f "$tmp/summary.json" ]; then
-		printf '%s\n"summary": ' "$sep"
-		cat "$tmp/summary.json"
-	fi
-	printf '}}\n'
-} >"$out"
+for s in $SECTIONS summary; do
+	[ -f "$tmp/$s.json" ] || continue
+	jq -e . "$tmp/$s.json" >/dev/null || { echo "bench: $s wrote invalid JSON" >&2; exit 1; }
+	jq -c --arg s "$s" '{($s): .}' "$tmp/$s.json"
+done | jq -s 'add // {}' >"$tmp/sections.all.json"
+jq -R -n '[inputs | split("\t") | {section: .[0], target: .[1], status: .[2], detail: .[3]}]' \
+	"$tmp/targets.tsv" >"$tmp/targets.json"
+jq -n --arg date "$date" --arg commit "$commit" --arg version "$version" \
+	--arg cpu "$cpu_model" --arg kernel "$(uname -r)" --argjson cpus "$(nproc)" --arg build "$B" \
+	--arg heaps "$HEAPS" --slurpfile sections "$tmp/sections.all.json" \
+	--slurpfile targets "$tmp/targets.json" \
+	'{date: $date, commit: $commit, ember_version: $version, cpu_model: $cpu, kernel: $kernel,
+	  cpus: $cpus, build: $build, heaps_mib: $heaps, targets: $targets[0],
+	  sections: $sections[0]}' >"$out"
+bench/to_csv.sh "$out" >"${out%.json}.csv"
 echo
-echo "results: $out"
+echo "results: $out, ${out%.json}.csv"
+plots="${out%.json}-plots"
+if command -v gnuplot >/dev/null; then
+	bench/plot.sh "$out" "$plots" >/dev/null
+	echo "plots: $plots/"
+else
+	echo "bench: gnuplot is not installed: no plots (scripts/install-deps.sh bench)" >&2
+fi
+if [ -n "$RESULTS_MD" ]; then
+	md_plots=$(dirname "$RESULTS_MD")/plots
+	mkdir -p "$md_plots"
+	for p in restore-cdf boot-restore-qemu reset-pages pool-concurrency; do
+		rm -f "$md_plots/$p.svg" # a plot this run has no data for must not stay
+	done
+	[ ! -d "$plots" ] || cp "$plots"/*.svg "$md_plots"/ 2>/dev/null || true
+	echo "summary: $RESULTS_MD"
+	exec bench/results.sh --md "$RESULTS_MD" --plots plots "$out"
+fi
+echo "(a partial run: bench/RESULTS.md is left as it is; BENCH_RESULTS_MD=FILE writes one)"
+exec bench/results.sh "$out"

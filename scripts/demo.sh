@@ -9,6 +9,9 @@
 #      ready, restore it, and invoke its function over vsock (ember invoke);
 #   5. warm start: an ember pool of standby VMs of that snapshot, reset in place after
 #      every invocation; 1000 invocations through it, and the latency table.
+# Every ember command is printed as it is run ("   $ ..."), its arguments quoted for sh.
+# The snapshots, outputs and logs stay in DEMO_DIR (default $EMBER_BUILD/demo), emptied
+# at the start of each run; the demo says so at the end.
 set -eu
 B=${EMBER_BUILD:-build}
 EMBER=$B/ember
@@ -18,31 +21,54 @@ CLONES=${DEMO_CLONES:-10}
 HEAP=${DEMO_HEAP:-64M}
 [ -c /dev/kvm ] || { echo "demo: /dev/kvm is missing: ember needs KVM" >&2; exit 1; }
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+work=${DEMO_DIR:-$B/demo}
+# emptied only when it is the demo's own (its marker file) or absent
+if [ -e "$work" ] && [ ! -f "$work/.ember-demo" ]; then
+	echo "demo: $work exists and is not a demo directory (no .ember-demo): not touching it" >&2
+	exit 1
+fi
+rm -rf "$work"
+mkdir -p "$work"
+: >"$work/.ember-demo"
 golden=$work/golden
+
+# Prints a command as sh would read it back: "   $ cmd 'arg' ...".
+show() {
+	printf '   $'
+	for a; do
+		case $a in
+		'&') printf ' &' ;; # the command runs in the background
+		*[!A-Za-z0-9_./=:,+-]* | '') printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")" ;;
+		*) printf ' %s' "$a" ;;
+		esac
+	done
+	printf '\n'
+}
 
 timing() { awk -v p="$2" '$1=="ember-timing" && $2==p {print $3}' "$1"; }
 
 echo "== 1. boot the sandbox (heap=$HEAP) and take the golden snapshot when it is ready"
-echo "   $EMBER boot --kernel $GUEST --cmdline 'heap=$HEAP seed=42' --mem 256 --timings --snapshot-on-ready DIR --exit-after-snapshot"
-"$EMBER" boot --kernel "$GUEST" --cmdline "heap=$HEAP seed=42" --mem 256 --timings \
-	--snapshot-on-ready "$golden" --exit-after-snapshot >"$work/boot.out" 2>"$work/boot.err" ||
-	{ cat "$work/boot.out" "$work/boot.err"; exit 1; }
+set -- "$EMBER" boot --kernel "$GUEST" --cmdline "heap=$HEAP seed=42" --mem 256 --timings \
+	--snapshot-on-ready "$golden" --exit-after-snapshot
+show "$@"
+"$@" >"$work/boot.out" 2>"$work/boot.err" || { cat "$work/boot.out" "$work/boot.err"; exit 1; }
 sed 's/^/   guest| /' "$work/boot.out"
 golden_sum=$(grep -o 'checksum=[0-9a-f]*' "$work/boot.out" | head -1)
 ready=$(timing "$work/boot.err" ready)
 snap_us=$(sed -n 's/.*ember-snapshot .*us_total=\([0-9]*\).*/\1/p' "$work/boot.err")
+show "$SNAP" verify "$golden"
 "$SNAP" verify "$golden" >/dev/null
 snap_disk=$(du -sk "$golden" | cut -f1)
 
 echo "== 2. restore it $CLONES times at once: each clone runs 'verify', 'generation', 'exit'"
-echo "   $EMBER restore --snapshot DIR --timings --guest-cmd verify --guest-cmd generation --guest-cmd exit"
+set -- "$EMBER" restore --snapshot "$golden" --timings --guest-cmd verify \
+	--guest-cmd generation --guest-cmd exit
+show "$@"
+echo "   ($CLONES of these started together, in the background, before waiting for any)"
 i=1
 pids=""
 while [ "$i" -le "$CLONES" ]; do
-	"$EMBER" restore --snapshot "$golden" --timings --guest-cmd verify \
-		--guest-cmd generation --guest-cmd exit >"$work/c$i.out" 2>"$work/c$i.err" &
+	"$@" >"$work/c$i.out" 2>"$work/c$i.err" &
 	pids="$pids $!"
 	i=$((i + 1))
 done
@@ -97,20 +123,22 @@ echo "every clone printed the golden checksum; every clone saw its own generatio
 echo
 echo "== 4. the invocation channel: a function guest served over vsock"
 FN=$B/guests/fn.elf
-echo "   $EMBER boot --kernel $FN --cmdline 'heap=16M seed=7' --mem 128 --vsock-cid 3 --vsock-uds SOCK --snapshot-on-ready DIR --exit-after-snapshot"
-"$EMBER" boot --kernel "$FN" --cmdline "heap=16M seed=7" --mem 128 --vsock-cid 3 \
-	--vsock-uds "$work/fn-boot.sock" --snapshot-on-ready "$work/fn-golden" --exit-after-snapshot \
-	>"$work/fn-boot.out" 2>"$work/fn-boot.err" || { cat "$work/fn-boot.out" "$work/fn-boot.err"; exit 1; }
+set -- "$EMBER" boot --kernel "$FN" --cmdline "heap=16M seed=7" --mem 128 --vsock-cid 3 \
+	--vsock-uds "$work/fn-boot.sock" --snapshot-on-ready "$work/fn-golden" --exit-after-snapshot
+show "$@"
+"$@" >"$work/fn-boot.out" 2>"$work/fn-boot.err" || { cat "$work/fn-boot.out" "$work/fn-boot.err"; exit 1; }
 sed 's/^/   guest| /' "$work/fn-boot.out"
-echo "   $EMBER restore --snapshot DIR --vsock-uds CLONE.sock --timings &"
-"$EMBER" restore --snapshot "$work/fn-golden" --vsock-uds "$work/clone.sock" --timings \
-	>"$work/fn-clone.out" 2>"$work/fn-clone.err" &
+set -- "$EMBER" restore --snapshot "$work/fn-golden" --vsock-uds "$work/clone.sock" --timings
+show "$@" "&"
+"$@" >"$work/fn-clone.out" 2>"$work/fn-clone.err" &
 clone=$!
 # the clone's socket appears once it is restored; ember invoke retries nothing, so wait
 n=0
 while [ ! -S "$work/clone.sock" ] && [ "$n" -lt 500 ]; do sleep 0.01; n=$((n + 1)); done
 printf 'hello from the ember demo' >"$work/payload"
-echo "   $EMBER invoke --vsock-uds CLONE.sock --port 5000 --payload FILE --timings   (x3)"
+show "$EMBER" invoke --vsock-uds "$work/clone.sock" --port 5000 --payload "$work/payload" \
+	--request-id K --timings
+echo "   (three times, K = 1, 2, 3)"
 for k in 1 2 3; do
 	"$EMBER" invoke --vsock-uds "$work/clone.sock" --port 5000 --payload "$work/payload" \
 		--request-id "$k" --timings >"$work/resp$k" 2>"$work/inv$k.err" ||
@@ -140,9 +168,9 @@ echo "== 5. warm start: ember pool keeps standby VMs of the fn snapshot, one pro
 echo "   and resets a VM in place after every invocation"
 POOL_SIZE=${DEMO_POOL_SIZE:-3}
 POOL_N=${DEMO_POOL_N:-1000}
-echo "   $EMBER pool --snapshot DIR --socket POOL.sock --size $POOL_SIZE &"
-"$EMBER" pool --snapshot "$work/fn-golden" --socket "$work/pool.sock" --size "$POOL_SIZE" \
-	2>"$work/pool.err" &
+set -- "$EMBER" pool --snapshot "$work/fn-golden" --socket "$work/pool.sock" --size "$POOL_SIZE"
+show "$@" "&"
+"$@" 2>"$work/pool.err" &
 pool=$!
 n=0
 until "$EMBER" pool status --socket "$work/pool.sock" 2>/dev/null | grep -q "^idle: $POOL_SIZE\$"; do
@@ -150,14 +178,17 @@ until "$EMBER" pool status --socket "$work/pool.sock" 2>/dev/null | grep -q "^id
 	[ "$n" -lt 1500 ] || { echo "demo: the pool never became ready" >&2; cat "$work/pool.err" >&2; kill "$pool"; exit 1; }
 	sleep 0.02
 done
-echo "   $EMBER invoke --pool POOL.sock --payload FILE"
-"$EMBER" invoke --pool "$work/pool.sock" --payload "$work/payload" >"$work/pool-resp" ||
+set -- "$EMBER" invoke --pool "$work/pool.sock" --payload "$work/payload"
+show "$@"
+"$@" >"$work/pool-resp" ||
 	{ cat "$work/pool.err" >&2; kill "$pool"; exit 1; }
 cmp -s "$work/pool-resp" "$work/resp1" ||
 	{ echo "demo: the pool's answer differs from the clone's" >&2; kill "$pool"; exit 1; }
 echo "   the pool's answer equals the clone's: every VM in it is the golden snapshot"
 echo "   $POOL_N invocations, 1 KiB random payloads, one client (bench/pool_load):"
-"$B/bench/pool_load" --pool "$work/pool.sock" --n "$POOL_N" --concurrency 1 >"$work/load.out" ||
+set -- "$B/bench/pool_load" --pool "$work/pool.sock" --n "$POOL_N" --concurrency 1
+show "$@"
+"$@" >"$work/load.out" ||
 	{ cat "$work/pool.err" >&2; kill "$pool"; exit 1; }
 "$EMBER" pool status --socket "$work/pool.sock" >"$work/pool-status"
 kill -TERM "$pool"
@@ -177,3 +208,6 @@ printf '| %-44s | %s (p50 %s us, p99 %s us) |\n' "in-place resets" "$(sf resets)
 	"$(sf reset_us_p50)" "$(sf reset_us_p99)"
 printf '| %-44s | %s |\n' "VM processes started / crashed" "$(sf spawned) / $(sf crashes)"
 [ "$(lf ok)" = "$POOL_N" ] || { echo "demo: not every invocation succeeded" >&2; exit 1; }
+echo
+echo "kept in $work: the golden snapshots golden/ and fn-golden/ (try"
+echo "$SNAP info $golden), every command's output and log; the next make demo empties it."

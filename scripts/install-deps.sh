@@ -1,14 +1,20 @@
 #!/bin/sh
 # Installs ember's build dependencies on Debian 12, only the ones that are missing.
-# xz-utils: make linux-guest unpacks the kernel's xz payload (scripts/build-linux-guest.sh).
 # Idempotent and quiet when everything is present.
+#
+#   scripts/install-deps.sh         build and test (make, make test, make demo)
+#   scripts/install-deps.sh bench   those and the bench's own: gnuplot-nox (plots)
+#   scripts/install-deps.sh fuzz    those and clang with libFuzzer (make fuzz)
 set -eu
 # acpica-tools: iasl, which tests/unit/test_acpi runs on the ACPI tables; xz-utils: the
-# Linux guest kit (make linux-guest, tests/integration/test_linux_kit) unpacks Debian's kernel
-PKGS="build-essential pkg-config xz-utils liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev acpica-tools"
-# `install-deps.sh fuzz`: also what `make fuzz` needs (clang with libFuzzer)
-case "${1:-}" in
+# Linux guest kit (make linux-guest, tests/integration/test_linux_kit) unpacks Debian's
+# kernel; jq: the test runner's and bench's JSON checks and assembly
+PKGS="build-essential pkg-config xz-utils liburing-dev libseccomp-dev liblz4-dev libmsgpack-dev libcriterion-dev acpica-tools jq"
+case ${1:-} in
+'') ;;
+bench) PKGS="$PKGS gnuplot-nox" ;;
 fuzz) PKGS="$PKGS clang libclang-rt-14-dev" ;;
+*) echo "install-deps: unknown list '$1' (none, bench or fuzz)" >&2; exit 2 ;;
 esac
 
 missing=""

@@ -79,6 +79,8 @@ void cli_usage(FILE *f)
 		"  --timings                print 'ember-timing <phase> <us>', 'ember-mem', and (when\n"
 		"                           they apply) 'ember-snapshot' and 'ember-pager' lines on\n"
 		"                           stderr (README \"Lines for machines\")\n"
+		"  --timings-json           --timings, with those lines and 'ember-report' as one\n"
+		"                           JSON object per line\n"
 		"  --guest-cmd NAME         queue a command for the guest's WAIT ucall (repeatable)\n"
 		"  --timeout SEC            stop the VM after SEC seconds (exit 124)\n"
 		"  --dump-regs              print every vCPU's registers when the VM stops\n"
@@ -249,6 +251,7 @@ static const struct cli_flag {
 	{ "--console-input", false, ON_RUN },
 	{ "--console-limit", true, ON_RUN },
 	{ "--timings", false, ON_RUN | ON_INVOKE },
+	{ "--timings-json", false, ON_RUN },
 	{ "--guest-cmd", true, ON_RUN },
 	{ "--timeout", true, ON_RUN | ON_INVOKE | ON_CTL },
 	{ "--dump-regs", false, ON_RUN },
@@ -430,6 +433,9 @@ static int parse_flag(struct cli *c, const char *flag, const char *val, struct e
 		vc->console_input = true;
 	} else if (!strcmp(flag, "--timings")) {
 		vc->timings = true;
+	} else if (!strcmp(flag, "--timings-json")) {
+		vc->timings = true;
+		vc->timings_json = true;
 	} else if (!strcmp(flag, "--exit-after-snapshot")) {
 		c->exit_after_snapshot = true;
 	} else if (!strcmp(flag, "--diff")) {

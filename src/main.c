@@ -73,15 +73,21 @@ static int snapshot_on_ready(struct vm *vm, const struct cli *c)
 			pr_err("snapshot %s: %s", c->snapshot_on_ready, eb.msg);
 		return r;
 	}
-	if (c->vm.timings)
-		fprintf(stderr,
-			"ember-snapshot dir=%s id=%s us_total=%llu us_state=%llu us_memory=%llu "
-			"us_commit=%llu us_digest=%llu bytes_written=%llu zero_pages=%llu\n",
-			c->snapshot_on_ready, ss.id, (unsigned long long)ss.us_total,
-			(unsigned long long)ss.us_state, (unsigned long long)ss.us_memory,
-			(unsigned long long)ss.us_commit, (unsigned long long)ss.us_digest,
-			(unsigned long long)ss.bytes_written,
-			(unsigned long long)ss.zero_pages);
+	if (c->vm.timings) {
+		struct mline l;
+
+		mline_begin(&l, "ember-snapshot");
+		mline_str(&l, "dir", c->snapshot_on_ready);
+		mline_str(&l, "id", ss.id);
+		mline_u64(&l, "us_total", ss.us_total);
+		mline_u64(&l, "us_state", ss.us_state);
+		mline_u64(&l, "us_memory", ss.us_memory);
+		mline_u64(&l, "us_commit", ss.us_commit);
+		mline_u64(&l, "us_digest", ss.us_digest);
+		mline_u64(&l, "bytes_written", ss.bytes_written);
+		mline_u64(&l, "zero_pages", ss.zero_pages);
+		mline_end(&l);
+	}
 	return 0;
 }
 
@@ -122,7 +128,7 @@ static int run_vm(struct vm *vm, const struct cli *c)
 	timing_mark("exit");
 	timing_report_memory(&vm->mem);
 	if (c->vm.timings && vm->pager)
-		pager_report(vm->pager, stderr);
+		pager_report(vm->pager);
 	report_stop(vm);
 	console_lost = report_console(vm, c->vm.timings);
 	/* --record-ws: the pages touched until the first report, as the snapshot's ws.bin */
@@ -269,9 +275,11 @@ int main(int argc, char **argv)
 		return 0;
 	case CLI_BOOT:
 		timing_enable(c.vm.timings);
+		mline_set_json(c.vm.timings_json);
 		return cmd_boot(&c);
 	case CLI_RESTORE:
 		timing_enable(c.vm.timings);
+		mline_set_json(c.vm.timings_json);
 		return cmd_restore(&c);
 	case CLI_CTL:
 		return ctl_run(&c);

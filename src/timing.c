@@ -60,8 +60,7 @@ uint64_t timing_now_us(void)
 void timing_mark(const char *phase)
 {
 	uint64_t now = timing_now_us();
-	char line[96];
-	int n;
+	struct mline l;
 
 	pthread_mutex_lock(&lock);
 	for (unsigned i = 0; i < nr_marks; i++) {
@@ -77,10 +76,10 @@ void timing_mark(const char *phase)
 	}
 	pthread_mutex_unlock(&lock);
 	if (enabled) {
-		n = snprintf(line, sizeof(line), "ember-timing %s %" PRIu64 "\n", phase, now);
-		if (write(STDERR_FILENO, line, (size_t)n) < 0) {
-			/* nothing useful to do if stderr is gone */
-		}
+		mline_begin(&l, "ember-timing");
+		mline_pos_str(&l, "phase", phase);
+		mline_pos_u64(&l, "us", now);
+		mline_end(&l);
 	}
 }
 
@@ -133,9 +132,8 @@ static int mapping_rss_kb(const void *addr, unsigned long *kb)
 void timing_report_memory(const struct guest_mem *m)
 {
 	unsigned long size_pages = 0, rss_pages = 0, guest_kb = 0;
-	char line[128];
+	struct mline l;
 	FILE *f;
-	int n;
 
 	if (!enabled || !m->base)
 		return;
@@ -147,9 +145,8 @@ void timing_report_memory(const struct guest_mem *m)
 	fclose(f);
 	if (mapping_rss_kb(m->base, &guest_kb))
 		return;
-	n = snprintf(line, sizeof(line), "ember-mem rss_kb=%lu guest_resident_kb=%lu\n",
-		     rss_pages * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024), guest_kb);
-	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
-		/* stderr gone */
-	}
+	mline_begin(&l, "ember-mem");
+	mline_u64(&l, "rss_kb", rss_pages * (unsigned long)(sysconf(_SC_PAGESIZE) / 1024));
+	mline_u64(&l, "guest_resident_kb", guest_kb);
+	mline_end(&l);
 }

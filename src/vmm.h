@@ -74,6 +74,24 @@ void timing_reset(void);
  * guest RAM mapping): the VMM's own overhead is the difference. */
 void timing_report_memory(const struct guest_mem *m);
 
+/* ---- machine_line.c: the lines for machines, as text or JSON (--timings-json) -- */
+struct mline {
+	char buf[1024];
+	size_t len;
+	bool json, cut;
+};
+void mline_set_json(bool on);
+bool mline_json(void);
+void mline_begin(struct mline *m, const char *kind);
+void mline_str(struct mline *m, const char *key, const char *v);
+void mline_u64(struct mline *m, const char *key, uint64_t v);
+void mline_hex(struct mline *m, const char *key, uint64_t v);
+/* text: the value alone ("ember-timing <phase> <us>"); JSON: "key": value */
+void mline_pos_str(struct mline *m, const char *key, const char *v);
+void mline_pos_u64(struct mline *m, const char *key, uint64_t v);
+/* ends the line and writes it to stderr with one write() */
+void mline_end(struct mline *m);
+
 /* ---- kvm.c ------------------------------------------------------------------ */
 struct kvm {
 	int dev_fd;        /* /dev/kvm */
@@ -252,6 +270,7 @@ struct vm_config {
 	bool stop_on_ready;           /* vm_run returns VM_STOP_READY at the ready port */
 	bool stop_on_sync;            /* vm_run returns VM_STOP_SYNC at each GUEST_SYNC */
 	bool timings;
+	bool timings_json;            /* --timings-json: the machine lines as JSON objects */
 	uint64_t timeout_ms;          /* 0: none; else stop with VM_STOP_TIMEOUT */
 	bool dirty_tracking;          /* track dirty pages for diff snapshots */
 	/* virtio-vsock (--vsock-cid, --vsock-uds): boot creates the device when vsock_cid

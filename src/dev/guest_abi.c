@@ -135,21 +135,20 @@ static void handle_ucall(struct vm *vm, uint64_t gpa)
 		ucall_park(vm, gpa, uc.args[0]);
 		break;
 	case EMBER_UCALL_REPORT: {
-		char line[EMBER_UCALL_MSG_MAX + 128];
-		int n;
+		struct mline l;
 
 		/* a report ends the guest's first request: that is the working set */
 		if (vm->pager)
 			pager_record_stop(vm->pager);
 		timing_mark("first-response");
-		n = snprintf(line, sizeof(line),
-				 "ember-report msg=%s a0=0x%" PRIx64 " a1=0x%" PRIx64 " a2=0x%" PRIx64
-				 " a3=0x%" PRIx64 " us=%" PRIu64 "\n",
-				 msg, uc.args[0], uc.args[1], uc.args[2], uc.args[3], timing_now_us());
-
-		if (write(STDERR_FILENO, line, (size_t)n) < 0) {
-			/* stderr gone */
-		}
+		mline_begin(&l, "ember-report");
+		mline_str(&l, "msg", msg);
+		mline_hex(&l, "a0", uc.args[0]);
+		mline_hex(&l, "a1", uc.args[1]);
+		mline_hex(&l, "a2", uc.args[2]);
+		mline_hex(&l, "a3", uc.args[3]);
+		mline_u64(&l, "us", timing_now_us());
+		mline_end(&l);
 		break;
 	}
 	default:

@@ -460,19 +460,23 @@ void pager_stats(struct pager *p, struct pager_stats *s)
 	s->lat_p99_ns = lat_percentile(hist, 99);
 }
 
-void pager_report(struct pager *p, FILE *f)
+void pager_report(struct pager *p)
 {
 	struct pager_stats ps;
+	struct mline l;
 
 	pager_stats(p, &ps);
-	fprintf(f,
-		"ember-pager io=%s faults=%llu pages_copied=%llu pages_zeroed=%llu "
-		"pages_prefetched=%llu bytes_read=%llu chunks_decoded=%llu prefetch_done=%d "
-		"prefetch_us=%llu fault_p50_ns=%llu fault_p99_ns=%llu\n",
-		ps.io_uring ? "io_uring" : "pread", (unsigned long long)ps.faults,
-		(unsigned long long)ps.pages_copied, (unsigned long long)ps.pages_zeroed,
-		(unsigned long long)ps.pages_prefetched, (unsigned long long)ps.bytes_read,
-		(unsigned long long)ps.chunks_decoded, ps.prefetch_done,
-		(unsigned long long)(ps.prefetch_ns / 1000), (unsigned long long)ps.lat_p50_ns,
-		(unsigned long long)ps.lat_p99_ns);
+	mline_begin(&l, "ember-pager");
+	mline_str(&l, "io", ps.io_uring ? "io_uring" : "pread");
+	mline_u64(&l, "faults", ps.faults);
+	mline_u64(&l, "pages_copied", ps.pages_copied);
+	mline_u64(&l, "pages_zeroed", ps.pages_zeroed);
+	mline_u64(&l, "pages_prefetched", ps.pages_prefetched);
+	mline_u64(&l, "bytes_read", ps.bytes_read);
+	mline_u64(&l, "chunks_decoded", ps.chunks_decoded);
+	mline_u64(&l, "prefetch_done", ps.prefetch_done);
+	mline_u64(&l, "prefetch_us", ps.prefetch_ns / 1000);
+	mline_u64(&l, "fault_p50_ns", ps.lat_p50_ns);
+	mline_u64(&l, "fault_p99_ns", ps.lat_p99_ns);
+	mline_end(&l);
 }

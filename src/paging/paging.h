@@ -109,8 +109,9 @@ struct pager_stats {
 	uint64_t lat_count, lat_avg_ns, lat_p50_ns, lat_p99_ns, lat_max_ns;
 };
 void pager_stats(struct pager *p, struct pager_stats *s);
-/* --timings: one "ember-pager io=... faults=... bytes_read=..." line on f. */
-void pager_report(struct pager *p, FILE *f);
+/* --timings: one "ember-pager io=... faults=... bytes_read=..." line on stderr (JSON
+ * with --timings-json). */
+void pager_report(struct pager *p);
 /* 0 while all is well; else non-zero with the first error's message in msg. */
 int pager_error(struct pager *p, char *msg, size_t len);
 /*

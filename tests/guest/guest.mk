@@ -85,7 +85,7 @@ $(B)/obj/$(GUEST_DIR)/host/fn_guest.o: $(GUEST_DIR)/fn.c
 $(GUEST_HOST_TEST): $(GUEST_HOST_TEST_OBJS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ -lcriterion
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CRIT_LIBS)
 
 .PHONY: guest-lib-test
 guest-lib-test: $(GUEST_HOST_TEST)
