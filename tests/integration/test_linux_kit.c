@@ -84,7 +84,7 @@ static const char *build_kit(void)
 	cr_assert_eq(proc_run(argv, BUILD_MS, &build), 0, "cannot run make");
 	close(lfd);
 	if (strstr(build.err, "downloading"))
-		cr_log_warn("linux_kit: the kit's build downloaded Debian's kernel package "
+		cr_log_info("linux_kit: the kit's build downloaded Debian's kernel package "
 			    "(cached for later runs):\n%s", build.err);
 	cr_assert_eq(build.status, 0, "make linux-guest failed (exit %d): the Linux guest kit "
 		     "cannot be built on this machine:\n%s%s", build.status, build.out, build.err);

@@ -112,7 +112,7 @@ void ember_test_require_kvm(void)
 		close(fd);
 		return;
 	}
-	cr_log_warn("SKIP: /dev/kvm is not usable (%s): this test boots a guest and needs KVM",
+	cr_log_info("SKIP: /dev/kvm is not usable (%s): this test boots a guest and needs KVM",
 		    strerror(errno));
 	cr_skip_test("/dev/kvm is not usable: %s", strerror(errno));
 }
