@@ -42,12 +42,17 @@ static bool report_console(struct vm *vm, bool timings)
 	if (!vm->serial)
 		return false;
 	serial_console_stats(vm->serial, &cs);
-	if (timings || cs.bytes_dropped || cs.bytes_limited)
-		fprintf(stderr, "ember-console bytes=%llu bytes_written=%llu bytes_dropped=%llu "
-			"bytes_limited=%llu limit=%llu\n", (unsigned long long)cs.bytes,
-			(unsigned long long)cs.bytes_written, (unsigned long long)cs.bytes_dropped,
-			(unsigned long long)cs.bytes_limited,
-			(unsigned long long)vm->cfg.console_limit);
+	if (timings || cs.bytes_dropped || cs.bytes_limited) {
+		struct mline l;
+
+		mline_begin(&l, "ember-console");
+		mline_u64(&l, "bytes", cs.bytes);
+		mline_u64(&l, "bytes_written", cs.bytes_written);
+		mline_u64(&l, "bytes_dropped", cs.bytes_dropped);
+		mline_u64(&l, "bytes_limited", cs.bytes_limited);
+		mline_u64(&l, "limit", vm->cfg.console_limit);
+		mline_end(&l);
+	}
 	if (!cs.bytes_dropped)
 		return false;
 	pr_err("%llu bytes of guest console output were lost (the console could not take "
