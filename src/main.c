@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "jail.h"
@@ -247,6 +249,17 @@ static int cmd_restore(struct cli *c)
 	return status;
 }
 
+static void close_inherited_fds(int keep)
+{
+	if (keep < 3) {
+		syscall(SYS_close_range, 3u, ~0u, 0u);
+		return;
+	}
+	if (keep > 3)
+		syscall(SYS_close_range, 3u, (unsigned)keep - 1, 0u);
+	syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u);
+}
+
 int main(int argc, char **argv)
 {
 	struct errbuf eb = { "" };
@@ -264,6 +277,10 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ember: %s\nTry 'ember --help'.\n", eb.msg);
 		return 2;
 	}
+	/* a VMM keeps no descriptor its launcher leaked to it (the jailer closes them too):
+	 * only 0-2 and a --ready-fd survive, before anything of ember's own is opened */
+	if (c.cmd == CLI_BOOT || c.cmd == CLI_RESTORE || c.cmd == CLI_POOL)
+		close_inherited_fds(c.ready_fd);
 	if (c.cmd != CLI_HELP && c.cmd != CLI_VERSION) {
 		log_set_level(c.log_level);
 		if (c.log_file && log_open_file(c.log_file, &eb)) {
