@@ -3,6 +3,7 @@
  * written as they go, strings escaped so that any bytes give valid JSON.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <string.h>
@@ -139,6 +140,15 @@ void json_null(struct json_w *w, const char *key)
 {
 	json_sep(w, key);
 	fputs("null", w->f);
+}
+
+void json_f64(struct json_w *w, const char *key, double v, int decimals)
+{
+	json_sep(w, key);
+	if (isfinite(v))
+		fprintf(w->f, "%.*f", decimals, v);
+	else
+		fputs("null", w->f);
 }
 
 static void json_msgpack_key(struct json_w *w, const msgpack_object *k)

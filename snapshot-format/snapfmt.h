@@ -661,6 +661,9 @@ void json_u64(struct json_w *w, const char *key, uint64_t v);
 void json_i64(struct json_w *w, const char *key, int64_t v);
 void json_bool(struct json_w *w, const char *key, bool v);
 void json_null(struct json_w *w, const char *key);
+/* A number with `decimals` digits after the point (the bench's measurements); NaN and
+ * infinities, which JSON has no form for, as null. */
+void json_f64(struct json_w *w, const char *key, double v, int decimals);
 /* A msgpack value as JSON: maps with their keys as they are (a non-string key as the
  * string "(type N)"), strings, integers and booleans as such, bin/float/nil/ext as null. */
 void json_msgpack(struct json_w *w, const char *key, const struct msgpack_object *v);
