@@ -188,25 +188,34 @@ static uint64_t p50(const char *target, const char *metric)
 	return stat_of(target, metric, &st) ? st.p50 : 0;
 }
 
+/* --json FILE (or /dev/null), written through ember's JSON writer (snapshot-format/json.c)
+ * as the run goes: the checks are recorded as they are printed. */
 static FILE *json;
-static unsigned nr_checks;
+static struct json_w jw;
 
 static void json_series(void)
 {
-	fprintf(json, "\"series\": {");
+	json_obj(&jw, "series");
 	for (unsigned i = 0; i < nr_series; i++) {
 		struct series *s = &series[i];
 		struct stat5 st;
+		char key[162];
 
 		stat_of(s->target, s->metric, &st);
-		fprintf(json, "%s\n\"%s/%s\": {\"n\": %u, \"p50\": %" PRIu64 ", \"p99\": %" PRIu64
-			", \"min\": %" PRIu64 ", \"max\": %" PRIu64 ", \"samples\": [", i ? "," : "",
-			s->target, s->metric, st.n, st.p50, st.p99, st.min, st.max);
+		snprintf(key, sizeof(key), "%.79s/%.79s", s->target, s->metric);
+		json_obj(&jw, key);
+		json_u64(&jw, "n", st.n);
+		json_u64(&jw, "p50", st.p50);
+		json_u64(&jw, "p99", st.p99);
+		json_u64(&jw, "min", st.min);
+		json_u64(&jw, "max", st.max);
+		json_arr(&jw, "samples");
 		for (unsigned k = 0; k < s->n; k++)
-			fprintf(json, "%s%" PRIu64, k ? ", " : "", s->v[k]);
-		fprintf(json, "]}");
+			json_u64(&jw, NULL, s->v[k]);
+		json_arr_end(&jw);
+		json_obj_end(&jw);
 	}
-	fprintf(json, "}");
+	json_obj_end(&jw);
 }
 
 static void record_check(const char *name, const char *result, const char *detail)
@@ -216,10 +225,11 @@ static void record_check(const char *name, const char *result, const char *detai
 	else
 		printf("- %s: %s (%s)\n", name, !strcmp(result, "MISSED") ? "**MISSED**" : result,
 		       detail);
-	if (json)
-		fprintf(json, "%s\n{\"target\": \"%s\", \"result\": \"%s\", \"detail\": \"%s\"}",
-			nr_checks ? "," : "", name, result, detail);
-	nr_checks++;
+	json_obj(&jw, NULL);
+	json_str(&jw, "target", name);
+	json_str(&jw, "result", result);
+	json_str(&jw, "detail", detail);
+	json_obj_end(&jw);
 }
 
 /* One target line, "met" / "**MISSED**", into stdout and the JSON's "checks". */
@@ -882,7 +892,9 @@ static int run_standby(void)
 	printf("\nember: `ember restore --standby` + `resume` on its control socket; floor: "
 	       "bench/floor_reset (state set, never run) + `go` on its stdin; fn: the fn "
 	       "guest, resume then one invocation over vsock at once.\n\nTargets:\n");
-	fprintf(json, "{\"runs\": %u, \"checks\": [", o.runs);
+	json_obj(&jw, NULL);
+	json_u64(&jw, "runs", o.runs);
+	json_arr(&jw, "checks");
 	check("standby resume -> running <= 0.3 ms p50", true, er <= 300,
 	      "%" PRIu64 " us; floor %" PRIu64 " us, ember/floor %.2fx%s", er, fr, ratio(er, fr),
 	      er <= 300 ? "" : fr > 300 ? ": the floor itself is above 0.3 ms here"
@@ -891,9 +903,9 @@ static int run_standby(void)
 	     " us, ember/floor %.2fx", ef, ff, ratio(ef, ff));
 	info("standby resume -> first vsock response, fn (no target)", "%" PRIu64 " us; the fn "
 	     "guest's first port write %" PRIu64 " us, %.2fx that", vr, vf, ratio(vr, vf));
-	fprintf(json, "],\n");
+	json_arr_end(&jw);
 	json_series();
-	fprintf(json, "}\n");
+	json_obj_end(&jw);
 	return 0;
 }
 
@@ -1140,8 +1152,11 @@ static int run_reset(void)
 		if (!targets[i].floor)
 			printf("---:|---:|");
 	printf("\n");
-	fprintf(json, "{\"runs\": %u, \"sizes\": \"%s\", \"patterns\": \"%s\", \"ratios\": [", o.runs,
-		o.sizes, o.patterns);
+	json_obj(&jw, NULL);
+	json_u64(&jw, "runs", o.runs);
+	json_str(&jw, "sizes", o.sizes);
+	json_str(&jw, "patterns", o.patterns);
+	json_arr(&jw, "ratios");
 	for (unsigned c = 0; c < nc; c++) {
 		char key[80];
 		uint64_t fl, fw, best;
@@ -1152,8 +1167,10 @@ static int run_reset(void)
 		fw = p50(key, "to report");
 		best = fl && (fl < fw || !fw) ? fl : fw;
 		printf("| %s | %" PRIu64 " | %" PRIu64 " |", cells[c].pattern, cells[c].n, best);
-		fprintf(json, "%s\n{\"pattern\": \"%s\", \"pages\": %" PRIu64 ", \"floor_us\": %" PRIu64,
-			c ? "," : "", cells[c].pattern, cells[c].n, best);
+		json_obj(&jw, NULL);
+		json_str(&jw, "pattern", cells[c].pattern);
+		json_u64(&jw, "pages", cells[c].n);
+		json_u64(&jw, "floor_us", best);
 		for (unsigned i = 0; i < nt; i++) {
 			uint64_t e;
 
@@ -1162,13 +1179,16 @@ static int run_reset(void)
 			key_of(key, sizeof(key), cells[c].pattern, cells[c].n, targets[i].name);
 			e = p50(key, "to report");
 			printf(" %" PRIu64 " | %.2fx |", e, ratio(e, best));
-			fprintf(json, ", \"%s_us\": %" PRIu64 ", \"%s_vs_floor\": %.3f", targets[i].name,
-				e, targets[i].name, ratio(e, best));
+			snprintf(key, sizeof(key), "%.60s_us", targets[i].name);
+			json_u64(&jw, key, e);
+			snprintf(key, sizeof(key), "%.60s_vs_floor", targets[i].name);
+			json_f64(&jw, key, ratio(e, best), 3);
 		}
 		printf("\n");
-		fprintf(json, "}");
+		json_obj_end(&jw);
 	}
-	fprintf(json, "],\n\"checks\": [");
+	json_arr_end(&jw);
+	json_arr(&jw, "checks");
 	printf("\nTargets:\n");
 	for (unsigned c = 0; c < nc; c++) {
 		char key[80], name[160];
@@ -1194,9 +1214,9 @@ static int run_reset(void)
 							 : ": see bench/README.md, reset");
 		}
 	}
-	fprintf(json, "],\n");
+	json_arr_end(&jw);
 	json_series();
-	fprintf(json, "}\n");
+	json_obj_end(&jw);
 	r = 0;
 out:
 	for (unsigned i = 0; i < nt; i++) {
@@ -1497,11 +1517,18 @@ static void mem_json(const char *label)
 
 	if (!sd)
 		return;
-	fprintf(json, "\"%s\": {\"vms\": %u, \"threads\": %" PRIu64 ", \"fds\": %" PRIu64
-		", \"kernel_kb_per_vm\": %.0f", label, sd->vms, sd->threads, sd->fds, sd->kernel);
-	for (unsigned i = 0; i < NR_MI; i++)
-		fprintf(json, ", \"%s_kb_per_vm\": %.0f", mi_keys[i], sd->per_vm[i]);
-	fprintf(json, "},\n");
+	json_obj(&jw, label);
+	json_u64(&jw, "vms", sd->vms);
+	json_u64(&jw, "threads", sd->threads);
+	json_u64(&jw, "fds", sd->fds);
+	json_f64(&jw, "kernel_kb_per_vm", sd->kernel, 0);
+	for (unsigned i = 0; i < NR_MI; i++) {
+		char key[80];
+
+		snprintf(key, sizeof(key), "%s_kb_per_vm", mi_keys[i]);
+		json_f64(&jw, key, sd->per_vm[i], 0);
+	}
+	json_obj_end(&jw);
 }
 
 static uint64_t fit(double kb)
@@ -1569,13 +1596,17 @@ static int run_mem(void)
 	       "%" PRIu64 " by private PSS + the kernel estimate (%.0f + %.0f kB). Threads and "
 	       "pids would also bound it: %" PRIu64 " tasks per VM.\n\nTargets:\n", k, fit(st.p50),
 	       fit(st.p99), fit(st.p50 + kern), (double)st.p50, kern, sd ? sd->threads : 0);
-	fprintf(json, "{\"vms\": %u, \"fit_in_20GiB_extrapolated\": {\"by_private_pss_p50\": %"
-		PRIu64 ", \"by_private_pss_p99\": %" PRIu64 ", \"by_private_pss_p50_plus_kernel\": %"
-		PRIu64 "},\n", k, fit(st.p50), fit(st.p99), fit(st.p50 + kern));
+	json_obj(&jw, NULL);
+	json_u64(&jw, "vms", k);
+	json_obj(&jw, "fit_in_20GiB_extrapolated");
+	json_u64(&jw, "by_private_pss_p50", fit(st.p50));
+	json_u64(&jw, "by_private_pss_p99", fit(st.p99));
+	json_u64(&jw, "by_private_pss_p50_plus_kernel", fit(st.p50 + kern));
+	json_obj_end(&jw);
 	mem_json("standby");
 	if (have_fn)
 		mem_json("fn-reset");
-	fprintf(json, "\"checks\": [");
+	json_arr(&jw, "checks");
 	check("host memory per idle standby VM <= 3 MiB (private PSS p50)", true, st.p50 <= 3072,
 	      "%" PRIu64 " kB p50, %" PRIu64 " kB p99 over %u VMs, %.2fx the target; with the kernel "
 	      "estimate %.0f kB%s", st.p50, st.p99, k, (double)st.p50 / 3072, st.p50 + kern,
@@ -1587,9 +1618,9 @@ static int run_mem(void)
 		     PRIu64 " kB p50, %" PRIu64 " kB p99; with the kernel estimate %.0f kB", fst.p50,
 		     fst.p99, fst.p50 + (sd ? sd->kernel : 0));
 	}
-	fprintf(json, "],\n");
+	json_arr_end(&jw);
 	json_series();
-	fprintf(json, "}\n");
+	json_obj_end(&jw);
 	return 0;
 }
 
@@ -1646,6 +1677,7 @@ int main(int argc, char **argv)
 	json = fopen(o.json ? o.json : "/dev/null", "we");
 	if (!json)
 		return failx("%s: %s", o.json, strerror(errno));
+	json_begin(&jw, json);
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!strcmp(o.mode, "standby"))
