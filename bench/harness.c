@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "snapfmt.h"
 
 #define MAX_CMDS    12
 #define MAX_METRICS 64
@@ -766,58 +767,55 @@ checks:
 	fflush(stdout);
 }
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fprintf(f, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			fprintf(f, "\\u%04x", *s);
-		else
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
-
+/* --json FILE through ember's JSON writer (snapshot-format/json.c): any title, argv or
+ * metric name gives valid JSON. */
 static int write_json(const struct opts *o, const struct command *cmds, unsigned nr)
 {
 	FILE *f = fopen(o->json, "w");
+	struct json_w w;
 
 	if (!f) {
 		fprintf(stderr, "harness: %s: %s\n", o->json, strerror(errno));
 		return -1;
 	}
-	fprintf(f, "{\"title\": ");
-	json_str(f, o->title ? o->title : "");
-	fprintf(f, ", \"runs\": %u, \"warmup\": %u, \"baseline\": ", o->runs, o->warmup);
-	json_str(f, o->baseline ? o->baseline : "");
-	fprintf(f, ", \"commands\": [");
+	json_begin(&w, f);
+	json_obj(&w, NULL);
+	json_str(&w, "title", o->title ? o->title : "");
+	json_u64(&w, "runs", o->runs);
+	json_u64(&w, "warmup", o->warmup);
+	json_str(&w, "baseline", o->baseline ? o->baseline : "");
+	json_arr(&w, "commands");
 	for (unsigned c = 0; c < nr; c++) {
-		fprintf(f, "%s\n  {\"name\": ", c ? "," : "");
-		json_str(f, cmds[c].name);
-		fprintf(f, ", \"argv\": [");
-		for (char **a = cmds[c].argv; *a; a++) {
-			fprintf(f, "%s", a == cmds[c].argv ? "" : ", ");
-			json_str(f, *a);
-		}
-		fprintf(f, "], \"failures\": %u, \"metrics\": {", cmds[c].failures);
+		json_obj(&w, NULL);
+		json_str(&w, "name", cmds[c].name);
+		json_arr(&w, "argv");
+		for (char **a = cmds[c].argv; *a; a++)
+			json_str(&w, NULL, *a);
+		json_arr_end(&w);
+		json_u64(&w, "failures", cmds[c].failures);
+		json_obj(&w, "metrics");
 		for (unsigned i = 0; i < cmds[c].nr_metrics; i++) {
 			const struct metric *m = &cmds[c].metrics[i];
 			struct stats s = stats_of(m);
 
-			fprintf(f, "%s\n    ", i ? "," : "");
-			json_str(f, m->name);
-			fprintf(f, ": {\"unit\": \"%s\", \"n\": %u, \"median\": %.1f, \"p99\": %.1f, "
-				   "\"min\": %.1f, \"max\": %.1f, \"samples\": [",
-				m->unit, s.n, s.median, s.p99, s.min, s.max);
+			json_obj(&w, m->name);
+			json_str(&w, "unit", m->unit);
+			json_u64(&w, "n", s.n);
+			json_f64(&w, "median", s.median, 1);
+			json_f64(&w, "p99", s.p99, 1);
+			json_f64(&w, "min", s.min, 1);
+			json_f64(&w, "max", s.max, 1);
+			json_arr(&w, "samples");
 			for (unsigned k = 0; k < m->n; k++)
-				fprintf(f, "%s%.0f", k ? ", " : "", m->samples[k]);
-			fprintf(f, "]}");
+				json_f64(&w, NULL, m->samples[k], 0);
+			json_arr_end(&w);
+			json_obj_end(&w);
 		}
-		fprintf(f, "}}");
+		json_obj_end(&w);
+		json_obj_end(&w);
 	}
-	fprintf(f, "\n]}\n");
+	json_arr_end(&w);
+	json_obj_end(&w);
 	return fclose(f) ? -1 : 0;
 }
 

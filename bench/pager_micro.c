@@ -45,8 +45,8 @@ struct micro {
 	bool have_lz4;
 	uint64_t size;     /* guest RAM = memory.size */
 	uint64_t max_faults;
-	FILE *json;
-	bool json_first;
+	FILE *json;         /* --json, written through jw (snapshot-format/json.c) */
+	struct json_w jw;
 	uint8_t page[PAGE]; /* scratch for comparisons */
 };
 
@@ -85,13 +85,6 @@ static int cmp_u64(const void *a, const void *b)
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
 	return x < y ? -1 : x > y;
-}
-
-static void json_sep(struct micro *mi)
-{
-	if (mi->json)
-		fprintf(mi->json, "%s\n  ", mi->json_first ? "" : ",");
-	mi->json_first = false;
 }
 
 /* Page `pg` of guest RAM must equal page `pg` of the raw memory file. */
@@ -171,15 +164,20 @@ static void print_latency(struct micro *mi, const char *what, const uint64_t *la
 		       (unsigned long long)n, p50, p90, p99);
 	if (!mi->json)
 		return;
-	json_sep(mi);
-	fprintf(mi->json, "{\"kind\": \"fault\", \"what\": \"%s\", \"touches\": %llu, "
-		"\"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f", what,
-		(unsigned long long)n, p50, p90, p99);
-	if (s)
-		fprintf(mi->json, ", \"faults\": %llu, \"server_p50_us\": %.2f, "
-			"\"server_p99_us\": %.2f, \"io\": \"%s\"", (unsigned long long)s->faults,
-			s->lat_p50_ns / 1e3, s->lat_p99_ns / 1e3, s->io_uring ? "io_uring" : "pread");
-	fprintf(mi->json, "}");
+	json_obj(&mi->jw, NULL);
+	json_str(&mi->jw, "kind", "fault");
+	json_str(&mi->jw, "what", what);
+	json_u64(&mi->jw, "touches", n);
+	json_f64(&mi->jw, "p50_us", p50, 2);
+	json_f64(&mi->jw, "p90_us", p90, 2);
+	json_f64(&mi->jw, "p99_us", p99, 2);
+	if (s) {
+		json_u64(&mi->jw, "faults", s->faults);
+		json_f64(&mi->jw, "server_p50_us", s->lat_p50_ns / 1e3, 2);
+		json_f64(&mi->jw, "server_p99_us", s->lat_p99_ns / 1e3, 2);
+		json_str(&mi->jw, "io", s->io_uring ? "io_uring" : "pread");
+	}
+	json_obj_end(&mi->jw);
 }
 
 /* Touches pages[0..n) one by one through a pager (or, with s NULL, through base). */
@@ -401,10 +399,17 @@ static int prefetch_rate(struct micro *mi, const char *what, const struct snap *
 	printf("| %s | %s | %.1f | %.0f | %.1f | %.0f %.0f %.0f |\n", what, cold ? "cold" : "warm",
 	       mib, sorted[1], mib * 1.048576 / sorted[1] * 1e3, r3[0], r3[1], r3[2]);
 	if (mi->json) {
-		json_sep(mi);
-		fprintf(mi->json, "{\"kind\": \"prefetch\", \"what\": \"%s\", \"cache\": \"%s\", "
-			"\"mib\": %.1f, \"mb_per_s\": %.0f, \"runs_mb_per_s\": [%.0f, %.0f, %.0f]}",
-			what, cold ? "cold" : "warm", mib, sorted[1], r3[0], r3[1], r3[2]);
+		json_obj(&mi->jw, NULL);
+		json_str(&mi->jw, "kind", "prefetch");
+		json_str(&mi->jw, "what", what);
+		json_str(&mi->jw, "cache", cold ? "cold" : "warm");
+		json_f64(&mi->jw, "mib", mib, 1);
+		json_f64(&mi->jw, "mb_per_s", sorted[1], 0);
+		json_arr(&mi->jw, "runs_mb_per_s");
+		for (int k = 0; k < PREFETCH_RUNS; k++)
+			json_f64(&mi->jw, NULL, r3[k], 0);
+		json_arr_end(&mi->jw);
+		json_obj_end(&mi->jw);
 	}
 	return 0;
 }
@@ -475,7 +480,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-	struct micro mi = { .max_faults = 4096, .json_first = true };
+	struct micro mi = { .max_faults = 4096 };
 	const char *json = NULL, *raw_dir = NULL, *lz4_dir = NULL;
 	struct snap_err err = { "" };
 	int r, i;
@@ -530,9 +535,12 @@ int main(int argc, char **argv)
 			r = -errno;
 			goto out;
 		}
-		fprintf(mi.json, "{\"snapshot\": \"%s\", \"memory_bytes\": %llu, \"ws_pages\": %llu, "
-			"\"results\": [", raw_dir, (unsigned long long)mi.size,
-			(unsigned long long)mi.raw.nr_ws);
+		json_begin(&mi.jw, mi.json);
+		json_obj(&mi.jw, NULL);
+		json_str(&mi.jw, "snapshot", raw_dir);
+		json_u64(&mi.jw, "memory_bytes", mi.size);
+		json_u64(&mi.jw, "ws_pages", mi.raw.nr_ws);
+		json_arr(&mi.jw, "results");
 	}
 	printf("\npager_micro: %s (%llu MiB), working set %llu pages (%.1f MiB)%s%s\n", raw_dir,
 	       (unsigned long long)(mi.size >> 20), (unsigned long long)mi.raw.nr_ws,
@@ -542,7 +550,8 @@ int main(int argc, char **argv)
 	if (!r)
 		r = run_prefetch(&mi);
 	if (mi.json) {
-		fprintf(mi.json, "\n]}\n");
+		json_arr_end(&mi.jw);
+		json_obj_end(&mi.jw);
 		if (fclose(mi.json) && !r)
 			r = -EIO;
 	}
