@@ -642,8 +642,8 @@ static void print_value(double v, bool ms, const char *unit)
 {
 	if (!strcmp(unit, "B"))
 		printf(" %.1f MiB |", v / (1 << 20));
-	else if (ms)
-		printf(" %.1f ms |", v / 1000);
+	else if (ms) /* tenths only below 100 ms: the --long rows fit 80 columns */
+		printf(" %.*f ms |", v < 100000 ? 1 : 0, v / 1000);
 	else
 		printf(" %.0f |", v);
 }
