@@ -1,6 +1,9 @@
 # bench/run.sh's memory section: reads the harness TSVs (memory-<ws>M.tsv: command,
 # metric, unit, n, median, p99, min, max) and the snapshot sizes, prints one table per
-# working-set size and the target checks, and writes the same numbers as JSON.
+# working-set size and the target checks, and writes the same numbers to `json` as
+# "type<TAB>value<TAB>key<TAB>key..." lines (type n: number, empty for null; s: string;
+# b: 1/0, empty for null; a key "#N" is an array index) that run.sh turns into JSON
+# with jq (no JSON is pasted here).
 #
 #   awk -F'\t' -f bench/memory_summary.awk -v json=OUT -v sizes=FILE -v wslist="4 32 128" \
 #       -v target_ws=32 memory-4M.tsv memory-32M.tsv ...
@@ -17,13 +20,18 @@ function mib(x) { return x == "" ? "-" : sprintf("%.1f", x / 1048576) }
 function num(x) { return x == "" ? "-" : sprintf("%.0f", x) }
 function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "" : a / b }
 function fx(r) { return r == "" ? "-" : sprintf("%.2fx", r) }
-function jn(x) { return x == "" ? "null" : sprintf("%.1f", x) }
-function jr(x) { return x == "" ? "null" : sprintf("%.3f", x) }
+function jn(x) { return x == "" ? "" : sprintf("%.1f", x) }
+function jr(x) { return x == "" ? "" : sprintf("%.3f", x) }
+# one value at path p (keys joined by tabs) of type t
+function out(t, val, p) { printf "%s\t%s\t%s\n", t, val, p >> json }
 function verdict(ok) { return ok == "" ? "not measured" : ok ? "ok" : "**MISSED**" }
 function check(name, r, ok, detail) {
 	printf "- %s: %s (%s)\n", name, r == "" ? "not measured" : verdict(ok), detail
-	printf "%s\n    {\"target\": \"%s\", \"ratio\": %s, \"ok\": %s}", (nchecks++ ? "," : ""),
-		name, jr(r), (r == "" ? "null" : ok ? "true" : "false") >> json
+	gsub(/[\t\n]/, " ", name)
+	out("s", name, "targets\t#" (nchecks + 0) "\ttarget")
+	out("n", jr(r), "targets\t#" (nchecks + 0) "\tratio")
+	out("b", r == "" ? "" : ok ? 1 : 0, "targets\t#" (nchecks + 0) "\tok")
+	nchecks++
 }
 # The fastest cold backend other than mmap: sets best_name, returns its median.
 function best_cold(w,    i, m, best) {
@@ -54,7 +62,7 @@ BEGIN {
 	val[w, $1, $2, "median"] = $5; val[w, $1, $2, "p99"] = $6; val[w, $1, $2, "n"] = $4
 }
 END {
-	printf "{\"per_ws\": {" > json
+	printf "" > json
 	for (i = 1; i <= nw; i++) {
 		w = WS[i]
 		print ""
@@ -62,8 +70,6 @@ END {
 		# 80 columns: the pager's and the host's counters are in the JSON and the CSV
 		print "| backend | cache | first resp. ms | p99 | vs mmap | resumed ms | 2nd req. ms |"
 		print "|---|---|---:|---:|---:|---:|---:|"
-		printf "%s\n\"%sM\": {", (i > 1 ? "," : ""), w >> json
-		sep = ""
 		for (c = 0; c < 2; c++) {
 			cache = c ? "cold" : "warm"
 			base = v(w, "mmap-" cache, "first-response", "median")
@@ -79,24 +85,23 @@ END {
 					BK[b] == "mmap" ? "1.00x" : fx(ratio(fr, base)),
 					ms(v(w, cmd, "resumed", "median")),
 					ms(v(w, cmd, "report serve #2 - #1", "median"))
-				printf "%s\n  \"%s\": {\"runs\": %s, \"first_response_us\": %s, \"first_response_p99_us\": %s, " \
-					"\"guest_request_us\": %s, \"second_request_us\": %s, \"resumed_us\": %s, " \
-					"\"pager_faults\": %s, " \
-					"\"pager_bytes_read\": %s, \"disk_read_bytes\": %s, \"majflt\": %s, \"minflt\": %s, " \
-					"\"prefetch_us\": %s, \"ratio_vs_mmap_same_cache\": %s}", sep, cmd,
-					jn(v(w, cmd, "first-response", "n")), jn(fr),
-					jn(v(w, cmd, "first-response", "p99")),
-					jn(v(w, cmd, "first-response - first-report", "median")),
-					jn(v(w, cmd, "report serve #2 - #1", "median")),
-					jn(v(w, cmd, "resumed", "median")), jn(v(w, cmd, "pager faults", "median")),
-					jn(v(w, cmd, "pager bytes_read", "median")), jn(v(w, cmd, "ru read", "median")),
-					jn(maj), jn(mn), jn(pf), jr(ratio(fr, base)) >> json
-				sep = ","
+				p = "per_ws\t" w "M\t" cmd "\t"
+				out("n", jn(v(w, cmd, "first-response", "n")), p "runs")
+				out("n", jn(fr), p "first_response_us")
+				out("n", jn(v(w, cmd, "first-response", "p99")), p "first_response_p99_us")
+				out("n", jn(v(w, cmd, "first-response - first-report", "median")), p "guest_request_us")
+				out("n", jn(v(w, cmd, "report serve #2 - #1", "median")), p "second_request_us")
+				out("n", jn(v(w, cmd, "resumed", "median")), p "resumed_us")
+				out("n", jn(v(w, cmd, "pager faults", "median")), p "pager_faults")
+				out("n", jn(v(w, cmd, "pager bytes_read", "median")), p "pager_bytes_read")
+				out("n", jn(v(w, cmd, "ru read", "median")), p "disk_read_bytes")
+				out("n", jn(maj), p "majflt")
+				out("n", jn(mn), p "minflt")
+				out("n", jn(pf), p "prefetch_us")
+				out("n", jr(ratio(fr, base)), p "ratio_vs_mmap_same_cache")
 			}
 		}
-		printf "}" >> json
 	}
-	printf "},\n\"ratios\": {" >> json
 
 	print ""
 	print "### memory: ratios per working-set size (first-response medians; targets apply at ws=" target_ws "M)"
@@ -117,13 +122,19 @@ END {
 		cell[1, i] = fx(r_od[w]); cell[2, i] = fx(r_mm[w])
 		cell[3, i] = fx(r_cold[w]) " (" (best[w] == "" ? "-" : best[w]) ")"
 		cell[4, i] = fx(r_lz[w]); cell[5, i] = fx(r_lz_c[w]); cell[6, i] = fx(r_sz[w]); cell[7, i] = fx(r_szl[w])
-		printf "%s\n\"%sM\": {\"ondemand_vs_prefetch_warm\": %s, \"ondemand_vs_prefetch_cold\": %s, " \
-			"\"prefetch_vs_mmap_warm\": %s, \"mmap_cold_vs_best_cold\": %s, \"best_cold\": \"%s\", " \
-			"\"lz4_vs_raw_prefetch_warm\": %s, \"lz4_vs_raw_prefetch_cold\": %s, " \
-			"\"raw_logical_bytes\": %s, \"raw_allocated_bytes\": %s, \"lz4_bytes\": %s, " \
-			"\"raw_allocated_vs_lz4\": %s, \"raw_logical_vs_lz4\": %s}", (i > 1 ? "," : ""), w,
-			jr(r_od[w]), jr(r_od_c[w]), jr(r_mm[w]), jr(r_cold[w]), best[w], jr(r_lz[w]), jr(r_lz_c[w]),
-			jn(raw_logical[w]), jn(raw_alloc[w]), jn(lz4_bytes[w]), jr(r_sz[w]), jr(r_szl[w]) >> json
+		p = "ratios\t" w "M\t"
+		out("n", jr(r_od[w]), p "ondemand_vs_prefetch_warm")
+		out("n", jr(r_od_c[w]), p "ondemand_vs_prefetch_cold")
+		out("n", jr(r_mm[w]), p "prefetch_vs_mmap_warm")
+		out("n", jr(r_cold[w]), p "mmap_cold_vs_best_cold")
+		out("s", best[w], p "best_cold")
+		out("n", jr(r_lz[w]), p "lz4_vs_raw_prefetch_warm")
+		out("n", jr(r_lz_c[w]), p "lz4_vs_raw_prefetch_cold")
+		out("n", jn(raw_logical[w]), p "raw_logical_bytes")
+		out("n", jn(raw_alloc[w]), p "raw_allocated_bytes")
+		out("n", jn(lz4_bytes[w]), p "lz4_bytes")
+		out("n", jr(r_sz[w]), p "raw_allocated_vs_lz4")
+		out("n", jr(r_szl[w]), p "raw_logical_vs_lz4")
 	}
 	printf "| ratio |"
 	for (i = 1; i <= nw; i++) printf " ws %sM |", WS[i]
@@ -135,7 +146,7 @@ END {
 		for (i = 1; i <= nw; i++) printf " %s |", cell[r, i]
 		printf "\n"
 	}
-	printf "},\n\"targets_ws\": \"%sM\", \"targets\": [", target_ws >> json
+	out("s", target_ws "M", "targets_ws")
 	# the image is the same for every ws (only the cmdline differs): any snapshot will do
 	w = (target_ws in raw_alloc) ? target_ws : WS[1]
 	print ""
@@ -156,5 +167,4 @@ END {
 	check("lz4 + prefetch within 1.3x of raw + prefetch (cold)", r_lz_c[w], r_lz_c[w] <= 1.3, fx(r_lz_c[w]))
 	check("lz4 file >= 2x smaller than the raw file (allocated bytes)", r_sz[w], r_sz[w] >= 2,
 		fx(r_sz[w]) "; vs its logical size " fx(r_szl[w]))
-	printf "\n]}\n" >> json
 }

@@ -124,6 +124,18 @@ join_heaps() {
 	done | jq -s 'add' >"$tmp/$1.json"
 }
 
+# "type<TAB>value<TAB>key<TAB>key..." lines on stdin (type n: a number, empty for null;
+# s: a string; b: 1/0, empty for null; a key "#N" is array index N) -> one JSON object
+# on stdout, starting from the object $1 (which fixes the order of the top-level keys).
+# The awk scripts hand their numbers over this way: jq writes the JSON.
+paths_to_json() {
+	jq -R -n --argjson init "$1" '
+		reduce (inputs | split("\t")) as $r ($init;
+			setpath($r[2:] | map(if startswith("#") then .[1:] | tonumber else . end);
+				$r[1] as $v | if $r[0] == "s" then $v elif $v == "" then null
+				elif $r[0] == "b" then $v == "1" else $v | tonumber end))'
+}
+
 # ---- sections ------------------------------------------------------------------------
 
 # Process start -> the guest's ready write, ember against the floor (bench/floor_boot.c).
@@ -275,8 +287,10 @@ section_memory() {
 	files=""
 	for w in $MEM_WS; do files="$files $tmp/memory-${w}M.tsv"; done
 	# shellcheck disable=SC2086 # word splitting of $files is intended
-	awk -F'\t' -f bench/memory_summary.awk -v json="$tmp/memory-summary.json" \
+	awk -F'\t' -f bench/memory_summary.awk -v json="$tmp/memory-summary.tsv" \
 		-v sizes="$tmp/mem-sizes" -v wslist="$MEM_WS" -v target_ws="$MEM_TARGET_WS" $files
+	paths_to_json '{"per_ws": {}, "ratios": {}, "targets_ws": null, "targets": []}' \
+		<"$tmp/memory-summary.tsv" >"$tmp/memory-summary.json"
 	# the page server alone, on the snapshot the targets are about (or the first one)
 	w=$MEM_TARGET_WS
 	[ -d "$tmp/mem-${w}M" ] || w=${MEM_WS%% *}
@@ -345,7 +359,7 @@ section_vsock() {
 	wait "$clone" 2>/dev/null || true
 	"$B/bench/floor_vsock" --n "$VSOCK_N" >"$tmp/vsock-floor.txt"
 	{ vsock_lines ember <"$tmp/vsock-ember.txt"; vsock_lines floor <"$tmp/vsock-floor.txt"; } >"$tmp/vsock-rtt.tsv"
-	awk -F'\t' -v json="$tmp/vsock.json" -v startjson="$tmp/vsock-start.json" -v start="$tmp/vsock-start.tsv" '
+	awk -F'\t' -v json="$tmp/vsock-exchanges.tsv" -v start="$tmp/vsock-start.tsv" '
 	function us(x) { return x == "" ? "-" : sprintf("%.1f", x / 1000) }
 	function check(name, ok, detail) {
 		printf "- %s: %s (%s%s)\n", name, ok == "" ? "not measured" : ok ? "ok" : "**MISSED**", detail, ok == "" || ok ? "" : "; see bench/README.md, vsock"
@@ -364,22 +378,20 @@ section_vsock() {
 		print "| exchange | ember p50 | p90 | p99 | floor p50 | p99 | ember/floor | ember MB/s | floor MB/s |"
 		print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 		n = split("rtt h2g g2h connect", K, " ")
-		printf "{\"start\": " > json
-		while ((getline line < startjson) > 0) print line >> json
-		printf ", \"exchanges\": {" >> json
+		printf "" > json
 		for (i = 1; i <= n; i++) {
 			k = K[i]
 			r = (p50["floor", k] > 0 && p50["ember", k] != "") ? sprintf("%.2fx", p50["ember", k] / p50["floor", k]) : "-"
 			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k, us(p50["ember", k]), us(p90["ember", k]),
 				us(p99["ember", k]), us(p50["floor", k]), us(p99["floor", k]), r, mbs["ember", k] == "" ? "-" : mbs["ember", k],
 				mbs["floor", k] == "" ? "-" : mbs["floor", k]
-			printf "%s\"%s\": {\"ember_p50_ns\": %s, \"ember_p99_ns\": %s, \"floor_p50_ns\": %s, \"floor_p99_ns\": %s, \"ember_mb_per_s\": %s, \"floor_mb_per_s\": %s}", (i > 1 ? ", " : ""), k,
-				p50["ember", k] == "" ? "null" : p50["ember", k], p99["ember", k] == "" ? "null" : p99["ember", k],
-				p50["floor", k] == "" ? "null" : p50["floor", k], p99["floor", k] == "" ? "null" : p99["floor", k],
-				mbs["ember", k] == "" ? "null" : mbs["ember", k], mbs["floor", k] == "" ? "null" : mbs["floor", k] >> json
+			# "exchange<TAB>key<TAB>number or empty" lines; jq makes the object below
+			printf "%s\tember_p50_ns\t%s\n%s\tember_p99_ns\t%s\n", k, p50["ember", k], k, p99["ember", k] >> json
+			printf "%s\tfloor_p50_ns\t%s\n%s\tfloor_p99_ns\t%s\n", k, p50["floor", k], k, p99["floor", k] >> json
+			printf "%s\tember_mb_per_s\t%s\n%s\tfloor_mb_per_s\t%s\n", k, mbs["ember", k], k, mbs["floor", k] >> json
 		}
 		ratio = (port > 0 && vs != "") ? vs / port : ""
-		printf "}, \"first_response_vs_port_first_report\": %s}\n", ratio == "" ? "null" : sprintf("%.3f", ratio) >> json
+		printf "\tfirst_response_vs_port_first_report\t%s\n", ratio == "" ? "" : sprintf("%.3f", ratio) >> json
 		print ""
 		print "Targets:"
 		check("spawn -> first vsock response <= 1.3x the port path'"'"'s first report", ratio == "" ? "" : ratio <= 1.3,
@@ -388,6 +400,12 @@ section_vsock() {
 		check("1 MiB messages host -> guest >= 500 MB/s", mbs["ember", "h2g"] == "" ? "" : mbs["ember", "h2g"] >= 500, mbs["ember", "h2g"] " MB/s")
 		check("1 MiB messages guest -> host >= 500 MB/s", mbs["ember", "g2h"] == "" ? "" : mbs["ember", "g2h"] >= 500, mbs["ember", "g2h"] " MB/s")
 	}' "$tmp/vsock-rtt.tsv"
+	jq -R -n --slurpfile start "$tmp/vsock-start.json" '
+		def num: if . == "" then null else tonumber end;
+		reduce (inputs | split("\t")) as $r ({start: $start[0], exchanges: {}};
+			if $r[0] == "" then .[$r[1]] = ($r[2] | num)
+			else .exchanges[$r[0]][$r[1]] = ($r[2] | num) end)' \
+		"$tmp/vsock-exchanges.tsv" >"$tmp/vsock.json"
 }
 
 # Idle clones cost no host CPU: IDLE_CLONES restored fn clones wait for work (their
