@@ -124,18 +124,6 @@ join_heaps() {
 	done | jq -s 'add' >"$tmp/$1.json"
 }
 
-# "type<TAB>value<TAB>key<TAB>key..." lines on stdin (type n: a number, empty for null;
-# s: a string; b: 1/0, empty for null; a key "#N" is array index N) -> one JSON object
-# on stdout, starting from the object $1 (which fixes the order of the top-level keys).
-# The awk scripts hand their numbers over this way: jq writes the JSON.
-paths_to_json() {
-	jq -R -n --argjson init "$1" '
-		reduce (inputs | split("\t")) as $r ($init;
-			setpath($r[2:] | map(if startswith("#") then .[1:] | tonumber else . end);
-				$r[1] as $v | if $r[0] == "s" then $v elif $v == "" then null
-				elif $r[0] == "b" then $v == "1" else $v | tonumber end))'
-}
-
 # ---- sections ------------------------------------------------------------------------
 
 # Process start -> the guest's ready write, ember against the floor (bench/floor_boot.c).
@@ -289,7 +277,7 @@ section_memory() {
 	# shellcheck disable=SC2086 # word splitting of $files is intended
 	awk -F'\t' -f bench/memory_summary.awk -v json="$tmp/memory-summary.tsv" \
 		-v sizes="$tmp/mem-sizes" -v wslist="$MEM_WS" -v target_ws="$MEM_TARGET_WS" $files
-	paths_to_json '{"per_ws": {}, "ratios": {}, "targets_ws": null, "targets": []}' \
+	bench/paths_to_json.sh '{"per_ws": {}, "ratios": {}, "targets_ws": null, "targets": []}' \
 		<"$tmp/memory-summary.tsv" >"$tmp/memory-summary.json"
 	# the page server alone, on the snapshot the targets are about (or the first one)
 	w=$MEM_TARGET_WS
