@@ -36,6 +36,7 @@ CMDLINE="heap=${HEAP}M seed=$SEED resume_line pvh_snapshot"
 
 case $HEAP in '' | *[!0-9]*) echo "qemu_peer: BENCH_QEMU_HEAP='$HEAP' is not MiB" >&2; exit 2 ;; esac
 if [ "$HEAP" -le 192 ]; then MEM=256; else MEM=$((HEAP * 2)); fi # as run.sh's mem_for
+command -v jq >/dev/null || { echo "qemu_peer: jq is not installed (scripts/install-deps.sh bench)" >&2; exit 1; }
 for f in "$H" "$SF" "$EMBER" "$GUESTS/hello.elf" "$GUESTS/sandbox.elf"; do
 	[ -e "$f" ] || { echo "qemu_peer: $f is not built (make bench builds it)" >&2; exit 1; }
 done
@@ -58,7 +59,7 @@ skip() {
 	echo
 	echo "!!!!!!!! bench: qemu section SKIPPED: $* !!!!!!!!"
 	echo "!!!!!!!! bench: qemu section SKIPPED: $* !!!!!!!!" >&2
-	printf '{"skipped": "%s"}\n' "$*" >"$JSON"
+	jq -n --arg why "$*" '{skipped: $why}' >"$JSON"
 	exit 0
 }
 
@@ -221,15 +222,14 @@ echo "qemu-mapped: RAM file $(($(stat -c '%b * %B' "$d/qemu-mapped.ram") / 10485
 
 # ---- summary and target ------------------------------------------------------------------
 
-awk -F'\t' -v json="$JSON" -v target="$TARGET" -v version="$VERSION" -v machine="$MACHINE" \
-	-v cpu="$CPU" -v heap="$HEAP" -v mem="$MEM" -v migb="$mig_bytes" -v migms="$plain_ms" \
-	-v mapb="$mapped_bytes" -v mapms="$mapped_ms" \
-	-v bootjson="$d/boot.json" -v restorejson="$d/restore.json" '
+# the numbers as "key<TAB>value" lines (empty: null) in $d/summary.tsv; jq writes the JSON
+awk -F'\t' -v json="$d/summary.tsv" -v target="$TARGET" '
 function ms(x) { return x == "" ? "-" : sprintf("%.2f", x / 1000) }
-function jn(x) { return x == "" ? "null" : sprintf("%.1f", x) }
+function jn(x) { return x == "" ? "" : sprintf("%.1f", x) }
 function rx(a, b) { return (a == "" || b == "" || b == 0) ? "" : a / b }
 function fx(r) { return r == "" ? "-" : sprintf("%.1fx", r) }
-function jr(r) { return r == "" ? "null" : sprintf("%.2f", r) }
+function jr(r) { return r == "" ? "" : sprintf("%.2f", r) }
+function out(k, v) { printf "%s\t%s\n", k, v >> json }
 function cell(k, c, m) { return ms(med[k, c, m]) " (" ms(p99[k, c, m]) ")" }
 FILENAME ~ /boot\.tsv$/ { k = "boot" } FILENAME ~ /restore\.tsv$/ { k = "restore" }
 { med[k, $1, $2] = $5; p99[k, $1, $2] = $6 }
@@ -259,17 +259,31 @@ END {
 	ok = r_line == "" ? "not measured" : r_line >= target ? "ok" : "**MISSED**"
 	printf "- first response >= %dx faster than QEMU restore: %s (%s: %.2f ms vs %.2f ms, the \"resumed\" line on both; against qemu-mapped %s)\n",
 		target, ok, fx(r_line), el / 1000, ql / 1000, fx(r_mline)
-	printf "{\"qemu\": \"%s\", \"machine\": \"%s\", \"cpu\": \"%s\", \"heap_mib\": %d, \"mem_mib\": %d, ", version, machine, cpu, heap, mem > json
-	printf "\"migration_bytes\": %d, \"migration_ms\": %d, \"mapped_migration_bytes\": %d, \"mapped_migration_ms\": %d, ", migb, migms, mapb, mapms >> json
-	printf "\"restore_first_line_us\": {\"ember\": %s, \"ember_p99\": %s, \"qemu\": %s, \"qemu_p99\": %s, \"qemu_mapped\": %s, \"qemu_mapped_p99\": %s}, ",
-		jn(el), jn(p99["restore", "ember", L]), jn(ql), jn(p99["restore", "qemu", L]), jn(ml), jn(p99["restore", "qemu-mapped", L]) >> json
-	printf "\"restore_first_output_us\": {\"ember_first_report\": %s, \"qemu_first_byte\": %s, \"qemu_mapped_first_byte\": %s}, ", jn(er), jn(qb), jn(mb) >> json
-	printf "\"boot_first_line_us\": {\"ember\": %s, \"qemu\": %s}, ", jn(eb), jn(qbl) >> json
-	printf "\"ratio_restore_first_line\": %s, \"ratio_restore_first_line_mapped\": %s, \"ratio_restore_first_output\": %s, \"ratio_restore_first_output_mapped\": %s, \"ratio_boot\": %s, ",
-		jr(r_line), jr(r_mline), jr(r_report), jr(r_mreport), jr(r_boot) >> json
-	printf "\"target_ratio\": %d, \"target_met\": %s, \"boot\": ", target, (r_line == "" ? "null" : (r_line >= target ? "true" : "false")) >> json
-	while ((getline line < bootjson) > 0) print line >> json
-	printf ", \"restore\": " >> json
-	while ((getline line < restorejson) > 0) print line >> json
-	printf "}\n" >> json
+	printf "" > json
+	out("el", jn(el)); out("el99", jn(p99["restore", "ember", L])); out("ql", jn(ql))
+	out("ql99", jn(p99["restore", "qemu", L])); out("ml", jn(ml))
+	out("ml99", jn(p99["restore", "qemu-mapped", L])); out("er", jn(er)); out("qb", jn(qb))
+	out("mb", jn(mb)); out("eb", jn(eb)); out("qbl", jn(qbl)); out("r_line", jr(r_line))
+	out("r_mline", jr(r_mline)); out("r_report", jr(r_report)); out("r_mreport", jr(r_mreport))
+	out("r_boot", jr(r_boot)); out("met", r_line == "" ? "" : r_line >= target ? 1 : 0)
 }' "$d/boot.tsv" "$d/restore.tsv"
+jq -R -n --arg qemu "$VERSION" --arg machine "$MACHINE" --arg cpu "$CPU" \
+	--argjson heap "$HEAP" --argjson mem "$MEM" --argjson migb "$mig_bytes" \
+	--argjson migms "$plain_ms" --argjson mapb "$mapped_bytes" --argjson mapms "$mapped_ms" \
+	--argjson target "$TARGET" --slurpfile boot "$d/boot.json" \
+	--slurpfile restore "$d/restore.json" '
+	(reduce (inputs | split("\t")) as $r ({};
+		.[$r[0]] = (if $r[1] == "" then null else $r[1] | tonumber end))) as $v
+	| {qemu: $qemu, machine: $machine, cpu: $cpu, heap_mib: $heap, mem_mib: $mem,
+	   migration_bytes: $migb, migration_ms: $migms, mapped_migration_bytes: $mapb,
+	   mapped_migration_ms: $mapms,
+	   restore_first_line_us: {ember: $v.el, ember_p99: $v.el99, qemu: $v.ql,
+	     qemu_p99: $v.ql99, qemu_mapped: $v.ml, qemu_mapped_p99: $v.ml99},
+	   restore_first_output_us: {ember_first_report: $v.er, qemu_first_byte: $v.qb,
+	     qemu_mapped_first_byte: $v.mb},
+	   boot_first_line_us: {ember: $v.eb, qemu: $v.qbl},
+	   ratio_restore_first_line: $v.r_line, ratio_restore_first_line_mapped: $v.r_mline,
+	   ratio_restore_first_output: $v.r_report,
+	   ratio_restore_first_output_mapped: $v.r_mreport, ratio_boot: $v.r_boot,
+	   target_ratio: $target, target_met: (if $v.met == null then null else $v.met == 1 end),
+	   boot: $boot[0], restore: $restore[0]}' "$d/summary.tsv" >"$JSON"
