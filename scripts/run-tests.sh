@@ -7,6 +7,9 @@
 # Exits 1 when any test fails or crashes, when a binary exits non-zero, or when its TAP
 # has fewer results than its plan (a binary that died half-way).
 set -u
+# sanitizer builds: Criterion's own leak is not ember's (tests/lsan.supp)
+LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")/.." && pwd)/tests/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export LSAN_OPTIONS
 fail=0
 skipped=""
 tp=0 tf=0 ts=0
