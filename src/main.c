@@ -145,7 +145,7 @@ static int run_vm(struct vm *vm, const struct cli *c)
 		return 1;
 	}
 	if (c->dump_regs)
-		x86_dump_vcpus(vm, stderr);
+		x86_dump_vcpus(vm);
 	status = vm_exit_status(vm);
 	if (status == 0 && (snapshot_failed || console_lost))
 		status = 1;

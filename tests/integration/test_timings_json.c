@@ -102,3 +102,19 @@ Test(timings_json, snapshot_report_and_pager_lines_are_json_objects)
 	cr_assert(strstr(all, "\"phase\":\"resumed\""), "%s", all);
 	free(all);
 }
+
+Test(timings_json, dump_regs_lines_are_json_objects_too)
+{
+	char *all;
+
+	ember_test_run(&r, WAIT_MS, "boot", "--kernel", ember_test_guest("hello"), "--console",
+		       "none", "--dump-regs", "--timings-json", NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 0, "stderr:\n%s", r.err);
+	all = all_lines_json(r.err);
+	/* all_lines_json gives each object with sorted keys */
+	cr_assert(strstr(all, "\"line\":\"ember-regs\",\"mp_state\":"),
+		  "no ember-regs object in:\n%s", all);
+	cr_assert(strstr(all, "\"rip\":\"0x"), "no rip in:\n%s", all);
+	free(all);
+}

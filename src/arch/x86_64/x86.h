@@ -180,7 +180,7 @@ int x86_vcpu_set_entry(struct vcpu *v, uint64_t entry, struct errbuf *eb);
 
 /* ---- dump.c -------------------------------------------------------------------- */
 /* "ember-regs vcpu=N rip=... cr3=..." per vCPU; vCPUs must be parked. */
-void x86_dump_vcpus(struct vm *vm, FILE *f);
+void x86_dump_vcpus(struct vm *vm);
 
 /* ---- snapshot state: cpu_state.c, vm_state.c, cpu_compat.c ------------------- */
 /*
