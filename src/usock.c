@@ -1,7 +1,7 @@
 /*
  * Unix sockets only their owner can use: the control socket (--api-sock) and the pool's
- * socket (--socket). The socket file is created 0600 with no window in which it is more
- * open (bind under umask 0177), then handed to --api-group (0660) if asked; a live
+ * socket (--socket). The socket file gets its mode from bind (umask 0177: 0600; with
+ * --api-group umask 0117: 0660, then lchown to that group), never from a chmod; a live
  * socket at the path is never taken over (a connect() tells live from stale); and each
  * peer's credentials (SO_PEERCRED) are checked on accept, because file modes alone are
  * not enough when a directory or a mode is misconfigured. FORMAT.md section 9.
@@ -77,15 +77,17 @@ int usock_listen(const char *path, const char *flag, const struct usock_access *
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return errbuf_set(eb, -errno, "%s: socket: %s", flag, strerror(errno));
-	old = umask(0177); /* no window in which the socket is more open than 0600 */
+	/* the mode comes from bind, never from a chmod by path (which follows a symlink an
+	 * intruder could swap in): 0600, or 0660 for --api-group; until the lchown below the
+	 * group is ember's own, whose members the peer check refuses anyway */
+	old = umask(acc->has_group ? 0117 : 0177);
 	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
 	if (r < 0) {
 		r = errbuf_set(eb, -errno, "%s %s: %s", flag, path, strerror(errno));
 		goto fail;
 	}
-	/* the group first, while still 0600: then open it to the group */
-	if (acc->has_group && (lchown(path, (uid_t)-1, acc->gid) < 0 || chmod(path, 0660) < 0)) {
+	if (acc->has_group && lchown(path, (uid_t)-1, acc->gid) < 0) {
 		r = errbuf_set(eb, -errno, "%s %s: handing it to group %u (--api-group): %s", flag,
 			       path, (unsigned)acc->gid, strerror(errno));
 		unlink(path);
