@@ -153,6 +153,8 @@ static const int pool_syscalls[] = {
 	SCMP_SYS(sendmsg), SCMP_SYS(getsockopt), SCMP_SYS(fcntl), SCMP_SYS(wait4),
 	SCMP_SYS(rt_sigaction),
 };
+/* an invocation's relay: the loop, then client and guest bytes */
+static const int pool_hot[] = { SCMP_SYS(epoll_wait), SCMP_SYS(recvfrom), SCMP_SYS(sendto) };
 
 struct filter_spec {
 	const char *name;
@@ -165,6 +167,8 @@ struct filter_spec {
 	bool unix_sockets;  /* socket(AF_UNIX, ...) */
 	bool threads;       /* start threads (the lz4 snapshot writer's workers) */
 	bool pidfd_kill;    /* pidfd_send_signal(SIGKILL) on pidfds it was given */
+	const int *hot;     /* checked first (after the ioctls): the calls of its hot path */
+	size_t nr_hot;
 };
 
 static int add_list(scmp_filter_ctx c, const int *nrs, size_t n)
@@ -185,6 +189,8 @@ static int build(scmp_filter_ctx c, const struct filter_spec *f)
 	/* checked first: KVM_RUN and UFFDIO_COPY are the hot calls */
 	if (!r && f->nr_ioctls)
 		r = seccomp_syscall_priority(c, SCMP_SYS(ioctl), 255);
+	for (size_t i = 0; !r && i < f->nr_hot; i++)
+		r = seccomp_syscall_priority(c, f->hot[i], 254);
 	for (size_t i = 0; !r && i < f->nr_ioctls; i++)
 		r = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 				     SCMP_A1(SCMP_CMP_EQ, f->ioctls[i]));
@@ -229,7 +235,7 @@ static const struct filter_spec filters[] = {
 	{ "seccomp_main_bpf", main_syscalls, N(main_syscalls), main_ioctls, N(main_ioctls),
 	  .tgkill_self = true, .unix_sockets = true, .threads = true },
 	{ "seccomp_pool_bpf", pool_syscalls, N(pool_syscalls), NULL, 0, .write_slots = true,
-	  .unix_sockets = true, .pidfd_kill = true },
+	  .unix_sockets = true, .pidfd_kill = true, .hot = pool_hot, .nr_hot = N(pool_hot) },
 };
 
 static int emit(FILE *out, const struct filter_spec *f, bool log_only)
