@@ -219,8 +219,10 @@ static void flush_reports(struct spawner *s)
 	       send(s->ev_fd, &s->out[done], sizeof(s->out[done]), MSG_NOSIGNAL | MSG_DONTWAIT) ==
 		       (ssize_t)sizeof(s->out[done]))
 		done++;
-	memmove(s->out, s->out + done, (s->nr_out - done) * sizeof(*s->out));
-	s->nr_out -= done;
+	if (done) {
+		memmove(s->out, s->out + done, (s->nr_out - done) * sizeof(*s->out));
+		s->nr_out -= done;
+	}
 }
 
 static void remove_run_dir(const char *dir)
@@ -278,6 +280,8 @@ static void spawner_main(struct spawner *s)
 	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 		;
 	remove_run_dir(s->p->run_dir);
+	free(s->kids);
+	free(s->out);
 }
 
 int pool_spawner_start(struct pool *p)
