@@ -141,8 +141,9 @@ static const unsigned long main_ioctls[] = {
  * `ember pool`'s process, from before it handles its first client (src/pool.c): the
  * epoll loop, clients on its listening socket, the VMs' control and vsock sockets
  * (connect, AF_UNIX), the ready pipes, the VMs' logs through fds the spawner passed
- * (lseek, pread), requests to the spawner (sendmsg/recvmsg with SCM_RIGHTS), its exit
- * reports, SIGKILL to its VMs through their pidfds only, reaping the spawner at exit;
+ * (lseek, pread), clients' credentials (getsockopt, geteuid), requests to the spawner
+ * (sendmsg/recvmsg with SCM_RIGHTS), its exit reports, SIGKILL to its VMs through their
+ * pidfds only, reaping the spawner at exit;
  * `write` to stderr and the log only (clients get send). No open, unlink, fork, execve,
  * kill: the unfiltered spawner (src/pool_spawner.c) does those.
  */
@@ -152,6 +153,8 @@ static const int pool_syscalls[] = {
 	SCMP_SYS(connect), SCMP_SYS(recvfrom), SCMP_SYS(recvmsg), SCMP_SYS(sendto),
 	SCMP_SYS(sendmsg), SCMP_SYS(getsockopt), SCMP_SYS(fcntl), SCMP_SYS(wait4),
 	SCMP_SYS(rt_sigaction),
+	/* a client's SO_PEERCRED is compared with our euid (src/usock.c) */
+	SCMP_SYS(geteuid),
 };
 /* an invocation's relay: the loop, then client and guest bytes */
 static const int pool_hot[] = { SCMP_SYS(epoll_wait), SCMP_SYS(recvfrom), SCMP_SYS(sendto) };
