@@ -123,6 +123,15 @@ void pool_handle_control(struct pool *p, struct client *c)
 
 /* ---- draining ------------------------------------------------------------------------------ */
 
+/* The spawner removes it: the pool unlinks nothing once it is filtered. */
+static void unlink_socket(struct pool *p)
+{
+	int r = p->spawner_pid > 0 ? pool_spawner_unlink_socket(p) : unlink(p->socket_path) ? -errno : 0;
+
+	if (r && r != -ENOENT)
+		pr_warn("pool: removing %s: %s", p->socket_path, strerror(-r));
+}
+
 static void start_drain(struct pool *p)
 {
 	struct client *c, *next;
@@ -132,7 +141,7 @@ static void start_drain(struct pool *p)
 	p->draining = true;
 	pr_info("pool: draining: %u invocations in flight", p->size - p->nr_idle);
 	close_fd(&p->listen_fd);
-	unlink(p->socket_path);
+	unlink_socket(p);
 	while ((c = pool_queue_pop(p))) {
 		p->rejected_shutting_down++;
 		pool_reply_status(p, c, INVOKE_SHUTTING_DOWN, c->req.id, c->req.len, true,
@@ -158,8 +167,7 @@ static void force_stop(struct pool *p)
 	while (p->clients)
 		pool_client_close(p, p->clients);
 	for (struct pool_vm *vm = p->vms; vm; vm = vm->next) {
-		if (!vm->reaped)
-			kill(vm->pid, SIGKILL);
+		pool_vm_kill(vm);
 		vm->expect_exit = true;
 		vm->state = VM_RETIRING;
 		vm->deadline_ns = 0;
@@ -172,7 +180,8 @@ static void handle_signals(struct pool *p)
 
 	while (read(p->sig_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGCHLD) {
-			pool_reap_children(p);
+			/* the spawner is the only child: its socket says it is gone */
+			pool_spawner_events(p);
 		} else if (!p->draining) {
 			pr_warn("pool: signal %u: draining (a second one stops at once)", si.ssi_signo);
 			start_drain(p);
@@ -181,7 +190,6 @@ static void handle_signals(struct pool *p)
 			force_stop(p);
 		}
 	}
-	pool_reap_children(p); /* SIGCHLDs coalesce */
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
@@ -265,6 +273,9 @@ static void loop(struct pool *p)
 			case T_SIGNAL:
 				handle_signals(p);
 				break;
+			case T_SPAWNER:
+				pool_spawner_events(p);
+				break;
 			case T_CLIENT:
 				if (!((struct client *)t->owner)->dead)
 					pool_client_event(p, t->owner, ev[i].events);
@@ -300,9 +311,11 @@ static void remove_run_dir(const char *dir)
 static int setup(struct pool *p, struct errbuf *eb)
 {
 	const char *tmp = getenv("TMPDIR");
+	struct seccomp_fds fds = { .n = 0 };
 	struct rlimit rl;
 	struct stat st;
 	sigset_t mask;
+	int r;
 
 	/* fds 0-2 open, so that no socket or pipe of ours lands there */
 	for (;;) {
@@ -342,18 +355,37 @@ static int setup(struct pool *p, struct errbuf *eb)
 	p->t_signal = (struct tag){ T_SIGNAL, NULL };
 	if (ep_add(p, p->listen_fd, &p->t_listen) || ep_add(p, p->sig_fd, &p->t_signal))
 		return errbuf_set(eb, -errno, "epoll: %s", strerror(errno));
+	/* the VMs' spawner before the filter: a filter survives execve (README "Seccomp") */
+	r = pool_spawner_start(p);
+	if (r)
+		return errbuf_set(eb, r, "starting the VM spawner: %s", strerror(-r));
+	p->t_spawner = (struct tag){ T_SPAWNER, NULL };
+	if (ep_add(p, p->spawn_ev_fd, &p->t_spawner))
+		return errbuf_set(eb, -errno, "epoll: %s", strerror(errno));
+	seccomp_fds_add(&fds, STDERR_FILENO);
+	seccomp_fds_add(&fds, log_fd_get());
+	r = seccomp_apply(SECCOMP_POOL, &fds);
+	if (r)
+		return errbuf_set(eb, r, "seccomp: %s", strerror(-r));
 	return 0;
 }
 
-static void teardown(struct pool *p, bool listening)
+static void teardown(struct pool *p)
 {
-	/* whatever is left (a fatal error): kill and reap it */
+	/* whatever is left (a fatal error): kill it; the spawner reaps it when it stops */
 	for (struct pool_vm *vm = p->vms; vm; vm = vm->next)
-		if (!vm->reaped)
-			kill(vm->pid, SIGKILL);
-	for (struct pool_vm *vm = p->vms; vm; vm = vm->next)
-		if (!vm->reaped)
-			waitpid(vm->pid, NULL, 0);
+		pool_vm_kill(vm);
+	/* still ours (a fatal error, or set-up failed after listening): not after a drain,
+	 * when another pool may have taken the path meanwhile */
+	if (p->listen_fd >= 0) {
+		close_fd(&p->listen_fd);
+		unlink_socket(p);
+	}
+	/* it removes the run directory, once every VM is reaped */
+	if (p->spawner_pid > 0)
+		pool_spawner_stop(p);
+	else if (p->run_dir[0])
+		remove_run_dir(p->run_dir);
 	while (p->vms) {
 		struct pool_vm *vm = p->vms;
 
@@ -361,6 +393,8 @@ static void teardown(struct pool *p, bool listening)
 		close_fd(&vm->ctl_fd);
 		close_fd(&vm->conn_fd);
 		close_fd(&vm->ready_fd);
+		close_fd(&vm->log_fd);
+		close_fd(&vm->pidfd);
 		free(vm->req.buf);
 		free(vm->resp.buf);
 		free(vm);
@@ -368,12 +402,6 @@ static void teardown(struct pool *p, bool listening)
 	while (p->clients)
 		pool_client_close(p, p->clients);
 	free_dead(p);
-	if (listening) {
-		close_fd(&p->listen_fd);
-		unlink(p->socket_path);
-	}
-	if (p->run_dir[0])
-		remove_run_dir(p->run_dir);
 	close_fd(&p->sig_fd);
 	close_fd(&p->epfd);
 	close_fd(&p->null_fd);
@@ -395,11 +423,12 @@ int pool_run(const struct cli *c)
 		.queue_max = c->pool_queue, .max_uses = c->pool_max_uses,
 		.timeout_ms = c->pool_timeout_ms, .max_payload = c->pool_max_payload,
 		.port = c->invoke_port, .epfd = -1, .listen_fd = -1, .sig_fd = -1, .null_fd = -1,
+		.spawn_fd = -1, .spawn_ev_fd = -1,
 		.start_ns = now_ns(),
 	};
 	if (setup(p, &eb)) {
 		pr_err("pool: %s", eb.msg);
-		teardown(p, false);
+		teardown(p);
 		free(p);
 		return 1;
 	}
@@ -408,7 +437,7 @@ int pool_run(const struct cli *c)
 	pool_refill(p);
 	loop(p);
 	status = p->fatal || p->forced ? 1 : 0;
-	teardown(p, true);
+	teardown(p);
 	free(p);
 	return status;
 }

@@ -41,7 +41,7 @@ enum vm_state {
 };
 
 
-enum tag_kind { T_LISTEN, T_SIGNAL, T_READY, T_CTL, T_CONN, T_CLIENT };
+enum tag_kind { T_LISTEN, T_SIGNAL, T_SPAWNER, T_READY, T_CTL, T_CONN, T_CLIENT };
 
 /* epoll's data.ptr: which object an event is for */
 struct tag {
@@ -64,6 +64,7 @@ struct pool_vm {
 	enum vm_state state;
 	bool reaped, expect_exit, ever_idle, dead;
 	int ready_fd, ctl_fd, conn_fd;
+	int log_fd, pidfd;            /* from the spawner: its log (read-only), its process */
 	struct tag t_ready, t_ctl, t_conn;
 	char ctl_path[108], uds_path[108], log_path[PATH_MAX];
 	uint64_t deadline_ns;         /* of the current state; 0: none */
@@ -122,7 +123,9 @@ struct pool {
 	uint32_t max_payload, port;
 	/* state */
 	int epfd, listen_fd, sig_fd, null_fd;
-	struct tag t_listen, t_signal;
+	pid_t spawner_pid;            /* pool_spawner.c */
+	int spawn_fd, spawn_ev_fd;    /* its requests and answers; its exit reports */
+	struct tag t_listen, t_signal, t_spawner;
 	char run_dir[PATH_MAX];
 	bool draining, forced, fatal;
 	unsigned next_id;
@@ -147,6 +150,27 @@ struct pool {
 	uint64_t resets, reset_failures, spawned, spawn_failures, retired, crashes, killed;
 	uint64_t respawned, timeouts;
 	struct pool_samples latency, reset;
+};
+
+/* ---- the spawner's messages (pool_spawner.c), fixed size, SOCK_SEQPACKET -------- */
+
+enum spawn_op { SPAWN_VM = 1, UNLINK_SOCKET = 2 };
+
+struct spawn_req {
+	uint32_t op;  /* enum spawn_op */
+	uint32_t id;  /* SPAWN_VM: the VM's id (its paths in the run directory) */
+};
+
+/* SPAWN_VM's, when err is 0, comes with 3 fds: the ready pipe, the log, a pidfd */
+struct spawn_reply {
+	int32_t err;  /* -errno */
+	int32_t pid;
+};
+
+/* on the second socket, once per VM it reaped */
+struct spawn_exit {
+	int32_t pid;
+	int32_t status; /* waitpid's */
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -209,7 +233,6 @@ void pool_handle_control(struct pool *p, struct client *c);
 
 /* pool_vm.c */
 void pool_refill(struct pool *p);                         /* spawn up to --size VMs */
-void pool_reap_children(struct pool *p);                  /* after SIGCHLD */
 void pool_vm_progress(struct pool *p, struct pool_vm *vm); /* an event on one of its fds */
 void pool_vm_timeout(struct pool *p, struct pool_vm *vm); /* its deadline passed */
 /* Kills vm, answers its client UNAVAILABLE, counts the failure as kind, refills. */
@@ -217,6 +240,17 @@ void pool_vm_fail(struct pool *p, struct pool_vm *vm, enum fail_kind kind, const
 	__attribute__((format(printf, 4, 5)));
 void pool_vm_release(struct pool *p, struct pool_vm *vm); /* invocation over: reset or retire */
 void pool_vm_retire(struct pool *p, struct pool_vm *vm);  /* ask it to exit */
+
+/* pool_spawner.c */
+/* The VM's paths in the run directory: -ENAMETOOLONG if one does not fit. */
+int pool_vm_paths(const char *run_dir, unsigned id, char *ctl, size_t ctl_cap, char *uds,
+		  size_t uds_cap, char *log, size_t log_cap);
+int pool_spawner_start(struct pool *p);            /* before any client, before seccomp */
+int pool_spawner_spawn(struct pool *p, struct pool_vm *vm); /* sets pid and its fds */
+int pool_spawner_unlink_socket(struct pool *p);    /* removes --socket's file */
+void pool_spawner_stop(struct pool *p);            /* it kills and reaps what is left */
+void pool_vm_kill(struct pool_vm *vm);             /* SIGKILL through its pidfd */
+void pool_spawner_events(struct pool *p);          /* exit reports: reaps VMs */
 
 /* pool_client.c */
 void pool_accept_clients(struct pool *p);

@@ -170,8 +170,8 @@ void pool_vm_retire(struct pool *p, struct pool_vm *vm)
 	if (vm->ctl_fd >= 0 && !vm->reaped) {
 		ctl_send(p, vm, "shutdown");
 		pool_vm_progress(p, vm);
-	} else if (!vm->reaped) {
-		kill(vm->pid, SIGKILL);
+	} else {
+		pool_vm_kill(vm);
 	}
 	pool_refill(p);
 }
@@ -197,19 +197,18 @@ static bool log_allowed(struct pool *p)
 	return false;
 }
 
-/* The pool's stderr gets the last lines a failed child wrote. */
+/* The pool's stderr gets the last lines a failed child wrote: through the read-only fd
+ * the spawner passed (the pool opens no files; the file may be unlinked already). */
 static void print_log_tail(const struct pool_vm *vm)
 {
 	char buf[LOG_TAIL + 1], *line, *save = NULL;
-	int fd = open(vm->log_path, O_RDONLY | O_CLOEXEC);
 	off_t end;
 	ssize_t n;
 
-	if (fd < 0)
+	if (vm->log_fd < 0)
 		return;
-	end = lseek(fd, 0, SEEK_END);
-	n = pread(fd, buf, LOG_TAIL, end > LOG_TAIL ? end - LOG_TAIL : 0);
-	close(fd);
+	end = lseek(vm->log_fd, 0, SEEK_END);
+	n = pread(vm->log_fd, buf, LOG_TAIL, end > LOG_TAIL ? end - LOG_TAIL : 0);
 	if (n <= 0)
 		return;
 	buf[n] = 0;
@@ -288,8 +287,7 @@ void pool_vm_fail(struct pool *p, struct pool_vm *vm, enum fail_kind kind, const
 	vm->expect_exit = true;
 	vm->state = VM_RETIRING;
 	vm->deadline_ns = 0;
-	if (!vm->reaped)
-		kill(vm->pid, SIGKILL);
+	pool_vm_kill(vm);
 	if (!p->any_idle_ever && p->start_failures >= (p->size > 3 ? p->size : 3)) {
 		pr_err("pool: %u VMs in a row failed to start and none ever did: giving up (is %s "
 		       "a snapshot of a guest that listens on vsock port %" PRIu32 "?)",
@@ -492,8 +490,7 @@ void pool_vm_timeout(struct pool *p, struct pool_vm *vm)
 			     PRIu64, p->timeout_ms);
 		break;
 	case VM_RETIRING:
-		if (!vm->reaped)
-			kill(vm->pid, SIGKILL);
+		pool_vm_kill(vm);
 		break;
 	case VM_IDLE:
 		break;
@@ -502,85 +499,37 @@ void pool_vm_timeout(struct pool *p, struct pool_vm *vm)
 
 /* ---- spawning ------------------------------------------------------------------------------- */
 
-static int vm_paths(struct pool *p, struct pool_vm *vm)
-{
-	int a = snprintf(vm->ctl_path, sizeof(vm->ctl_path), "%s/vm-%u.ctl", p->run_dir, vm->id);
-	/* ember binds the vsock socket's PATH_<port> too: keep room for 11 bytes */
-	int b = snprintf(vm->uds_path, sizeof(vm->uds_path) - 11, "%s/vm-%u.vsock", p->run_dir,
-			 vm->id);
-	int c = snprintf(vm->log_path, sizeof(vm->log_path), "%s/vm-%u.log", p->run_dir, vm->id);
-
-	return a >= (int)sizeof(vm->ctl_path) || b >= (int)sizeof(vm->uds_path) - 11 ||
-	       c >= (int)sizeof(vm->log_path) ? -ENAMETOOLONG : 0;
-}
-
-/* fork, not posix_spawn: the child must die with the pool (PR_SET_PDEATHSIG), so a
- * pool that is killed never leaves VMs behind. */
-static pid_t spawn_child(struct pool *p, struct pool_vm *vm, int ready_w, int log_fd)
-{
-	char *argv[] = {
-		"ember", "restore", "--snapshot", (char *)p->snapshot, "--standby",
-		"--api-sock", vm->ctl_path, "--vsock-uds", vm->uds_path, "--console", "none",
-		"--ready-fd", "3", NULL,
-	};
-	pid_t parent = getpid(), pid;
-	struct sigaction dfl = { .sa_handler = SIG_DFL };
-	sigset_t none;
-
-	sigemptyset(&none);
-	pid = fork();
-	if (pid != 0)
-		return pid;
-	/* the child: async-signal-safe calls only */
-	sigaction(SIGPIPE, &dfl, NULL);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
-		_exit(127);
-	if (dup2(p->null_fd, 0) < 0 || dup2(p->null_fd, 1) < 0 || dup2(log_fd, 2) < 0)
-		_exit(127);
-	if (ready_w == 3 ? fcntl(3, F_SETFD, 0) : dup2(ready_w, 3) < 0)
-		_exit(127);
-#ifdef SYS_close_range
-	syscall(SYS_close_range, 4u, ~0u, 0u);
-#endif
-	execv("/proc/self/exe", argv);
-	_exit(127);
-}
-
+/* A VM of the spawner's (pool_spawner.c): the pool does not fork or open files. */
 static void spawn_vm(struct pool *p)
 {
 	struct pool_vm *vm = calloc(1, sizeof(*vm));
-	int pipefd[2] = { -1, -1 }, log_fd = -1;
+	int r;
 
 	if (!vm || !(vm->req.buf = malloc(RELAY_SIZE)) || !(vm->resp.buf = malloc(RELAY_SIZE))) {
 		pr_err("pool: out of memory for a VM");
 		goto fail;
 	}
 	vm->id = ++p->next_id;
-	vm->ready_fd = vm->ctl_fd = vm->conn_fd = -1;
+	vm->ready_fd = vm->ctl_fd = vm->conn_fd = vm->log_fd = vm->pidfd = -1;
 	vm->t_ready = (struct tag){ T_READY, vm };
 	vm->t_ctl = (struct tag){ T_CTL, vm };
 	vm->t_conn = (struct tag){ T_CONN, vm };
-	if (vm_paths(p, vm)) {
+	if (pool_vm_paths(p->run_dir, vm->id, vm->ctl_path, sizeof(vm->ctl_path), vm->uds_path,
+			  sizeof(vm->uds_path), vm->log_path, sizeof(vm->log_path))) {
 		pr_err("pool: the run directory's path %s is too long for Unix sockets", p->run_dir);
 		p->fatal = true;
 		goto fail;
 	}
-	log_fd = open(vm->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-	if (log_fd < 0 || pipe2(pipefd, O_CLOEXEC | O_NONBLOCK)) {
-		pr_err("pool: spawning a VM: %s", strerror(errno));
+	r = pool_spawner_spawn(p, vm);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		pr_err("pool: the VM spawner (pid %d) is gone", (int)p->spawner_pid);
+		p->fatal = true;
 		goto fail;
 	}
-	/* the child's end blocks: ember writes one line there */
-	fcntl(pipefd[1], F_SETFL, 0);
-	vm->pid = spawn_child(p, vm, pipefd[1], log_fd);
-	if (vm->pid < 0) {
-		pr_err("pool: fork: %s", strerror(errno));
+	if (r) {
+		pr_err("pool: spawning a VM: %s", strerror(-r));
 		goto fail;
 	}
-	close(pipefd[1]);
-	close(log_fd);
-	vm->ready_fd = pipefd[0];
 	vm->state = VM_STARTING;
 	vm->deadline_ns = after_ms(START_TIMEOUT_MS);
 	vm->next = p->vms;
@@ -590,14 +539,9 @@ static void spawn_vm(struct pool *p)
 		pool_vm_fail(p, vm, FAIL_START, "epoll: %s", strerror(errno));
 	return;
 fail:
-	close_fd(&pipefd[0]);
-	close_fd(&pipefd[1]);
-	close_fd(&log_fd);
 	if (vm) {
 		free(vm->req.buf);
 		free(vm->resp.buf);
-		if (vm->log_path[0])
-			unlink(vm->log_path);
 	}
 	free(vm);
 	p->spawn_failures++;
@@ -642,26 +586,31 @@ static void vm_reaped(struct pool *p, struct pool_vm *vm, int status)
 	close_fd(&vm->ctl_fd);
 	close_fd(&vm->conn_fd);
 	close_fd(&vm->ready_fd);
-	unlink(vm->log_path);
-	unlink(vm->ctl_path);
-	unlink(vm->uds_path);
+	close_fd(&vm->log_fd);
+	close_fd(&vm->pidfd);
+	/* the spawner removed its files before it reported the exit */
 	vm->dead = true;
 	vm->next = p->dead_vms;
 	p->dead_vms = vm;
 	pool_refill(p);
 }
 
-void pool_reap_children(struct pool *p)
+/* The spawner reaped VMs (pool_spawner.c); its socket closing means it is gone. */
+void pool_spawner_events(struct pool *p)
 {
-	int status;
-	pid_t pid;
+	struct spawn_exit e;
+	ssize_t n;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+	while ((n = recv(p->spawn_ev_fd, &e, sizeof(e), 0)) == (ssize_t)sizeof(e)) {
 		for (struct pool_vm *vm = p->vms; vm; vm = vm->next) {
-			if (vm->pid == pid) {
-				vm_reaped(p, vm, status);
+			if (vm->pid == e.pid && !vm->reaped) {
+				vm_reaped(p, vm, e.status);
 				break;
 			}
 		}
+	}
+	if (n == 0 || (n < 0 && !again())) {
+		pr_err("pool: the VM spawner (pid %d) is gone", (int)p->spawner_pid);
+		p->fatal = true;
 	}
 }

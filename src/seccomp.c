@@ -24,9 +24,9 @@
 #include "vmm.h"
 
 extern const unsigned char seccomp_vcpu_bpf[], seccomp_pager_bpf[], seccomp_vsock_bpf[],
-	seccomp_cpucheck_bpf[], seccomp_main_bpf[];
+	seccomp_cpucheck_bpf[], seccomp_main_bpf[], seccomp_pool_bpf[];
 extern const unsigned seccomp_vcpu_bpf_len, seccomp_pager_bpf_len, seccomp_vsock_bpf_len,
-	seccomp_cpucheck_bpf_len, seccomp_main_bpf_len;
+	seccomp_cpucheck_bpf_len, seccomp_main_bpf_len, seccomp_pool_bpf_len;
 
 static const struct {
 	const char *name;
@@ -41,6 +41,7 @@ static const struct {
 	[SECCOMP_VSOCK] = { "vsock", seccomp_vsock_bpf, &seccomp_vsock_bpf_len, true, false },
 	[SECCOMP_CPUCHECK] = { "cpucheck", seccomp_cpucheck_bpf, &seccomp_cpucheck_bpf_len,
 			       true, false },
+	[SECCOMP_POOL] = { "pool", seccomp_pool_bpf, &seccomp_pool_bpf_len, true, false },
 };
 
 const char *seccomp_thread_name(enum seccomp_thread t)

@@ -564,7 +564,7 @@ void mp_put_kv_u64(struct msgpack_packer *pk, const char *k, uint64_t v);
 
 /* ---- seccomp.c: one build-time filter per kind of thread (README, "Seccomp") ---- */
 enum seccomp_thread { SECCOMP_MAIN, SECCOMP_VCPU, SECCOMP_PAGER, SECCOMP_VSOCK,
-		      SECCOMP_CPUCHECK };
+		      SECCOMP_CPUCHECK, SECCOMP_POOL /* `ember pool`'s process */ };
 /* The fds a thread may write to (its filter's `write` rule); up to SECCOMP_FD_SLOTS. */
 struct seccomp_fds {
 	int fd[SECCOMP_FD_SLOTS];

@@ -13,6 +13,7 @@
 #include <linux/userfaultfd.h>
 #include <linux/sched.h>
 #include <seccomp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +137,28 @@ static const unsigned long main_ioctls[] = {
 	TCGETS, FIONBIO, FIONREAD,
 };
 
+/*
+ * `ember pool`'s process, from before it handles its first client (src/pool.c): the
+ * epoll loop, clients on its listening socket, the VMs' control and vsock sockets
+ * (connect, AF_UNIX), the ready pipes, the VMs' logs through fds the spawner passed
+ * (lseek, pread), clients' credentials (getsockopt, geteuid), requests to the spawner
+ * (sendmsg/recvmsg with SCM_RIGHTS), its exit reports, SIGKILL to its VMs through their
+ * pidfds only, reaping the spawner at exit;
+ * `write` to stderr and the log only (clients get send). No open, unlink, fork, execve,
+ * kill: the unfiltered spawner (src/pool_spawner.c) does those.
+ */
+static const int pool_syscalls[] = {
+	SCMP_SYS(read), SCMP_SYS(pread64), SCMP_SYS(lseek), SCMP_SYS(close),
+	SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl), SCMP_SYS(accept4),
+	SCMP_SYS(connect), SCMP_SYS(recvfrom), SCMP_SYS(recvmsg), SCMP_SYS(sendto),
+	SCMP_SYS(sendmsg), SCMP_SYS(getsockopt), SCMP_SYS(fcntl), SCMP_SYS(wait4),
+	SCMP_SYS(rt_sigaction),
+	/* a client's SO_PEERCRED is compared with our euid (src/usock.c) */
+	SCMP_SYS(geteuid),
+};
+/* an invocation's relay: the loop, then client and guest bytes */
+static const int pool_hot[] = { SCMP_SYS(epoll_wait), SCMP_SYS(recvfrom), SCMP_SYS(sendto) };
+
 struct filter_spec {
 	const char *name;
 	const int *syscalls;
@@ -146,6 +169,9 @@ struct filter_spec {
 	bool tgkill_self;   /* signal the VMM's own threads (vCPU kicks) */
 	bool unix_sockets;  /* socket(AF_UNIX, ...) */
 	bool threads;       /* start threads (the lz4 snapshot writer's workers) */
+	bool pidfd_kill;    /* pidfd_send_signal(SIGKILL) on pidfds it was given */
+	const int *hot;     /* checked first (after the ioctls): the calls of its hot path */
+	size_t nr_hot;
 };
 
 static int add_list(scmp_filter_ctx c, const int *nrs, size_t n)
@@ -166,6 +192,8 @@ static int build(scmp_filter_ctx c, const struct filter_spec *f)
 	/* checked first: KVM_RUN and UFFDIO_COPY are the hot calls */
 	if (!r && f->nr_ioctls)
 		r = seccomp_syscall_priority(c, SCMP_SYS(ioctl), 255);
+	for (size_t i = 0; !r && i < f->nr_hot; i++)
+		r = seccomp_syscall_priority(c, f->hot[i], 254);
 	for (size_t i = 0; !r && i < f->nr_ioctls; i++)
 		r = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 				     SCMP_A1(SCMP_CMP_EQ, f->ioctls[i]));
@@ -185,6 +213,9 @@ static int build(scmp_filter_ctx c, const struct filter_spec *f)
 	if (!r && f->unix_sockets)
 		r = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
 				     SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+	if (!r && f->pidfd_kill)
+		r = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(pidfd_send_signal), 1,
+				     SCMP_A1(SCMP_CMP_EQ, SIGKILL));
 	/* malloc and io_uring map memory, never executable memory */
 	if (!r)
 		r = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
@@ -206,6 +237,8 @@ static const struct filter_spec filters[] = {
 	  N(cpucheck_ioctls), .write_slots = true },
 	{ "seccomp_main_bpf", main_syscalls, N(main_syscalls), main_ioctls, N(main_ioctls),
 	  .tgkill_self = true, .unix_sockets = true, .threads = true },
+	{ "seccomp_pool_bpf", pool_syscalls, N(pool_syscalls), NULL, 0, .write_slots = true,
+	  .unix_sockets = true, .pidfd_kill = true, .hot = pool_hot, .nr_hot = N(pool_hot) },
 };
 
 static int emit(FILE *out, const struct filter_spec *f, bool log_only)

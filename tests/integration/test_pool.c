@@ -700,3 +700,132 @@ Test(pool, status_json_is_one_valid_object_with_every_documented_key)
 	proc_result_free(&r);
 	pool_stop(p);
 }
+
+/* ---- seccomp (README, "Seccomp") -------------------------------------------------------- */
+
+#ifdef EMBER_NO_SECCOMP
+#define WANT_SECCOMP 0 /* sanitizer builds: README, "Seccomp" */
+#else
+#define WANT_SECCOMP 2 /* SECCOMP_MODE_FILTER */
+#endif
+
+/* /proc/PID/status's Seccomp: and Seccomp_filters: (its main thread's). */
+static void seccomp_of(pid_t pid, int *mode, int *filters)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	*mode = *filters = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "Seccomp: %d", mode);
+		sscanf(line, "Seccomp_filters: %d", filters);
+	}
+	fclose(f);
+}
+
+/* The pool's child named ember-spawner (its only child that is not a VM). */
+static pid_t spawner_of(pid_t pool)
+{
+	char path[300], comm[32];
+	pid_t found = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+
+	cr_assert_not_null(d);
+	while (!found && (e = readdir(d))) {
+		char stat[512], *rp;
+		int ppid = 0;
+		FILE *f;
+
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		stat[0] = 0;
+		if (!fgets(stat, sizeof(stat), f))
+			stat[0] = 0;
+		fclose(f);
+		rp = strrchr(stat, ')');
+		if (!rp || sscanf(rp, ") %*c %d", &ppid) != 1 || ppid != pool)
+			continue;
+		if (sscanf(stat, "%*d (%31[^)])", comm) == 1 && !strcmp(comm, "ember-spawner"))
+			found = (pid_t)atoi(e->d_name);
+	}
+	closedir(d);
+	cr_assert_gt(found, 0, "the pool (pid %d) has no ember-spawner child", (int)pool);
+	return found;
+}
+
+Test(pool, the_pool_process_runs_under_its_own_filter_and_its_vms_do_not_inherit_it)
+{
+	struct proc *p = pool_start("1", MIX_PORT, NULL, NULL, NULL, NULL);
+	pid_t vm = vm_pid("idle");
+	int mode, filters;
+	uint8_t in[32] = "filtered";
+	int fd;
+
+	/* an invocation first: the filter is on while the pool serves */
+	fd = pool_connect();
+	mix_check(fd, 1, in, sizeof(in));
+	close(fd);
+	seccomp_of(proc_pid(p), &mode, &filters);
+	cr_assert_eq(mode, WANT_SECCOMP, "the pool process: Seccomp: %d", mode);
+#ifndef EMBER_NO_SECCOMP
+	cr_assert_eq(filters, 1, "the pool process: Seccomp_filters: %d", filters);
+#endif
+	/* the spawner forks the VMs unfiltered: each VM has its own filter, not the pool's */
+	seccomp_of(spawner_of(proc_pid(p)), &mode, &filters);
+	cr_assert_eq(mode, 0, "the spawner: Seccomp: %d", mode);
+	seccomp_of(vm, &mode, &filters);
+	cr_assert_eq(mode, WANT_SECCOMP, "the VM: Seccomp: %d", mode);
+#ifndef EMBER_NO_SECCOMP
+	cr_assert_eq(filters, 1, "the VM's main thread: Seccomp_filters: %d (the pool's "
+		     "inherited?)", filters);
+#endif
+	pool_stop(p);
+}
+
+Test(pool, a_forbidden_call_in_the_pool_process_kills_it_and_its_vms)
+{
+	struct proc_result r;
+
+#ifdef EMBER_NO_SECCOMP
+	cr_skip_test("sanitizer build: no seccomp filters to break (README, \"Seccomp\")");
+#endif
+	cr_assert_eq(setenv("EMBER_SECCOMP_PROBE", "pool", 1), 0);
+	ember_test_run(&r, WAIT_MS, "pool", "--snapshot", golden.dir, "--socket", sock, "--size",
+		       "1", "--port", MIX_PORT, NULL);
+	unsetenv("EMBER_SECCOMP_PROBE");
+	cr_assert(!r.timed_out, "the pool was not killed:\n%s", r.err);
+	cr_assert_eq(r.signal, SIGSYS, "the pool ended with status %d, signal %d:\n%s", r.status,
+		     r.signal, r.err);
+	proc_result_free(&r);
+	/* the spawner dies with the pool, its VMs with the spawner */
+	for (unsigned waited = 0; ember_test_count_procs(golden.dir) && waited < WAIT_MS;
+	     waited += 10)
+		sleep_ms(10);
+	cr_assert_eq(ember_test_count_procs(golden.dir), 0, "VMs outlived the killed pool");
+}
+
+Test(pool, a_vm_that_fails_to_start_has_its_log_tail_on_the_pools_stderr)
+{
+	char empty[PATH_MAX];
+	struct proc_result r;
+
+	snapt_join(empty, tmp, "not-a-snapshot");
+	cr_assert_eq(mkdir(empty, 0700), 0);
+	ember_test_run(&r, WAIT_MS, "pool", "--snapshot", empty, "--socket", sock, "--size", "1",
+		       "--port", MIX_PORT, NULL);
+	ember_test_assert_no_crash(&r);
+	cr_assert_eq(r.status, 1, "the pool exited %d:\n%s", r.status, r.err);
+	/* the log is read through the fd the spawner passed: the pool opens no files */
+	cr_assert(strstr(r.err, "pool: vm 1: | ember: error: snapshot"), "%s", r.err);
+	cr_assert(strstr(r.err, "giving up"), "%s", r.err);
+	cr_assert_eq(access(sock, F_OK), -1, "the pool's socket %s outlived it", sock);
+	proc_result_free(&r);
+}
