@@ -435,7 +435,7 @@ section_idle() {
 		i=$((i + 1))
 	done
 	kill $pids
-	wait 2>/dev/null || true
+	wait $pids 2>/dev/null || true # not a bare wait: it would wait for the section's tee too
 	awk -v n="$IDLE_CLONES" -v win="$IDLE_WINDOW" -v hz="$hz" -v dt="$((t1 - t0))" -v json="$tmp/idle.json" '
 	$1 == "ember-invoke" { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "connect_us") c[++nc] = kv[2]; if (kv[1] == "response_us") r[++nr] = kv[2] } }
 	function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t } }

@@ -77,3 +77,23 @@ Test(bench_run, rss_run_writes_json_with_metadata_csv_and_results_md)
 	sh(cmd);
 	cr_assert_str_eq(r.out, "2\n", "RESULTS.md: %s", r.err);
 }
+
+/* The idle section waited for all its shell's children, the section's own tee among
+ * them: a bare `wait` that never returned (the full bench hung there). Two clones, one
+ * second: it must finish and write its JSON. */
+Test(bench_run, idle_section_finishes)
+{
+	char cmd[4 * PATH_MAX];
+	const char *b = getenv("EMBER_BUILD");
+
+	snprintf(cmd, sizeof(cmd),
+		 "EMBER_BUILD=%s BENCH_SECTIONS=idle BENCH_IDLE_CLONES=2 BENCH_IDLE_WINDOW=1 "
+		 "BENCH_ALLOW_MISSED=1 BENCH_RESULTS_DIR=%s/r timeout 120 bench/run.sh",
+		 b ? b : "build", tmp);
+	sh(cmd);
+	cr_assert_eq(r.status, 0, "bench/run.sh exited %d (124: it hung)\nout:\n%s\nerr:\n%s",
+		     r.status, r.out, r.err);
+	snprintf(cmd, sizeof(cmd), "jq -e '.sections.idle | type == \"object\"' %s/r/*.json", tmp);
+	sh(cmd);
+	cr_assert_str_eq(r.out, "true\n", "results JSON: %s%s", r.out, r.err);
+}
