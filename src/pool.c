@@ -294,20 +294,6 @@ static void loop(struct pool *p)
 
 /* ---- set-up and teardown ------------------------------------------------------------------ */
 
-static void remove_run_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	if (d) {
-		while ((e = readdir(d)))
-			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-				unlinkat(dirfd(d), e->d_name, 0);
-		closedir(d);
-	}
-	rmdir(dir);
-}
-
 static int setup(struct pool *p, struct errbuf *eb)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -385,7 +371,7 @@ static void teardown(struct pool *p)
 	if (p->spawner_pid > 0)
 		pool_spawner_stop(p);
 	else if (p->run_dir[0])
-		remove_run_dir(p->run_dir);
+		pool_remove_run_dir(p->run_dir);
 	while (p->vms) {
 		struct pool_vm *vm = p->vms;
 

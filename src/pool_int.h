@@ -272,4 +272,8 @@ void pool_drop_idle(struct pool *p, struct pool_vm *vm);
 void pool_relay(struct pool *p, struct pool_vm *vm);      /* moves a busy VM's bytes */
 void pool_abort_invocation(struct pool *p, struct pool_vm *vm); /* the client's fault */
 
+/* The run directory and the files in it (the spawner at its end; the pool when its set-up
+ * fails before the spawner runs). */
+void pool_remove_run_dir(const char *dir);
+
 #endif

@@ -225,7 +225,7 @@ static void flush_reports(struct spawner *s)
 	}
 }
 
-static void remove_run_dir(const char *dir)
+void pool_remove_run_dir(const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -279,7 +279,7 @@ static void spawner_main(struct spawner *s)
 		kill(s->kids[i].pid, SIGKILL);
 	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 		;
-	remove_run_dir(s->p->run_dir);
+	pool_remove_run_dir(s->p->run_dir);
 	free(s->kids);
 	free(s->out);
 }
