@@ -11,10 +11,8 @@
 #include <string.h>
 
 #include "testlib.h"
-#include "arch/x86_64/x86.h"
 
 #define FETCH_MS  240000 /* first run only: apt-get download of ~8 MB */
-#define KERNEL_VA 0xffffffff80000000ull
 
 static struct proc_result fetch, boot;
 
@@ -47,20 +45,8 @@ static const char *debian_kernel(void)
 
 Test(linux_kernel, debian_kernel_reaches_its_own_page_tables)
 {
-	char line[512];
-	uint64_t cr3, rip;
-
 	ember_test_require_kvm();
 	ember_test_run(&boot, 30000, "boot", "--kernel", debian_kernel(), "--mem", "512",
 		       "--timeout", "2", "--dump-regs", "--console", "none", NULL);
-	ember_test_assert_no_crash(&boot);
-	cr_assert_eq(boot.status, 124, "ember exited %d, expected the --timeout status 124:\n%s",
-		     boot.status, boot.err);
-	cr_assert_not_null(proc_find_line(boot.err, "ember-regs vcpu=0 ", line, sizeof(line)),
-			   "no register dump for vcpu 0:\n%s", boot.err);
-	cr_assert_eq(proc_line_u64(line, "cr3", &cr3), 0, "no cr3 in: %s", line);
-	cr_assert_eq(proc_line_u64(line, "rip", &rip), 0, "no rip in: %s", line);
-	cr_assert_neq(cr3, BOOT_PML4_ADDR, "the kernel still runs on ember's boot page tables: %s",
-		      line);
-	cr_assert_geq(rip, KERNEL_VA, "rip is not in the kernel's virtual text mapping: %s", line);
+	ember_test_assert_linux_own_page_tables(&boot);
 }

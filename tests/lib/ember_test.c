@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "arch/x86_64/x86.h"
 #include "testlib.h"
 
 #define PATH_RING 8
@@ -233,4 +234,25 @@ void ember_test_capture_stderr(void (*fn)(void *arg), void *arg, char *buf, size
 	n = pread(fd, buf, len - 1, 0);
 	buf[n > 0 ? n : 0] = 0;
 	close(fd);
+}
+
+/* the x86-64 kernel's text mapping (Documentation/arch/x86/x86_64/mm.rst) */
+#define LINUX_KERNEL_VA 0xffffffff80000000ull
+
+void ember_test_assert_linux_own_page_tables(const struct proc_result *boot)
+{
+	char line[512];
+	uint64_t cr3, rip;
+
+	ember_test_assert_no_crash(boot);
+	cr_assert_eq(boot->status, 124, "ember exited %d, expected the --timeout status 124:\n%s",
+		     boot->status, boot->err);
+	cr_assert_not_null(proc_find_line(boot->err, "ember-regs vcpu=0 ", line, sizeof(line)),
+			   "no register dump for vcpu 0:\n%s", boot->err);
+	cr_assert_eq(proc_line_u64(line, "cr3", &cr3), 0, "no cr3 in: %s", line);
+	cr_assert_eq(proc_line_u64(line, "rip", &rip), 0, "no rip in: %s", line);
+	cr_assert_neq(cr3, BOOT_PML4_ADDR, "the kernel still runs on ember's boot page tables: %s",
+		      line);
+	cr_assert_geq(rip, LINUX_KERNEL_VA, "rip is not in the kernel's virtual text mapping: %s",
+		      line);
 }

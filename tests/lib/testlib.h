@@ -149,6 +149,10 @@ struct proc *ember_test_start(const char *first, ...);
 void ember_test_require_kvm(void);
 /* Fails unless the child exited by itself: no signal, no timeout, no sanitizer report. */
 void ember_test_assert_no_crash(const struct proc_result *r);
+/* A `boot --timeout N --dump-regs` of a Linux kernel: stopped by the timeout (124), and
+ * vCPU 0 runs in the kernel's text mapping on page tables of its own, not ember's boot
+ * ones: as far as this machine's KVM lets a Linux boot go (README, This platform). */
+void ember_test_assert_linux_own_page_tables(const struct proc_result *boot);
 /* A fresh private temp directory (mkdtemp), and its recursive removal. */
 void ember_test_tmpdir(char *buf, size_t len);
 void ember_test_rmtree(const char *dir);
